@@ -1,0 +1,1 @@
+//! Manifests: YAML text to a validated model, with every problem located.

@@ -1,0 +1,421 @@
+//! Validated domain types: what a manifest means once every rule has passed.
+//!
+//! Raw manifest types (`config::raw`) mirror the YAML; validation turns them into
+//! these. Constructors enforce invariants, so code past validation never has to
+//! re-check a cluster name, a duration or a mode combination.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The Kubernetes namespace used when the manifest names none.
+pub const DEFAULT_NAMESPACE: &str = "gloo-mesh";
+/// The authority agents dial by default (Gloo 2.x); CN and a DNS SAN of the server cert.
+pub const DEFAULT_AUTHORITY: &str = "gloo-mesh-mgmt-server.gloo-mesh";
+
+/// A DNS-1123 label: lowercase alphanumerics and `-`, at most 63 characters,
+/// starting and ending alphanumeric. Cluster names, namespaces and instance
+/// names are all labels, because they end up in Secret labels and cert SANs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DnsLabel(String);
+
+impl DnsLabel {
+    /// Checks `text` against the DNS-1123 label rules; the error says why it fails.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("must not be empty".to_owned());
+        }
+        if text.len() > 63 {
+            return Err(format!("is {} characters long; at most 63 are allowed", text.len()));
+        }
+        if let Some(bad) = text
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            return Err(format!(
+                "contains `{bad}`; only lowercase letters, digits and `-` are allowed"
+            ));
+        }
+        if text.starts_with('-') || text.ends_with('-') {
+            return Err("must start and end with a letter or digit".to_owned());
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The label as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DnsLabel {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<DnsLabel> for String {
+    fn from(value: DnsLabel) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for DnsLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A cluster's name: the `KubernetesCluster` name, the agent's `common.cluster`
+/// and the CN and DNS SAN of its client certificate.
+pub type ClusterName = DnsLabel;
+
+/// Checks a DNS name (SAN): dot-separated DNS-1123 labels, at most 253
+/// characters, with an optional `*` as the whole leftmost label.
+pub fn check_dns_name(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if text.len() > 253 {
+        return Err(format!("is {} characters long; at most 253 are allowed", text.len()));
+    }
+    for (index, label) in text.split('.').enumerate() {
+        if index == 0 && label == "*" && text.contains('.') {
+            continue;
+        }
+        DnsLabel::parse(label).map_err(|why| format!("label `{label}` {why}"))?;
+    }
+    Ok(())
+}
+
+/// Whether DNS name `pattern` (possibly a `*.` wildcard) matches `host` by the
+/// rules TLS clients use: a wildcard covers exactly one leftmost label.
+pub fn dns_name_covers(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.to_ascii_lowercase();
+    let host = host.to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .split_once('.')
+            .is_some_and(|(first, rest)| !first.is_empty() && rest == suffix),
+        None => pattern == host,
+    }
+}
+
+/// A length of time written the Kubernetes/Go way: `8760h`, `90m`, `1h30m`, `45s`.
+///
+/// Stored in whole seconds (certificates have second precision). Rendered back
+/// in the same notation, largest units first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration {
+    seconds: u64,
+}
+
+impl Duration {
+    /// A duration of `seconds` seconds.
+    pub const fn from_secs(seconds: u64) -> Self {
+        Self { seconds }
+    }
+
+    /// A duration of `hours` hours.
+    pub const fn from_hours(hours: u64) -> Self {
+        Self { seconds: hours * 3600 }
+    }
+
+    /// Whole seconds.
+    pub const fn as_secs(self) -> u64 {
+        self.seconds
+    }
+
+    /// One third, rounded down to the second: the default `renewBefore`.
+    pub const fn third(self) -> Self {
+        Self { seconds: self.seconds / 3 }
+    }
+
+    /// As a `time::Duration`, for certificate arithmetic.
+    pub fn to_time(self) -> time::Duration {
+        time::Duration::seconds(i64::try_from(self.seconds).unwrap_or(i64::MAX))
+    }
+}
+
+impl FromStr for Duration {
+    type Err = String;
+
+    /// Parses Go's `time.ParseDuration` notation for non-negative durations:
+    /// one or more `<number><unit>` with unit `h`, `m`, `s`, `ms`, `us`/`µs` or
+    /// `ns`, decimals allowed (`1.5h`), `0` alone allowed. Sub-second remainders
+    /// are rounded down.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let hint = "write it like `8760h`, `90m`, `1h30m` or `45s` (units h, m, s, ms, us, ns; days are not a unit)";
+        if text == "0" {
+            return Ok(Self::from_secs(0));
+        }
+        if text.is_empty() {
+            return Err(format!("empty duration; {hint}"));
+        }
+        let mut nanos: u128 = 0;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let number_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            let number = &rest[..number_len];
+            rest = &rest[number_len..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(rest.len());
+            let unit = &rest[..unit_len];
+            rest = &rest[unit_len..];
+            let scale: u128 = match unit {
+                "h" => 3_600_000_000_000,
+                "m" => 60_000_000_000,
+                "s" => 1_000_000_000,
+                "ms" => 1_000_000,
+                "us" | "µs" => 1_000,
+                "ns" => 1,
+                "" => return Err(format!("`{text}` has a number without a unit; {hint}")),
+                other => return Err(format!("`{text}` has unknown unit `{other}`; {hint}")),
+            };
+            let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+            if whole.is_empty() && fraction.is_empty() {
+                return Err(format!("`{text}` has a unit without a number; {hint}"));
+            }
+            if fraction.contains('.') {
+                return Err(format!("`{text}` is not a duration; {hint}"));
+            }
+            let whole: u128 = if whole.is_empty() {
+                0
+            } else {
+                whole
+                    .parse()
+                    .map_err(|_| format!("`{text}` is too large"))?
+            };
+            let mut part = whole
+                .checked_mul(scale)
+                .ok_or_else(|| format!("`{text}` is too large"))?;
+            let mut place = scale;
+            for digit in fraction.chars().take(18) {
+                place /= 10;
+                part += u128::from(digit.to_digit(10).unwrap_or(0)) * place;
+            }
+            nanos = nanos
+                .checked_add(part)
+                .ok_or_else(|| format!("`{text}` is too large"))?;
+        }
+        let seconds = u64::try_from(nanos / 1_000_000_000).map_err(|_| format!("`{text}` is too large"))?;
+        Ok(Self::from_secs(seconds))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (h, m, s) = (self.seconds / 3600, self.seconds % 3600 / 60, self.seconds % 60);
+        if self.seconds == 0 {
+            return f.write_str("0s");
+        }
+        if h > 0 {
+            write!(f, "{h}h")?;
+        }
+        if m > 0 {
+            write!(f, "{m}m")?;
+        }
+        if s > 0 {
+            write!(f, "{s}s")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// The key type of a generated key pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+pub enum KeyAlgorithm {
+    /// ECDSA on NIST P-256 with SHA-256 (the default: small, fast, universally supported).
+    #[default]
+    #[serde(rename = "ecdsa-p256")]
+    EcdsaP256,
+    /// ECDSA on NIST P-384 with SHA-384.
+    #[serde(rename = "ecdsa-p384")]
+    EcdsaP384,
+    /// RSA 2048-bit, PKCS#1 v1.5 with SHA-256.
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    /// RSA 3072-bit, PKCS#1 v1.5 with SHA-256.
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    /// RSA 4096-bit, PKCS#1 v1.5 with SHA-256 (what the product's own examples use).
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+}
+
+impl KeyAlgorithm {
+    /// Every supported algorithm, for tests and help text.
+    pub const ALL: [Self; 5] = [
+        Self::EcdsaP256,
+        Self::EcdsaP384,
+        Self::Rsa2048,
+        Self::Rsa3072,
+        Self::Rsa4096,
+    ];
+
+    /// The manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EcdsaP256 => "ecdsa-p256",
+            Self::EcdsaP384 => "ecdsa-p384",
+            Self::Rsa2048 => "rsa-2048",
+            Self::Rsa3072 => "rsa-3072",
+            Self::Rsa4096 => "rsa-4096",
+        }
+    }
+}
+
+impl fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who holds the CA keys; maps to the product's relay setup options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CaMode {
+    /// relayctl generates root and intermediate and keeps both in the mgmt cluster.
+    #[default]
+    Managed,
+    /// The management server generated its own CA and token; relayctl reads them.
+    Gloo,
+    /// The user's root (key optional) from a source; intermediate derived or provided.
+    Custom,
+    /// The user's PKI issues everything; relayctl holds no CA key.
+    External,
+}
+
+impl CaMode {
+    /// The manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Managed => "managed",
+            Self::Gloo => "gloo",
+            Self::Custom => "custom",
+            Self::External => "external",
+        }
+    }
+}
+
+impl fmt::Display for CaMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an agent gets its client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertMode {
+    /// The agent bootstraps with the identity token; the server signs its CSR.
+    #[default]
+    Token,
+    /// relayctl issues `relay-client-tls-secret` before the agent first connects.
+    Preprovisioned,
+    /// The user's PKI issues it; relayctl copies it from a source or only verifies it.
+    External,
+}
+
+impl ClientCertMode {
+    /// The manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Preprovisioned => "preprovisioned",
+            Self::External => "external",
+        }
+    }
+}
+
+impl fmt::Display for ClientCertMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where in the manifests a value came from, for messages about it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct SourceLocation {
+    /// The manifest file, as given on the command line or relative to the repository.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column.
+    pub column: u32,
+}
+
+impl fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_go_notation_parse() {
+        for (text, seconds) in [
+            ("8760h", 8760 * 3600),
+            ("90m", 5400),
+            ("1h30m", 5400),
+            ("45s", 45),
+            ("1.5h", 5400),
+            ("0", 0),
+            ("1500ms", 1),
+            ("2h0m0s", 7200),
+        ] {
+            assert_eq!(text.parse::<Duration>(), Ok(Duration::from_secs(seconds)), "{text}");
+        }
+    }
+
+    #[test]
+    fn durations_outside_go_notation_are_rejected_with_the_text() {
+        for text in ["", "1d", "365 days", "h", "-5m", "1.2.3h", "10", "P1Y", "1H"] {
+            let err = text.parse::<Duration>().unwrap_err();
+            assert!(err.contains("write it like") || err.contains(text), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_render_back_in_go_notation() {
+        assert_eq!(Duration::from_secs(5400).to_string(), "1h30m");
+        assert_eq!(Duration::from_hours(8760).to_string(), "8760h");
+        assert_eq!(Duration::from_secs(0).to_string(), "0s");
+    }
+
+    #[test]
+    fn dns_labels_follow_rfc_1123() {
+        assert!(DnsLabel::parse("cluster-1").is_ok());
+        assert!(DnsLabel::parse("Cluster").is_err());
+        assert!(DnsLabel::parse("-a").is_err());
+        assert!(DnsLabel::parse("a_b").is_err());
+        assert!(DnsLabel::parse(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn wildcards_cover_exactly_one_label() {
+        assert!(dns_name_covers("*.gloo-mesh", "gloo-mesh-mgmt-server.gloo-mesh"));
+        assert!(!dns_name_covers("*.gloo-mesh", "a.b.gloo-mesh"));
+        assert!(!dns_name_covers("*.gloo-mesh", "gloo-mesh"));
+        assert!(dns_name_covers("Gloo.Mesh", "gloo.mesh"));
+        assert!(check_dns_name("*.gloo-mesh").is_ok());
+        assert!(check_dns_name("a.*.b").is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Certificate logic: issue, inspect and verify the relay chain. (In progress.)
