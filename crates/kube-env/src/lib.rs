@@ -1,0 +1,1 @@
+//! Real multi-cluster Kubernetes control planes for tests. (In progress.)
