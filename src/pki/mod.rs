@@ -1,1 +1,36 @@
-//! Certificate logic: issue, inspect and verify the relay chain. (In progress.)
+//! Certificate logic for the relay chain: issue, inspect, verify, renew, and
+//! check user-provided material.
+//!
+//! Every certificate relayctl writes comes from here, and every decision about
+//! existing certificates (reuse, renew, report) is made on the facts this
+//! module extracts. It is pure: no files, no clock (`now` is a parameter), no
+//! hidden randomness (key generation and serials come through [`KeySource`]).
+//! Private keys only exist as [`PrivateKey`], whose formatting is redacted.
+//!
+//! - [`key`]: private keys, [`KeySource`] / [`OsKeySource`], key facts.
+//! - [`issue`]: root, intermediate, server and client certificates.
+//! - [`inspect`]: PEM certificates and bundles into [`CertFacts`].
+//! - [`verify`]: chains against root bundles with rustls-webpki.
+//! - [`renewal`]: cert-manager's renewal rule.
+//! - [`material`]: problems with material the user provides.
+//! - [`testing`]: a pooled [`KeySource`] that keeps tests fast.
+
+pub mod inspect;
+pub mod issue;
+pub mod key;
+pub mod material;
+pub mod renewal;
+pub mod testing;
+pub mod verify;
+
+pub use inspect::{CertFacts, InspectError, inspect_bundle, inspect_certificate, key_matches};
+pub use issue::{
+    CLOCK_SKEW_BACKDATE, CaRequest, ClientRequest, IssueError, Issued, Issuer, ServerRequest,
+    issue_client, issue_intermediate, issue_root, issue_server,
+};
+pub use key::{
+    KeyError, KeyFacts, KeySource, MAX_PEM_INPUT, OsKeySource, PrivateKey, inspect_private_key,
+};
+pub use material::MaterialProblem;
+pub use renewal::{renewal_due, renewal_threshold};
+pub use verify::{Usage, VerifyError, verify_chain};

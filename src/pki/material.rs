@@ -1,0 +1,357 @@
+//! Checks of user-provided material (certificates and keys from `file`, `env`
+//! or observed Secrets) before relayctl relies on it.
+//!
+//! Pure functions: they return every problem found, each with a message and a
+//! hint; the config layer attaches the manifest location of the source. An
+//! empty list means the material is usable for its role.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::model::Duration;
+use crate::pki::inspect::{CertFacts, inspect_bundle, key_matches};
+use crate::pki::key::inspect_private_key;
+use crate::pki::renewal::human;
+use crate::secret::SecretBytes;
+
+/// One problem with provided material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum MaterialProblem {
+    /// The certificate PEM cannot be read.
+    UnreadableCertificate {
+        /// The reader's message, with its causes.
+        reason: String,
+    },
+    /// The private key PEM cannot be read.
+    UnreadableKey {
+        /// The reader's message (never key bytes).
+        reason: String,
+    },
+    /// The key is not the certificate's.
+    KeyMismatch {
+        /// Certificate subject.
+        subject: String,
+        /// SPKI fingerprint of the certificate.
+        cert_spki_sha256: String,
+        /// SPKI fingerprint of the key.
+        key_spki_sha256: String,
+    },
+    /// A certificate given as a CA is not one.
+    NotCa {
+        /// Certificate subject.
+        subject: String,
+    },
+    /// A CA (or leaf) past its notAfter.
+    Expired {
+        /// Certificate subject.
+        subject: String,
+        /// Its notAfter.
+        not_after: String,
+    },
+    /// A certificate not valid yet.
+    NotYetValid {
+        /// Certificate subject.
+        subject: String,
+        /// Its notBefore.
+        not_before: String,
+    },
+    /// A CA that expires before what it must sign would.
+    CaTooShort {
+        /// CA subject.
+        subject: String,
+        /// Remaining validity, human form.
+        remaining: String,
+        /// Validity it must cover, human form.
+        required: String,
+    },
+    /// A server certificate whose SANs miss the authority.
+    SanMissesAuthority {
+        /// Certificate subject.
+        subject: String,
+        /// Its DNS SANs.
+        dns_names: Vec<String>,
+        /// The authority agents dial.
+        authority: String,
+    },
+    /// A client certificate whose SAN is not the cluster name.
+    SanNotClusterName {
+        /// Certificate subject.
+        subject: String,
+        /// Its DNS SANs.
+        dns_names: Vec<String>,
+        /// The cluster name.
+        cluster: String,
+    },
+    /// A leaf lacking the extended key usage its role needs.
+    MissingExtendedKeyUsage {
+        /// Certificate subject.
+        subject: String,
+        /// `serverAuth` or `clientAuth`.
+        needed: String,
+    },
+}
+
+impl MaterialProblem {
+    /// One-line message, lowercase, naming the certificate.
+    pub fn message(&self) -> String {
+        match self {
+            Self::UnreadableCertificate { reason } => {
+                format!("certificate is unreadable: {reason}")
+            }
+            Self::UnreadableKey { reason } => format!("private key is unreadable: {reason}"),
+            Self::KeyMismatch { subject, .. } => {
+                format!("private key does not match certificate `{subject}`")
+            }
+            Self::NotCa { subject } => format!("certificate `{subject}` is not a CA"),
+            Self::Expired { subject, not_after } => {
+                format!("certificate `{subject}` expired at {not_after}")
+            }
+            Self::NotYetValid {
+                subject,
+                not_before,
+            } => {
+                format!("certificate `{subject}` is not valid before {not_before}")
+            }
+            Self::CaTooShort {
+                subject,
+                remaining,
+                required,
+            } => format!(
+                "CA `{subject}` is valid for {remaining} more, shorter than the {required} it must sign for"
+            ),
+            Self::SanMissesAuthority {
+                subject,
+                dns_names,
+                authority,
+            } => format!(
+                "server certificate `{subject}` has DNS SANs [{}], none covers authority `{authority}`",
+                dns_names.join(", ")
+            ),
+            Self::SanNotClusterName {
+                subject,
+                dns_names,
+                cluster,
+            } => format!(
+                "client certificate `{subject}` has DNS SANs [{}], want exactly `{cluster}`",
+                dns_names.join(", ")
+            ),
+            Self::MissingExtendedKeyUsage { subject, needed } => {
+                format!("certificate `{subject}` lacks extended key usage `{needed}`")
+            }
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> String {
+        match self {
+            Self::UnreadableCertificate { .. } => {
+                "provide PEM certificates (`-----BEGIN CERTIFICATE-----`), at most 1 MiB".to_owned()
+            }
+            Self::UnreadableKey { .. } => {
+                "provide an unencrypted PEM key: `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`"
+                    .to_owned()
+            }
+            Self::KeyMismatch { .. } => {
+                "check that the key and certificate sources point at the same pair (compare `openssl x509 -pubkey` with `openssl pkey -pubout`)".to_owned()
+            }
+            Self::NotCa { .. } => {
+                "give the CA certificate (basicConstraints CA:TRUE), not a leaf such as the server certificate".to_owned()
+            }
+            Self::Expired { .. } | Self::NotYetValid { .. } => {
+                "provide a currently valid certificate, or let relayctl manage it".to_owned()
+            }
+            Self::CaTooShort { .. } => {
+                "renew the CA, or shorten the validity of the certificates it signs".to_owned()
+            }
+            Self::SanMissesAuthority { authority, .. } => format!(
+                "reissue the server certificate with DNS SAN `{authority}` (or a wildcard covering it)"
+            ),
+            Self::SanNotClusterName { cluster, .. } => {
+                format!("reissue the client certificate with CN and DNS SAN `{cluster}`")
+            }
+            Self::MissingExtendedKeyUsage { needed, .. } => {
+                format!("reissue the certificate with extended key usage `{needed}`")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for MaterialProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+/// Checks CA material: every certificate of `cert_pem` (a CA or a root bundle)
+/// must be a CA valid at `now`; the first must match `key` when given and, when
+/// `must_cover` is given, stay valid at least that long (the validity of what
+/// it signs).
+pub fn check_ca(
+    cert_pem: &[u8],
+    key: Option<&SecretBytes>,
+    must_cover: Option<Duration>,
+    now: OffsetDateTime,
+) -> Vec<MaterialProblem> {
+    let mut problems = Vec::new();
+    let Some(certs) = read(cert_pem, &mut problems) else {
+        return problems;
+    };
+    for cert in &certs {
+        if !cert.is_ca {
+            problems.push(MaterialProblem::NotCa {
+                subject: cert.subject.clone(),
+            });
+        }
+        validity_problems(cert, now, &mut problems);
+        if let Some(required) = must_cover {
+            let remaining = cert.not_after - now;
+            if remaining > time::Duration::ZERO && remaining < required.to_time() {
+                problems.push(MaterialProblem::CaTooShort {
+                    subject: cert.subject.clone(),
+                    remaining: human(remaining),
+                    required: human(required.to_time()),
+                });
+            }
+        }
+    }
+    key_problems(&certs[0], key, &mut problems);
+    problems
+}
+
+/// Checks a server certificate (`tls.crt`: leaf first): valid at `now`, SANs
+/// cover `authority`, EKU serverAuth, key matches when given.
+pub fn check_server(
+    cert_pem: &[u8],
+    key: Option<&SecretBytes>,
+    authority: &str,
+    now: OffsetDateTime,
+) -> Vec<MaterialProblem> {
+    let mut problems = Vec::new();
+    let Some(certs) = read(cert_pem, &mut problems) else {
+        return problems;
+    };
+    let leaf = &certs[0];
+    validity_problems(leaf, now, &mut problems);
+    if !leaf.covers_dns_name(authority) {
+        problems.push(MaterialProblem::SanMissesAuthority {
+            subject: leaf.subject.clone(),
+            dns_names: leaf.dns_names.clone(),
+            authority: authority.to_owned(),
+        });
+    }
+    eku_problems(leaf, "serverAuth", &mut problems);
+    key_problems(leaf, key, &mut problems);
+    problems
+}
+
+/// Checks an agent's client certificate: valid at `now`, the DNS SANs are
+/// exactly the cluster name, EKU clientAuth, key matches when given.
+pub fn check_client(
+    cert_pem: &[u8],
+    key: Option<&SecretBytes>,
+    cluster: &str,
+    now: OffsetDateTime,
+) -> Vec<MaterialProblem> {
+    let mut problems = Vec::new();
+    let Some(certs) = read(cert_pem, &mut problems) else {
+        return problems;
+    };
+    let leaf = &certs[0];
+    validity_problems(leaf, now, &mut problems);
+    if leaf.dns_names != [cluster] {
+        problems.push(MaterialProblem::SanNotClusterName {
+            subject: leaf.subject.clone(),
+            dns_names: leaf.dns_names.clone(),
+            cluster: cluster.to_owned(),
+        });
+    }
+    eku_problems(leaf, "clientAuth", &mut problems);
+    key_problems(leaf, key, &mut problems);
+    problems
+}
+
+/// Checks only that `key` belongs to the first certificate of `cert_pem`.
+pub fn check_key_pair(cert_pem: &[u8], key: &SecretBytes) -> Vec<MaterialProblem> {
+    let mut problems = Vec::new();
+    if let Some(certs) = read(cert_pem, &mut problems) {
+        key_problems(&certs[0], Some(key), &mut problems);
+    }
+    problems
+}
+
+fn read(cert_pem: &[u8], problems: &mut Vec<MaterialProblem>) -> Option<Vec<CertFacts>> {
+    match inspect_bundle(cert_pem) {
+        Ok(certs) if !certs.is_empty() => Some(certs),
+        Ok(_) => {
+            problems.push(MaterialProblem::UnreadableCertificate {
+                reason: "no certificate".to_owned(),
+            });
+            None
+        }
+        Err(error) => {
+            problems.push(MaterialProblem::UnreadableCertificate {
+                reason: error_chain(&error),
+            });
+            None
+        }
+    }
+}
+
+fn validity_problems(cert: &CertFacts, now: OffsetDateTime, problems: &mut Vec<MaterialProblem>) {
+    if now > cert.not_after {
+        problems.push(MaterialProblem::Expired {
+            subject: cert.subject.clone(),
+            not_after: rfc3339(cert.not_after),
+        });
+    } else if now < cert.not_before {
+        problems.push(MaterialProblem::NotYetValid {
+            subject: cert.subject.clone(),
+            not_before: rfc3339(cert.not_before),
+        });
+    }
+}
+
+fn eku_problems(cert: &CertFacts, needed: &str, problems: &mut Vec<MaterialProblem>) {
+    // An absent EKU extension allows every usage (RFC 5280 4.2.1.12).
+    if !cert.extended_key_usage.is_empty()
+        && !cert.has_extended_key_usage(needed)
+        && !cert.has_extended_key_usage("anyExtendedKeyUsage")
+    {
+        problems.push(MaterialProblem::MissingExtendedKeyUsage {
+            subject: cert.subject.clone(),
+            needed: needed.to_owned(),
+        });
+    }
+}
+
+fn key_problems(cert: &CertFacts, key: Option<&SecretBytes>, problems: &mut Vec<MaterialProblem>) {
+    let Some(key) = key else { return };
+    match inspect_private_key(key) {
+        Ok(facts) if key_matches(cert, &facts) => {}
+        Ok(facts) => problems.push(MaterialProblem::KeyMismatch {
+            subject: cert.subject.clone(),
+            cert_spki_sha256: cert.spki_sha256.clone(),
+            key_spki_sha256: facts.spki_sha256,
+        }),
+        Err(error) => problems.push(MaterialProblem::UnreadableKey {
+            reason: error_chain(&error),
+        }),
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn rfc3339(time: OffsetDateTime) -> String {
+    time.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| time.to_string())
+}
