@@ -39,7 +39,9 @@
 //! - *instance*: the `RelayTrust` name; goes into ownership labels.
 //! - *intent*: what one Secret should be, without the secret bytes chosen yet.
 
+pub mod cli;
 pub mod config;
 pub mod model;
 pub mod pki;
 pub mod secret;
+pub mod source;

@@ -1,3 +1,5 @@
-//! The `relayctl` binary: parse arguments, run, map the outcome to an exit code.
+//! The `relayctl` binary: everything lives in the library's `cli` module.
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    relayctl::cli::main()
+}

@@ -30,7 +30,10 @@ impl DnsLabel {
             return Err("must not be empty".to_owned());
         }
         if text.len() > 63 {
-            return Err(format!("is {} characters long; at most 63 are allowed", text.len()));
+            return Err(format!(
+                "is {} characters long; at most 63 are allowed",
+                text.len()
+            ));
         }
         if let Some(bad) = text
             .chars()
@@ -82,7 +85,10 @@ pub fn check_dns_name(text: &str) -> Result<(), String> {
         return Err("must not be empty".to_owned());
     }
     if text.len() > 253 {
-        return Err(format!("is {} characters long; at most 253 are allowed", text.len()));
+        return Err(format!(
+            "is {} characters long; at most 253 are allowed",
+            text.len()
+        ));
     }
     for (index, label) in text.split('.').enumerate() {
         if index == 0 && label == "*" && text.contains('.') {
@@ -123,7 +129,9 @@ impl Duration {
 
     /// A duration of `hours` hours.
     pub const fn from_hours(hours: u64) -> Self {
-        Self { seconds: hours * 3600 }
+        Self {
+            seconds: hours * 3600,
+        }
     }
 
     /// Whole seconds.
@@ -133,7 +141,9 @@ impl Duration {
 
     /// One third, rounded down to the second: the default `renewBefore`.
     pub const fn third(self) -> Self {
-        Self { seconds: self.seconds / 3 }
+        Self {
+            seconds: self.seconds / 3,
+        }
     }
 
     /// As a `time::Duration`, for certificate arithmetic.
@@ -150,12 +160,11 @@ impl FromStr for Duration {
     /// `ns`, decimals allowed (`1.5h`), `0` alone allowed. Sub-second remainders
     /// are rounded down.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let hint = "write it like `8760h`, `90m`, `1h30m` or `45s` (units h, m, s, ms, us, ns; days are not a unit)";
         if text == "0" {
             return Ok(Self::from_secs(0));
         }
         if text.is_empty() {
-            return Err(format!("empty duration; {hint}"));
+            return Err("empty duration".to_owned());
         }
         let mut nanos: u128 = 0;
         let mut rest = text;
@@ -177,15 +186,19 @@ impl FromStr for Duration {
                 "ms" => 1_000_000,
                 "us" | "µs" => 1_000,
                 "ns" => 1,
-                "" => return Err(format!("`{text}` has a number without a unit; {hint}")),
-                other => return Err(format!("`{text}` has unknown unit `{other}`; {hint}")),
+                "" => return Err(format!("`{text}` has a number without a unit")),
+                other => {
+                    return Err(format!(
+                        "`{text}` has unknown unit `{other}` (days and years are not units)"
+                    ));
+                }
             };
             let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
             if whole.is_empty() && fraction.is_empty() {
-                return Err(format!("`{text}` has a unit without a number; {hint}"));
+                return Err(format!("`{text}` has a unit without a number"));
             }
             if fraction.contains('.') {
-                return Err(format!("`{text}` is not a duration; {hint}"));
+                return Err(format!("`{text}` is not a duration"));
             }
             let whole: u128 = if whole.is_empty() {
                 0
@@ -206,14 +219,19 @@ impl FromStr for Duration {
                 .checked_add(part)
                 .ok_or_else(|| format!("`{text}` is too large"))?;
         }
-        let seconds = u64::try_from(nanos / 1_000_000_000).map_err(|_| format!("`{text}` is too large"))?;
+        let seconds =
+            u64::try_from(nanos / 1_000_000_000).map_err(|_| format!("`{text}` is too large"))?;
         Ok(Self::from_secs(seconds))
     }
 }
 
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (h, m, s) = (self.seconds / 3600, self.seconds % 3600 / 60, self.seconds % 60);
+        let (h, m, s) = (
+            self.seconds / 3600,
+            self.seconds % 3600 / 60,
+            self.seconds % 60,
+        );
         if self.seconds == 0 {
             return f.write_str("0s");
         }
@@ -381,15 +399,24 @@ mod tests {
             ("1500ms", 1),
             ("2h0m0s", 7200),
         ] {
-            assert_eq!(text.parse::<Duration>(), Ok(Duration::from_secs(seconds)), "{text}");
+            assert_eq!(
+                text.parse::<Duration>(),
+                Ok(Duration::from_secs(seconds)),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn durations_outside_go_notation_are_rejected_with_the_text() {
-        for text in ["", "1d", "365 days", "h", "-5m", "1.2.3h", "10", "P1Y", "1H"] {
+        for text in [
+            "", "1d", "365 days", "h", "-5m", "1.2.3h", "10", "P1Y", "1H",
+        ] {
             let err = text.parse::<Duration>().unwrap_err();
-            assert!(err.contains("write it like") || err.contains(text), "{text}: {err}");
+            assert!(
+                err.contains(&format!("`{text}`")) || text.is_empty(),
+                "{text}: {err}"
+            );
         }
     }
 
@@ -411,11 +438,247 @@ mod tests {
 
     #[test]
     fn wildcards_cover_exactly_one_label() {
-        assert!(dns_name_covers("*.gloo-mesh", "gloo-mesh-mgmt-server.gloo-mesh"));
+        assert!(dns_name_covers(
+            "*.gloo-mesh",
+            "gloo-mesh-mgmt-server.gloo-mesh"
+        ));
         assert!(!dns_name_covers("*.gloo-mesh", "a.b.gloo-mesh"));
         assert!(!dns_name_covers("*.gloo-mesh", "gloo-mesh"));
         assert!(dns_name_covers("Gloo.Mesh", "gloo.mesh"));
         assert!(check_dns_name("*.gloo-mesh").is_ok());
         assert!(check_dns_name("a.*.b").is_err());
+    }
+}
+
+/// Where certificate, key or token material comes from, after validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SourceKind {
+    /// A file; the path is already resolved against the manifest's folder.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// A key of a Kubernetes Secret on one of the fleet's clusters.
+    Secret(SecretRef),
+}
+
+/// A `{ secret: ... }` material source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretRef {
+    /// Cluster holding the Secret.
+    pub cluster: ClusterName,
+    /// Namespace.
+    pub namespace: DnsLabel,
+    /// Secret name.
+    pub name: String,
+    /// Data key.
+    pub key: String,
+}
+
+/// A material source with the manifest field that named it, for messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MaterialSource {
+    /// Where to read.
+    pub kind: SourceKind,
+    /// The field path, e.g. `spec.ca.root.cert`.
+    pub field: String,
+    /// Where that field is.
+    pub location: SourceLocation,
+}
+
+impl fmt::Display for MaterialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            SourceKind::File(path) => write!(f, "file `{}`", path.display()),
+            SourceKind::Env(var) => write!(f, "environment variable `{var}`"),
+            SourceKind::Secret(r) => write!(
+                f,
+                "secret `{}/{}` key `{}` on cluster `{}`",
+                r.namespace, r.name, r.key, r.cluster
+            ),
+        }
+    }
+}
+
+/// How relayctl reaches a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Connection {
+    /// A kubeconfig context, in a given file or the default one.
+    Kubeconfig {
+        /// Context name.
+        context: String,
+        /// Kubeconfig file, resolved against the manifest's folder.
+        path: Option<PathBuf>,
+    },
+    /// The pod's service account.
+    InCluster,
+    /// A local folder standing in for the cluster.
+    Directory {
+        /// The folder, resolved against the manifest's folder.
+        path: PathBuf,
+    },
+    /// Not given: `<state-dir>/<cluster name>/`.
+    StateDir,
+}
+
+/// One cluster of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterConfig {
+    /// Its name.
+    pub name: ClusterName,
+    /// How to reach it.
+    pub connection: Connection,
+    /// Where its manifest is.
+    pub location: SourceLocation,
+}
+
+/// A workload cluster and its client-certificate source (`external` mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadConfig {
+    /// The cluster.
+    pub cluster: ClusterConfig,
+    /// Certificate to copy into `relay-client-tls-secret`.
+    pub client_cert: Option<MaterialSource>,
+    /// Its key.
+    pub client_key: Option<MaterialSource>,
+}
+
+/// A CA certificate's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaCertConfig {
+    /// Subject CN when generated.
+    pub common_name: String,
+    /// Lifetime when generated.
+    pub validity: Duration,
+    /// Key type when generated.
+    pub key: KeyAlgorithm,
+    /// Certificate brought from a source.
+    pub cert: Option<MaterialSource>,
+    /// Key brought from a source.
+    pub private_key: Option<MaterialSource>,
+}
+
+/// `spec.ca`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaConfig {
+    /// Who holds the keys.
+    pub mode: CaMode,
+    /// Root CA.
+    pub root: CaCertConfig,
+    /// Intermediate (signing) CA.
+    pub intermediate: CaCertConfig,
+}
+
+impl CaConfig {
+    /// Whether relayctl can sign leaves: it holds, or can derive, a signing key.
+    pub fn can_sign(&self) -> bool {
+        match self.mode {
+            CaMode::Managed | CaMode::Gloo => true,
+            CaMode::Custom => {
+                self.root.private_key.is_some() || self.intermediate.private_key.is_some()
+            }
+            CaMode::External => false,
+        }
+    }
+}
+
+/// `spec.identityToken`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenConfig {
+    /// Whether the token secret is written.
+    pub enabled: bool,
+    /// A user-provided token instead of a generated one.
+    pub value: Option<MaterialSource>,
+}
+
+/// `spec.server`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerConfig {
+    /// Host name agents dial; CN and first SAN.
+    pub authority: String,
+    /// Every DNS SAN: the authority first, then the extra names, without repeats.
+    pub dns_names: Vec<String>,
+    /// Lifetime.
+    pub validity: Duration,
+    /// Renewal threshold.
+    pub renew_before: Duration,
+    /// Key type.
+    pub key: KeyAlgorithm,
+    /// `external` mode: certificate from a source.
+    pub cert: Option<MaterialSource>,
+    /// `external` mode: key from a source.
+    pub private_key: Option<MaterialSource>,
+}
+
+/// `spec.clientCerts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertConfig {
+    /// How agents get them.
+    pub mode: ClientCertMode,
+    /// Lifetime of issued certs.
+    pub validity: Duration,
+    /// Renewal threshold.
+    pub renew_before: Duration,
+    /// Key type.
+    pub key: KeyAlgorithm,
+}
+
+/// A whole validated configuration: one relay trust and its fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustConfig {
+    /// The `RelayTrust` name; goes into ownership labels.
+    pub instance: DnsLabel,
+    /// Where the `RelayTrust` manifest is.
+    pub location: SourceLocation,
+    /// Namespace of every relay Secret.
+    pub namespace: DnsLabel,
+    /// CA settings.
+    pub ca: CaConfig,
+    /// Token settings.
+    pub identity_token: TokenConfig,
+    /// Server certificate settings.
+    pub server: ServerConfig,
+    /// Client certificate settings.
+    pub client_certs: ClientCertConfig,
+    /// Whether to delete this instance's Secrets on clusters that left.
+    pub prune: bool,
+    /// The management cluster.
+    pub management: ClusterConfig,
+    /// Workload clusters, sorted by name.
+    pub workloads: Vec<WorkloadConfig>,
+}
+
+impl TrustConfig {
+    /// A SHA-256 digest (hex) of the validated configuration, for the
+    /// config-digest annotation and saved plans. Locations are excluded so that
+    /// moving a manifest between files does not change it.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        strip_locations(&mut value);
+        let digest = Sha256::digest(value.to_string().as_bytes());
+        hex::encode(digest)
+    }
+
+    /// Every cluster: management first, then workloads by name.
+    pub fn clusters(&self) -> impl Iterator<Item = &ClusterConfig> {
+        std::iter::once(&self.management).chain(self.workloads.iter().map(|w| &w.cluster))
+    }
+}
+
+fn strip_locations(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove("location");
+            map.values_mut().for_each(strip_locations);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_locations),
+        _ => {}
     }
 }

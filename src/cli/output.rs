@@ -1,0 +1,39 @@
+//! Messages on stderr: status lines and the error chain.
+
+use std::error::Error as _;
+use std::io::Write as _;
+
+use super::CliError;
+
+/// A status line for humans, on stderr.
+pub fn status(message: &str) {
+    let _ = writeln!(std::io::stderr(), "{message}");
+}
+
+/// Prints `error: <top>`, one `caused by:` per source, then hints.
+pub fn print_error(err: &CliError) {
+    let mut stderr = std::io::stderr().lock();
+    if matches!(err, CliError::InvalidConfig { .. }) {
+        // The diagnostics above already said everything.
+        let _ = writeln!(stderr, "error: {err}");
+        return;
+    }
+    let _ = writeln!(stderr, "error: {err}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let _ = writeln!(stderr, "  caused by: {cause}");
+        source = cause.source();
+    }
+    for hint in hints(err) {
+        let _ = writeln!(stderr, "  hint: {hint}");
+    }
+}
+
+fn hints(err: &CliError) -> Vec<String> {
+    match err {
+        CliError::Source(crate::source::SourceError::Read { .. }) => {
+            vec!["pass a manifest file or a folder of `*.yaml` manifests".to_owned()]
+        }
+        _ => Vec::new(),
+    }
+}
