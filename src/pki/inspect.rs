@@ -229,9 +229,18 @@ pub fn certificate_ders(input: &[u8]) -> Result<Vec<Vec<u8>>, InspectError> {
 
 /// Facts of one DER certificate; `index` only labels errors.
 pub fn facts_from_der(index: usize, der: &[u8]) -> Result<CertFacts, InspectError> {
+    use x509_parser::der_parser::error::BerError;
+    use x509_parser::error::X509Error;
     use x509_parser::nom::Err as NomErr;
+    use x509_parser::nom::error::ErrorKind;
     let (rest, cert) = x509_parser::parse_x509_certificate(der).map_err(|error| match error {
-        NomErr::Incomplete(_) => InspectError::TruncatedDer { index },
+        NomErr::Incomplete(_)
+        | NomErr::Error(X509Error::Der(BerError::Incomplete(_)))
+        | NomErr::Failure(X509Error::Der(BerError::Incomplete(_)))
+        | NomErr::Error(X509Error::NomError(ErrorKind::Eof))
+        | NomErr::Failure(X509Error::NomError(ErrorKind::Eof)) => {
+            InspectError::TruncatedDer { index }
+        }
         NomErr::Error(source) | NomErr::Failure(source) => InspectError::Parse { index, source },
     })?;
     if !rest.is_empty() {

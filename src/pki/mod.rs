@@ -21,6 +21,9 @@ pub mod key;
 pub mod material;
 pub mod renewal;
 pub mod testing;
+
+#[cfg(test)]
+mod tests;
 pub mod verify;
 
 pub use inspect::{CertFacts, InspectError, inspect_bundle, inspect_certificate, key_matches};
