@@ -39,9 +39,13 @@
 //! - *instance*: the `RelayTrust` name; goes into ownership labels.
 //! - *intent*: what one Secret should be, without the secret bytes chosen yet.
 
+pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod material;
 pub mod model;
+pub mod observed;
 pub mod pki;
+pub mod plan;
 pub mod secret;
 pub mod source;

@@ -501,7 +501,7 @@ impl fmt::Display for MaterialSource {
 }
 
 /// How relayctl reaches a cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Connection {
     /// A kubeconfig context, in a given file or the default one.

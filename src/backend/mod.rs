@@ -1,0 +1,120 @@
+//! Where Secrets live: one trait, a Kubernetes and a directory implementation.
+//!
+//! The planner never sees a backend; the shell observes through one, hands
+//! plain [`ClusterObservation`]s to the planner, and carries out the planned
+//! writes through it. Methods are blocking: the fleet is worked on by a bounded
+//! pool of threads, one cluster per thread.
+
+pub mod directory;
+
+use std::time::Duration;
+
+use crate::observed::ClusterObservation;
+use crate::plan::Write;
+
+/// A failure talking to one cluster's storage.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Reading a file of the directory backend failed.
+    #[error("cannot read `{path}`")]
+    Read {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing a file of the directory backend failed.
+    #[error("cannot write `{path}`")]
+    Write {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file in the directory backend is not a Secret manifest.
+    #[error("`{path}` is not a valid Secret manifest: {reason}")]
+    Corrupt {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong (never includes data values).
+        reason: String,
+    },
+    /// The object changed between observation and write.
+    #[error("secret `{namespace}/{name}` changed since it was observed; run plan again")]
+    Stale {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// Another run holds the lock.
+    #[error("another apply holds the lock of instance `{instance}`: {holder}")]
+    Locked {
+        /// The instance.
+        instance: String,
+        /// Who holds it and until when.
+        holder: String,
+    },
+    /// A Kubernetes API call failed.
+    #[error("{operation} failed")]
+    Kube {
+        /// What was being done, naming the object.
+        operation: String,
+        /// The API error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Kubernetes answered 401: the credentials are not accepted.
+    #[error("{operation}: the API server rejected the credentials (401 Unauthorized)")]
+    Unauthorized {
+        /// What was being done.
+        operation: String,
+    },
+    /// Kubernetes answered 403.
+    #[error("{operation}: forbidden (403): {message}")]
+    Forbidden {
+        /// What was being done.
+        operation: String,
+        /// The server's message, naming the verb and resource.
+        message: String,
+    },
+    /// The cluster cannot be reached or configured.
+    #[error("cannot connect: {reason}")]
+    Connect {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Holds a lock until dropped.
+pub trait LockGuard: Send {}
+
+/// One cluster's Secret storage.
+pub trait Backend: Send + Sync {
+    /// Human description for messages (`directory .relayctl/state/mgmt`, `context mgmt`).
+    fn describe(&self) -> String;
+
+    /// Every Secret in `namespace` labelled for `instance`, plus those named in
+    /// `names` whatever their labels.
+    fn observe(
+        &self,
+        namespace: &str,
+        instance: &str,
+        names: &[String],
+    ) -> Result<ClusterObservation, BackendError>;
+
+    /// Carries out one planned write, honouring its precondition.
+    fn write(&self, write: &Write) -> Result<(), BackendError>;
+
+    /// Takes the apply lock of `instance`, waiting up to `timeout`; fails
+    /// naming the holder.
+    fn lock(
+        &self,
+        namespace: &str,
+        instance: &str,
+        holder: &str,
+        timeout: Duration,
+    ) -> Result<Box<dyn LockGuard>, BackendError>;
+}

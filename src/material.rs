@@ -1,0 +1,347 @@
+//! Material the user brings (certificates, keys, tokens), once loaded.
+//!
+//! [`Material`] is plain data for the planner; [`load`] is the shell step that
+//! reads `file` and `env` sources (and takes `secret` sources from what the
+//! backends observed). Loading reports problems as located diagnostics, and
+//! [`check`] runs the PKI checks on what was loaded.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use time::OffsetDateTime;
+
+use crate::config::Diagnostic;
+use crate::model::{CaMode, ClusterName, MaterialSource, SourceKind, SourceLocation, TrustConfig};
+use crate::observed::Observed;
+use crate::pki::{self, MaterialProblem};
+use crate::secret::SecretBytes;
+
+/// Loaded user material, by role.
+#[derive(Debug, Clone, Default)]
+pub struct Material {
+    /// Root certificate or bundle (PEM).
+    pub root_cert: Option<SecretBytes>,
+    /// Root key (PEM).
+    pub root_key: Option<SecretBytes>,
+    /// Intermediate certificate (PEM).
+    pub intermediate_cert: Option<SecretBytes>,
+    /// Intermediate key (PEM).
+    pub intermediate_key: Option<SecretBytes>,
+    /// Server certificate chain (PEM).
+    pub server_cert: Option<SecretBytes>,
+    /// Server key (PEM).
+    pub server_key: Option<SecretBytes>,
+    /// Identity token.
+    pub token: Option<SecretBytes>,
+    /// Per workload: client certificate chain and key.
+    pub clients: BTreeMap<ClusterName, (SecretBytes, SecretBytes)>,
+}
+
+/// Largest material file or variable accepted.
+const MAX_MATERIAL_BYTES: usize = 1024 * 1024;
+
+/// Every source a config names, with the role it fills.
+fn sources(config: &TrustConfig) -> Vec<(&MaterialSource, Role)> {
+    fn push<'c>(
+        out: &mut Vec<(&'c MaterialSource, Role)>,
+        source: &'c Option<MaterialSource>,
+        role: Role,
+    ) {
+        if let Some(source) = source {
+            out.push((source, role));
+        }
+    }
+    let mut out = Vec::new();
+    push(&mut out, &config.ca.root.cert, Role::RootCert);
+    push(&mut out, &config.ca.root.private_key, Role::RootKey);
+    push(
+        &mut out,
+        &config.ca.intermediate.cert,
+        Role::IntermediateCert,
+    );
+    push(
+        &mut out,
+        &config.ca.intermediate.private_key,
+        Role::IntermediateKey,
+    );
+    push(&mut out, &config.server.cert, Role::ServerCert);
+    push(&mut out, &config.server.private_key, Role::ServerKey);
+    push(&mut out, &config.identity_token.value, Role::Token);
+    for workload in &config.workloads {
+        push(
+            &mut out,
+            &workload.client_cert,
+            Role::ClientCert(workload.cluster.name.clone()),
+        );
+        push(
+            &mut out,
+            &workload.client_key,
+            Role::ClientKey(workload.cluster.name.clone()),
+        );
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Role {
+    RootCert,
+    RootKey,
+    IntermediateCert,
+    IntermediateKey,
+    ServerCert,
+    ServerKey,
+    Token,
+    ClientCert(ClusterName),
+    ClientKey(ClusterName),
+}
+
+/// The clusters that `secret` sources read from, so the shell can observe them first.
+pub fn secret_sources(config: &TrustConfig) -> Vec<&crate::model::SecretRef> {
+    sources(config)
+        .into_iter()
+        .filter_map(|(s, _)| match &s.kind {
+            SourceKind::Secret(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Reads every source. `env` looks variables up through `getenv` (injected so
+/// tests need not touch the process environment); `secret` sources are taken
+/// from `observed`. Every unreadable source is a diagnostic at its field.
+pub fn load(
+    config: &TrustConfig,
+    getenv: &dyn Fn(&str) -> Option<String>,
+    observed: &Observed,
+) -> Result<Material, Vec<Diagnostic>> {
+    let mut material = Material::default();
+    let mut problems = Vec::new();
+    let mut clients: BTreeMap<ClusterName, (Option<SecretBytes>, Option<SecretBytes>)> =
+        BTreeMap::new();
+    for (source, role) in sources(config) {
+        let bytes = match read_one(source, getenv, observed) {
+            Ok(bytes) => bytes,
+            Err((message, hint)) => {
+                problems.push(diagnostic(
+                    &source.location,
+                    &source.field,
+                    "unreadable-material",
+                    message,
+                    hint,
+                ));
+                continue;
+            }
+        };
+        match role {
+            Role::RootCert => material.root_cert = Some(bytes),
+            Role::RootKey => material.root_key = Some(bytes),
+            Role::IntermediateCert => material.intermediate_cert = Some(bytes),
+            Role::IntermediateKey => material.intermediate_key = Some(bytes),
+            Role::ServerCert => material.server_cert = Some(bytes),
+            Role::ServerKey => material.server_key = Some(bytes),
+            Role::Token => material.token = Some(bytes),
+            Role::ClientCert(cluster) => clients.entry(cluster).or_default().0 = Some(bytes),
+            Role::ClientKey(cluster) => clients.entry(cluster).or_default().1 = Some(bytes),
+        }
+    }
+    for (cluster, pair) in clients {
+        if let (Some(cert), Some(key)) = pair {
+            material.clients.insert(cluster, (cert, key));
+        }
+    }
+    if problems.is_empty() {
+        Ok(material)
+    } else {
+        Err(problems)
+    }
+}
+
+fn read_one(
+    source: &MaterialSource,
+    getenv: &dyn Fn(&str) -> Option<String>,
+    observed: &Observed,
+) -> Result<SecretBytes, (String, String)> {
+    let bytes = match &source.kind {
+        SourceKind::File(path) => read_file(path)?,
+        SourceKind::Env(var) => match getenv(var) {
+            Some(value) if !value.is_empty() => SecretBytes::from(value),
+            Some(_) => {
+                return Err((
+                    format!("environment variable `{var}` is empty"),
+                    format!("export `{var}` with the PEM or token it should hold"),
+                ));
+            }
+            None => {
+                return Err((
+                    format!("environment variable `{var}` is not set"),
+                    format!("export `{var}` before running relayctl, or use a `file` source"),
+                ));
+            }
+        },
+        SourceKind::Secret(r) => {
+            let cluster = observed.clusters.get(&r.cluster);
+            let secrets = match cluster {
+                Some(Ok(c)) => &c.secrets,
+                Some(Err(why)) => {
+                    return Err((
+                        format!(
+                            "cannot read {source}: cluster `{}` is unreachable: {why}",
+                            r.cluster
+                        ),
+                        "fix the connection to that cluster".to_owned(),
+                    ));
+                }
+                None => {
+                    return Err((
+                        format!(
+                            "cannot read {source}: cluster `{}` was not observed",
+                            r.cluster
+                        ),
+                        "this is a bug; please report it".to_owned(),
+                    ));
+                }
+            };
+            match secrets
+                .get(&r.name)
+                .filter(|s| s.namespace == r.namespace.as_str())
+                .and_then(|s| s.get(&r.key))
+            {
+                Some(value) => value.clone(),
+                None => {
+                    return Err((
+                        format!("{source} does not exist"),
+                        "create that Secret (or fix the reference) before running relayctl"
+                            .to_owned(),
+                    ));
+                }
+            }
+        }
+    };
+    if bytes.len() > MAX_MATERIAL_BYTES {
+        return Err((
+            format!(
+                "{source} is {} bytes; at most {MAX_MATERIAL_BYTES} are read",
+                bytes.len()
+            ),
+            "point the source at one PEM file or token".to_owned(),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn read_file(path: &PathBuf) -> Result<SecretBytes, (String, String)> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() > MAX_MATERIAL_BYTES as u64 => {
+            return Err((
+                format!(
+                    "file `{}` is {} bytes; at most {MAX_MATERIAL_BYTES} are read",
+                    path.display(),
+                    meta.len()
+                ),
+                "point the source at one PEM file".to_owned(),
+            ));
+        }
+        _ => {}
+    }
+    std::fs::read(path).map(SecretBytes::new).map_err(|err| {
+        (
+            format!("cannot read file `{}`: {err}", path.display()),
+            "paths in `file` sources are relative to the manifest that names them; for the examples run `examples/clusters/make-material.sh <scenario>/material`".to_owned(),
+        )
+    })
+}
+
+fn diagnostic(
+    location: &SourceLocation,
+    field: &str,
+    code: &'static str,
+    message: String,
+    hint: String,
+) -> Diagnostic {
+    Diagnostic {
+        file: location.file.clone(),
+        position: Some(crate::config::node::Position {
+            line: location.line,
+            column: location.column,
+        }),
+        field: field.to_owned(),
+        code,
+        message,
+        hint: Some(hint),
+    }
+}
+
+/// The certificate checks of DESIGN.md §2 on loaded material: cert/key
+/// mismatch, a non-CA given as a CA, an expired CA, a CA shorter-lived than
+/// what it must sign, a server cert not covering the authority, a client cert
+/// not naming its cluster. Each problem is located at the source's field.
+pub fn check(config: &TrustConfig, material: &Material, now: OffsetDateTime) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut report = |source: &Option<MaterialSource>, problems: Vec<MaterialProblem>| {
+        if let Some(source) = source {
+            for problem in problems {
+                out.push(diagnostic(
+                    &source.location,
+                    &source.field,
+                    "invalid-material",
+                    format!("{source}: {}", problem.message()),
+                    problem.hint(),
+                ));
+            }
+        }
+    };
+    let ca = &config.ca;
+    let longest_leaf = config.server.validity.max(config.client_certs.validity);
+    if let Some(root) = &material.root_cert {
+        let must_cover = match (ca.mode, &material.intermediate_cert) {
+            (CaMode::Custom, None) => Some(ca.intermediate.validity),
+            (CaMode::Custom, Some(_)) => None,
+            _ => None,
+        };
+        let key = if ca.mode == CaMode::Custom {
+            material.root_key.as_ref()
+        } else {
+            None
+        };
+        report(
+            &ca.root.cert,
+            pki::material::check_ca(root.expose(), key, must_cover, now),
+        );
+    }
+    if let Some(intermediate) = &material.intermediate_cert {
+        report(
+            &ca.intermediate.cert,
+            pki::material::check_ca(
+                intermediate.expose(),
+                material.intermediate_key.as_ref(),
+                Some(longest_leaf),
+                now,
+            ),
+        );
+    }
+    if let Some(server) = &material.server_cert {
+        report(
+            &config.server.cert,
+            pki::material::check_server(
+                server.expose(),
+                material.server_key.as_ref(),
+                &config.server.authority,
+                now,
+            ),
+        );
+    }
+    for workload in &config.workloads {
+        if let Some((cert, key)) = material.clients.get(&workload.cluster.name) {
+            report(
+                &workload.client_cert,
+                pki::material::check_client(
+                    cert.expose(),
+                    Some(key),
+                    workload.cluster.name.as_str(),
+                    now,
+                ),
+            );
+        }
+    }
+    out
+}
