@@ -189,3 +189,20 @@ fn runs_in(pid: u32, dir: &Path) -> bool {
         .split(|b| *b == 0)
         .any(|arg| String::from_utf8_lossy(arg).contains(&needle))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pids;
+
+    #[test]
+    fn pids_file_lines_name_their_process() {
+        let parsed = parse_pids("12 etcd\n13 kube-apiserver mgmt\ngarbage\n\n");
+        assert_eq!(
+            parsed,
+            [
+                (12, "etcd".to_owned()),
+                (13, "kube-apiserver mgmt".to_owned())
+            ]
+        );
+    }
+}

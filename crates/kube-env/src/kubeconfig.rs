@@ -79,3 +79,15 @@ fn quoted(s: &str) -> String {
     out.push('"');
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::quoted;
+
+    #[test]
+    fn user_names_are_quoted_yaml_scalars() {
+        assert_eq!(quoted("system:admin"), r#""system:admin""#);
+        assert_eq!(quoted(r#"a "b" \c"#), r#""a \"b\" \\c""#);
+        assert_eq!(quoted("tab\there"), r#""tab\u0009here""#);
+    }
+}
