@@ -76,34 +76,29 @@ pub fn up(apiservers: usize, dir: &Path) -> Result<Running, Error> {
 /// Stops every process `up` started in `dir`: SIGTERM to each process group
 /// (apiservers before etcd), SIGKILL after 10 s. Returns what it stopped;
 /// nothing when nothing runs. Files (logs, certificates) stay.
+///
+/// Besides the processes recorded in `DIR/pids` it stops any `etcd` or
+/// `kube-apiserver` whose command line names a file in `dir`: an `up` that
+/// was interrupted before writing `DIR/pids` leaves such processes behind.
 pub fn down(dir: &Path) -> Result<Vec<(u32, String)>, Error> {
     let Ok(dir) = dir.canonicalize() else {
         return Ok(Vec::new());
     };
-    let pids_file = dir.join(PIDS);
-    let recorded = match fs::read_to_string(&pids_file) {
-        Ok(text) => parse_pids(&text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(Error::ReadFile {
-                path: pids_file,
-                source,
-            });
-        }
-    };
-    let running: Vec<(u32, String)> = recorded
-        .into_iter()
-        .filter(|(pid, _)| runs_in(*pid, &dir))
-        .collect();
-
+    let running = running_in(&dir)?;
     // Apiservers first: one whose etcd is gone hangs in its shutdown.
     let (etcd, apiservers): (Vec<_>, Vec<_>) = running.iter().partition(|(_, name)| name == "etcd");
     stop_recorded(&apiservers, Duration::from_secs(10))?;
     stop_recorded(&etcd, Duration::from_secs(10))?;
-    fs::remove_file(&pids_file).map_err(|source| Error::WriteFile {
-        path: pids_file,
-        source,
-    })?;
+    let pids_file = dir.join(PIDS);
+    match fs::remove_file(&pids_file) {
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::WriteFile {
+                path: pids_file,
+                source,
+            });
+        }
+        _ => {}
+    }
     Ok(running)
 }
 
@@ -147,9 +142,7 @@ fn prepare_dir(dir: &Path) -> Result<(), Error> {
             dir: dir.to_owned(),
         });
     }
-    if let Ok(text) = fs::read_to_string(dir.join(PIDS))
-        && parse_pids(&text).iter().any(|(pid, _)| runs_in(*pid, dir))
-    {
+    if !running_in(dir)?.is_empty() {
         return Err(Error::AlreadyRunning {
             dir: dir.to_owned(),
         });
@@ -164,6 +157,48 @@ fn prepare_dir(dir: &Path) -> Result<(), Error> {
         removed.map_err(|source| Error::Dir { path, source })?;
     }
     Ok(())
+}
+
+/// Live processes of the environment in `dir`: those recorded in `DIR/pids`,
+/// then any other `etcd` or `kube-apiserver` running with a file of `dir`.
+fn running_in(dir: &Path) -> Result<Vec<(u32, String)>, Error> {
+    let pids_file = dir.join(PIDS);
+    let recorded = match fs::read_to_string(&pids_file) {
+        Ok(text) => parse_pids(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(Error::ReadFile {
+                path: pids_file,
+                source,
+            });
+        }
+    };
+    let mut running: Vec<(u32, String)> = recorded
+        .into_iter()
+        .filter(|(pid, _)| runs_in(*pid, dir))
+        .collect();
+    let proc_entries = fs::read_dir("/proc").map_err(|source| Error::ReadFile {
+        path: PathBuf::from("/proc"),
+        source,
+    })?;
+    for entry in proc_entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if running.iter().any(|(known, _)| *known == pid) {
+            continue;
+        }
+        let comm = fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        if matches!(comm, "etcd" | "kube-apiserver") && runs_in(pid, dir) {
+            running.push((pid, comm.to_owned()));
+        }
+    }
+    Ok(running)
 }
 
 fn parse_pids(text: &str) -> Vec<(u32, String)> {

@@ -51,7 +51,7 @@ static SHARED: OnceLock<Result<KubeEnv, String>> = OnceLock::new();
 
 impl KubeEnv {
     /// The environment of this test binary, started on first use with
-    /// `apiservers` apiservers (at least 1) and shared by every test.
+    /// `apiservers` apiservers (0 counts as 1) and shared by every test.
     ///
     /// Blocks while it starts (seconds; minutes if the binaries must be
     /// built first). Panics with the full error chain if it cannot start —
@@ -71,7 +71,7 @@ impl KubeEnv {
             Ok(env) => {
                 assert_eq!(
                     env.clusters.len(),
-                    apiservers,
+                    apiservers.max(1),
                     "the shared kube-env of this test binary was started with {} apiservers; \
                      every caller of `KubeEnv::shared` must ask for the same number",
                     env.clusters.len()
@@ -82,7 +82,8 @@ impl KubeEnv {
         }
     }
 
-    /// Starts a private environment with `apiservers` apiservers in a fresh
+    /// Starts a private environment with `apiservers` apiservers (0 counts
+    /// as 1) in a fresh
     /// temporary directory; dropping it stops the processes and removes the
     /// directory. Prefer [`KubeEnv::shared`]: every environment costs
     /// seconds and ~300 MiB per apiserver.

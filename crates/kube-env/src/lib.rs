@@ -29,4 +29,3 @@ pub use env::KubeEnv;
 pub use error::Error;
 pub use launch::{Cluster, context_name};
 pub use pki::{CertAndKey, MAX_GROUPS};
-pub use process::Lifetime;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 /// Whether started processes die with the test process or outlive it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lifetime {
+pub(crate) enum Lifetime {
     /// Killed (SIGKILL) when the process that started them exits.
     TiedToProcess,
     /// Run in their own session until `kube-env down` stops them.

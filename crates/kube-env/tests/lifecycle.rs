@@ -124,7 +124,17 @@ fn up_and_down_start_and_stop_exactly_their_processes() {
     // The stopped directory can be reused.
     let again = relayctl_kube_env::up(1, &dir).expect("kube-env up again");
     assert_eq!(again.contexts, ["mgmt"]);
-    assert_eq!(relayctl_kube_env::down(&dir).expect("down").len(), 2);
+    // An `up` interrupted before it wrote `pids` is still stopped: `down`
+    // finds the processes by their command line.
+    std::fs::remove_file(dir.join("pids")).expect("remove pids");
+    let pids: Vec<u32> = again.processes.iter().map(|(pid, _)| *pid).collect();
+    let stopped: Vec<u32> = relayctl_kube_env::down(&dir)
+        .expect("down without pids")
+        .iter()
+        .map(|(pid, _)| *pid)
+        .collect();
+    assert_eq!(stopped.len(), 2, "stopped {stopped:?}, started {pids:?}");
+    assert!(stopped.iter().all(|pid| pids.contains(pid)));
 }
 
 #[test]
