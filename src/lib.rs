@@ -39,9 +39,11 @@
 //! - *instance*: the `RelayTrust` name; goes into ownership labels.
 //! - *intent*: what one Secret should be, without the secret bytes chosen yet.
 
+pub mod apply;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod fleet;
 pub mod material;
 pub mod model;
 pub mod observed;

@@ -37,6 +37,8 @@ pub struct Material {
     pub clients: BTreeMap<ClusterName, (SecretBytes, SecretBytes)>,
 }
 
+static EMPTY: std::sync::LazyLock<Observed> = std::sync::LazyLock::new(Observed::default);
+
 /// Largest material file or variable accepted.
 const MAX_MATERIAL_BYTES: usize = 1024 * 1024;
 
@@ -108,18 +110,23 @@ pub fn secret_sources(config: &TrustConfig) -> Vec<&crate::model::SecretRef> {
 
 /// Reads every source. `env` looks variables up through `getenv` (injected so
 /// tests need not touch the process environment); `secret` sources are taken
-/// from `observed`. Every unreadable source is a diagnostic at its field.
+/// from `observed`, or skipped when it is `None` (`validate` contacts no
+/// cluster). Every unreadable source is a diagnostic at its field.
 pub fn load(
     config: &TrustConfig,
     getenv: &dyn Fn(&str) -> Option<String>,
-    observed: &Observed,
+    observed: Option<&Observed>,
 ) -> Result<Material, Vec<Diagnostic>> {
     let mut material = Material::default();
     let mut problems = Vec::new();
     let mut clients: BTreeMap<ClusterName, (Option<SecretBytes>, Option<SecretBytes>)> =
         BTreeMap::new();
     for (source, role) in sources(config) {
-        let bytes = match read_one(source, getenv, observed) {
+        let observed = match (&source.kind, observed) {
+            (SourceKind::Secret(_), None) => continue,
+            (_, observed) => observed,
+        };
+        let bytes = match read_one(source, getenv, observed.unwrap_or(&EMPTY)) {
             Ok(bytes) => bytes,
             Err((message, hint)) => {
                 problems.push(diagnostic(

@@ -71,7 +71,10 @@ fn version_of(bytes: &[u8]) -> String {
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<SecretObject, BackendError> {
-    let corrupt = |reason: String| BackendError::Corrupt { path: path.to_path_buf(), reason };
+    let corrupt = |reason: String| BackendError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
     let text = std::str::from_utf8(bytes).map_err(|_| corrupt("not UTF-8".to_owned()))?;
     // The parser's message may quote the document; only its position is kept.
     let file: SecretFile = serde_saphyr::from_str(text).map_err(|err| {
@@ -81,7 +84,10 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<SecretObject, BackendError> {
         })
     })?;
     if file.kind != "Secret" || file.api_version != "v1" {
-        return Err(corrupt(format!("kind `{}` / apiVersion `{}`, want `Secret` / `v1`", file.kind, file.api_version)));
+        return Err(corrupt(format!(
+            "kind `{}` / apiVersion `{}`, want `Secret` / `v1`",
+            file.kind, file.api_version
+        )));
     }
     let mut data = BTreeMap::new();
     for (key, value) in file.data {
@@ -114,7 +120,12 @@ fn render(object: &SecretObject) -> Vec<u8> {
         data: object
             .data
             .iter()
-            .map(|(k, v)| (k.clone(), base64::engine::general_purpose::STANDARD.encode(v.expose())))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    base64::engine::general_purpose::STANDARD.encode(v.expose()),
+                )
+            })
             .collect(),
     };
     let text = serde_saphyr::to_string(&file).unwrap_or_default();
@@ -126,22 +137,37 @@ fn create_dirs(path: &Path) -> Result<(), BackendError> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(|source| BackendError::Write { path: path.to_path_buf(), source })
+        .map_err(|source| BackendError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Writes `bytes` to `path` atomically with mode 0600.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BackendError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     create_dirs(dir)?;
-    let err = |source| BackendError::Write { path: path.to_path_buf(), source };
-    let nonce = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let err = |source| BackendError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let nonce = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     let tmp = dir.join(format!(
         ".{}.tmp-{}-{nonce}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("secret"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("secret"),
         std::process::id()
     ));
     let result = (|| {
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -158,7 +184,12 @@ impl Backend for DirectoryBackend {
         format!("directory `{}`", self.root.display())
     }
 
-    fn observe(&self, namespace: &str, instance: &str, names: &[String]) -> Result<ClusterObservation, BackendError> {
+    fn observe(
+        &self,
+        namespace: &str,
+        instance: &str,
+        names: &[String],
+    ) -> Result<ClusterObservation, BackendError> {
         let dir = self.root.join(namespace);
         let mut observation = ClusterObservation::default();
         let entries = match fs::read_dir(&dir) {
@@ -167,16 +198,26 @@ impl Backend for DirectoryBackend {
             Err(source) => return Err(BackendError::Read { path: dir, source }),
         };
         for entry in entries {
-            let entry = entry.map_err(|source| BackendError::Read { path: dir.clone(), source })?;
+            let entry = entry.map_err(|source| BackendError::Read {
+                path: dir.clone(),
+                source,
+            })?;
             let path = entry.path();
             let file_name = entry.file_name().to_string_lossy().into_owned();
             if file_name.starts_with('.') || !file_name.ends_with(".yaml") {
                 continue;
             }
-            let bytes = zeroize::Zeroizing::new(fs::read(&path).map_err(|source| BackendError::Read { path: path.clone(), source })?);
+            let bytes =
+                zeroize::Zeroizing::new(fs::read(&path).map_err(|source| BackendError::Read {
+                    path: path.clone(),
+                    source,
+                })?);
             let object = parse(&path, &bytes)?;
             let wanted = names.iter().any(|n| *n == object.name)
-                || object.labels.get(LABEL_INSTANCE).is_some_and(|i| i == instance);
+                || object
+                    .labels
+                    .get(LABEL_INSTANCE)
+                    .is_some_and(|i| i == instance);
             if wanted {
                 observation.secrets.insert(object.name.clone(), object);
             }
@@ -193,10 +234,15 @@ impl Backend for DirectoryBackend {
             Err(source) => return Err(BackendError::Read { path, source }),
         };
         if current != write.precondition {
-            return Err(BackendError::Stale { namespace: object.namespace.clone(), name: object.name.clone() });
+            return Err(BackendError::Stale {
+                namespace: object.namespace.clone(),
+                name: object.name.clone(),
+            });
         }
         match write.action {
-            Action::Delete => fs::remove_file(&path).map_err(|source| BackendError::Write { path, source }),
+            Action::Delete => {
+                fs::remove_file(&path).map_err(|source| BackendError::Write { path, source })
+            }
             Action::Create | Action::Update => {
                 let bytes = zeroize::Zeroizing::new(render(object));
                 write_atomic(&path, &bytes)
@@ -205,21 +251,47 @@ impl Backend for DirectoryBackend {
         }
     }
 
-    fn lock(&self, _namespace: &str, instance: &str, holder: &str, timeout: Duration) -> Result<Box<dyn LockGuard>, BackendError> {
+    fn lock(
+        &self,
+        _namespace: &str,
+        instance: &str,
+        holder: &str,
+        timeout: Duration,
+    ) -> Result<Box<dyn LockGuard>, BackendError> {
         create_dirs(&self.root)?;
         let path = self.lock_file(instance);
         let started = Instant::now();
         loop {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            let record = LockRecord { holder: holder.to_owned(), pid: std::process::id(), acquired: now, expires: now + LOCK_LEASE.as_secs() };
-            match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let record = LockRecord {
+                holder: holder.to_owned(),
+                pid: std::process::id(),
+                acquired: now,
+                expires: now + LOCK_LEASE.as_secs(),
+            };
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
                 Ok(mut file) => {
                     let text = serde_json::to_string(&record).unwrap_or_default();
-                    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|source| BackendError::Write { path: path.clone(), source })?;
+                    file.write_all(text.as_bytes())
+                        .and_then(|()| file.sync_all())
+                        .map_err(|source| BackendError::Write {
+                            path: path.clone(),
+                            source,
+                        })?;
                     return Ok(Box::new(DirectoryLock { path }));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let existing: Option<LockRecord> = fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+                    let existing: Option<LockRecord> = fs::read(&path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok());
                     let abandoned = match &existing {
                         Some(r) => r.expires <= now || !process_alive(r.pid),
                         // A lock file being written right now, or garbage: give it a moment.
@@ -230,8 +302,21 @@ impl Backend for DirectoryBackend {
                         continue;
                     }
                     if started.elapsed() >= timeout {
-                        let holder = existing.map(|r| format!("held by `{}` (pid {}) since {}, expires {}", r.holder, r.pid, unix_rfc3339(r.acquired), unix_rfc3339(r.expires))).unwrap_or_else(|| format!("lock file `{}`", path.display()));
-                        return Err(BackendError::Locked { instance: instance.to_owned(), holder });
+                        let holder = existing
+                            .map(|r| {
+                                format!(
+                                    "held by `{}` (pid {}) since {}, expires {}",
+                                    r.holder,
+                                    r.pid,
+                                    unix_rfc3339(r.acquired),
+                                    unix_rfc3339(r.expires)
+                                )
+                            })
+                            .unwrap_or_else(|| format!("lock file `{}`", path.display()));
+                        return Err(BackendError::Locked {
+                            instance: instance.to_owned(),
+                            holder,
+                        });
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -256,7 +341,10 @@ struct LockRecord {
 fn unix_rfc3339(secs: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0))
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -304,18 +392,45 @@ mod tests {
     fn writes_are_atomic_private_and_versioned() {
         let dir = tempfile::tempdir().unwrap();
         let backend = DirectoryBackend::new(dir.path().join("mgmt"));
-        backend.write(&Write { action: Action::Create, object: object("t"), precondition: None }).unwrap();
+        backend
+            .write(&Write {
+                action: Action::Create,
+                object: object("t"),
+                precondition: None,
+            })
+            .unwrap();
         let file = dir.path().join("mgmt/gloo-mesh/t.yaml");
-        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::metadata(dir.path().join("mgmt/gloo-mesh")).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(dir.path().join("mgmt/gloo-mesh"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
         let seen = backend.observe("gloo-mesh", "prod", &[]).unwrap();
         let t = &seen.secrets["t"];
         assert_eq!(t.get("token").unwrap().expose(), b"abc");
         // A write with a stale precondition is refused.
-        let stale = Write { action: Action::Update, object: object("t"), precondition: Some("sha256:0000".into()) };
-        assert!(matches!(backend.write(&stale), Err(BackendError::Stale { .. })));
+        let stale = Write {
+            action: Action::Update,
+            object: object("t"),
+            precondition: Some("sha256:0000".into()),
+        };
+        assert!(matches!(
+            backend.write(&stale),
+            Err(BackendError::Stale { .. })
+        ));
         // No temporary files are left behind.
-        let leftovers: Vec<_> = fs::read_dir(dir.path().join("mgmt/gloo-mesh")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with('.')).collect();
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("mgmt/gloo-mesh"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
         assert!(leftovers.is_empty());
     }
 
@@ -323,21 +438,39 @@ mod tests {
     fn a_second_lock_waits_then_names_the_holder() {
         let dir = tempfile::tempdir().unwrap();
         let backend = DirectoryBackend::new(dir.path());
-        let guard = backend.lock("ns", "prod", "first-run", Duration::from_secs(1)).unwrap();
+        let guard = backend
+            .lock("ns", "prod", "first-run", Duration::from_secs(1))
+            .unwrap();
         let started = Instant::now();
-        let err = backend.lock("ns", "prod", "second-run", Duration::from_millis(300)).err().unwrap();
+        let err = backend
+            .lock("ns", "prod", "second-run", Duration::from_millis(300))
+            .err()
+            .unwrap();
         assert!(started.elapsed() >= Duration::from_millis(300));
         assert!(err.to_string().contains("first-run"), "{err}");
         drop(guard);
-        backend.lock("ns", "prod", "second-run", Duration::from_millis(300)).unwrap();
+        backend
+            .lock("ns", "prod", "second-run", Duration::from_millis(300))
+            .unwrap();
     }
 
     #[test]
     fn a_lock_of_a_dead_process_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
         let backend = DirectoryBackend::new(dir.path());
-        let record = LockRecord { holder: "crashed".into(), pid: u32::MAX - 1, acquired: 0, expires: u64::MAX };
-        fs::write(dir.path().join(".relayctl-prod.lock"), serde_json::to_string(&record).unwrap()).unwrap();
-        backend.lock("ns", "prod", "next", Duration::from_millis(100)).unwrap();
+        let record = LockRecord {
+            holder: "crashed".into(),
+            pid: u32::MAX - 1,
+            acquired: 0,
+            expires: u64::MAX,
+        };
+        fs::write(
+            dir.path().join(".relayctl-prod.lock"),
+            serde_json::to_string(&record).unwrap(),
+        )
+        .unwrap();
+        backend
+            .lock("ns", "prod", "next", Duration::from_millis(100))
+            .unwrap();
     }
 }

@@ -118,3 +118,16 @@ pub trait Backend: Send + Sync {
         timeout: Duration,
     ) -> Result<Box<dyn LockGuard>, BackendError>;
 }
+
+/// The Kubernetes backend for a `kubeconfig` or `inCluster` connection.
+pub fn kube_backend(
+    name: &crate::model::ClusterName,
+    _connection: &crate::model::Connection,
+    _reach: &crate::fleet::Reach,
+) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
+    Err(BackendError::Connect {
+        reason: format!(
+            "cluster `{name}`: the Kubernetes backend is not available in this build yet; use a `directory` connection"
+        ),
+    })
+}

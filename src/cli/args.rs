@@ -76,6 +76,10 @@ pub enum OutputFormat {
 pub enum Command {
     /// Check manifests and report every problem; contacts nothing.
     Validate(ValidateArgs),
+    /// Show what apply would change on every cluster, and why.
+    Plan(PlanArgs),
+    /// Converge every cluster to the manifests (or carry out a saved plan).
+    Apply(ApplyArgs),
     /// Print the JSON schema of the manifests.
     Schema,
 }
@@ -87,4 +91,61 @@ pub struct ValidateArgs {
     /// Manifest file or folder (searched recursively for `*.yaml` / `*.yml`).
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
+}
+
+/// Flags shared by `plan` and `apply`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct FleetArgs {
+    /// Take over existing Secrets that relayctl does not own (valid CA material is kept).
+    #[arg(long)]
+    pub adopt: bool,
+    /// Delete this instance's Secrets on clusters that left the config (as `spec.prune: true`).
+    #[arg(long)]
+    pub prune: bool,
+    /// List unchanged Secrets' data too.
+    #[arg(long)]
+    pub show_unchanged: bool,
+}
+
+/// `relayctl plan`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct PlanArgs {
+    /// Manifest file or folder.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Save the plan (no secret material) for `relayctl apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Exit 0 when there are no changes, 2 when there are changes, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Shared fleet flags.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+/// `relayctl apply`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct ApplyArgs {
+    /// Manifest file or folder, or a plan saved with `plan --out`.
+    #[arg(value_name = "PATH|FILE")]
+    pub path: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How long to wait for another apply's lock, e.g. `30s`, `5m`.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_timeout: String,
+    /// Output format of the plan shown before applying.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Shared fleet flags.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }

@@ -5,6 +5,7 @@
 //! to stdout, everything else to stderr.
 
 pub mod args;
+mod fleet;
 pub mod output;
 
 use std::collections::BTreeMap;
@@ -52,6 +53,48 @@ pub enum CliError {
     /// Writing output failed.
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
+    /// Planning failed.
+    #[error("planning failed")]
+    Plan(#[source] crate::plan::PlanError),
+    /// Saving a plan failed.
+    #[error("cannot save the plan to `{path}`")]
+    SavePlan {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A saved plan cannot be read.
+    #[error("`{path}` is not a usable saved plan: {reason}")]
+    ReadPlan {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The saved plan no longer matches the clusters.
+    #[error("the saved plan is stale; nothing was written:\n  - {}", moved.join("\n  - "))]
+    StalePlan {
+        /// Every object that moved.
+        moved: Vec<String>,
+    },
+    /// The apply lock is held.
+    #[error("cannot take the apply lock")]
+    Lock {
+        /// Who holds it.
+        #[source]
+        source: crate::backend::BackendError,
+    },
+    /// The flags make no sense together, or a confirmation is missing.
+    #[error("{message}")]
+    Usage {
+        /// What is wrong.
+        message: String,
+    },
+    /// The user did not confirm.
+    #[error("apply cancelled; nothing was written")]
+    Cancelled,
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -78,12 +121,66 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Global flags resolved into what commands consume.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How to reach clusters.
+    pub reach: crate::fleet::Reach,
+    /// Bound on concurrent clusters.
+    pub parallelism: usize,
+}
+
+impl Settings {
+    fn resolve(global: &args::GlobalArgs) -> Self {
+        Self {
+            reach: crate::fleet::Reach {
+                state_dir: global
+                    .state_dir
+                    .clone()
+                    .unwrap_or_else(|| std::path::PathBuf::from(".relayctl/state")),
+                kubeconfig: global.kubeconfig.clone(),
+                timeout: std::time::Duration::from_secs(30),
+            },
+            parallelism: global.parallelism.unwrap_or(16).max(1),
+        }
+    }
+
+    /// The source annotation for manifests read from `path`.
+    fn source_label(&self, path: &std::path::Path) -> String {
+        path.display().to_string()
+    }
+
+    /// Who holds the apply lock: user, host and process.
+    fn holder(&self) -> String {
+        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".to_owned());
+        format!("{user}@{host} pid {}", std::process::id())
+    }
+}
+
+/// Whether stdout gets colours: a terminal and no `NO_COLOR`.
+fn palette() -> crate::plan::render::Palette {
+    use std::io::IsTerminal as _;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    if std::io::stdout().is_terminal() && !no_color {
+        crate::plan::render::Palette::ansi()
+    } else {
+        crate::plan::render::Palette::plain()
+    }
+}
+
 fn run(cli: Cli) -> Result<Outcome, CliError> {
+    let settings = Settings::resolve(&cli.global);
     match cli.command {
+        Command::Plan(args) => fleet::plan_command(&settings, &args),
+        Command::Apply(args) => fleet::apply_command(&settings, &args),
         Command::Validate(args) => {
-            let files = crate::source::read_local(&args.path)?;
-            match config::validate(&files) {
-                Ok(config) => {
+            let (files, config) = fleet::load_config(&args.path)?;
+            fleet::load_material(&files, &config, None, time::OffsetDateTime::now_utc())?;
+            {
+                {
                     output::status(&format!(
                         "{}: valid ({} CA mode, {} client certs, management cluster `{}`, {} workload cluster{})",
                         args.path.display(),
@@ -95,7 +192,6 @@ fn run(cli: Cli) -> Result<Outcome, CliError> {
                     ));
                     Ok(Outcome::Success)
                 }
-                Err(diagnostics) => Err(report_diagnostics(&files, &diagnostics)),
             }
         }
         Command::Schema => {
@@ -107,7 +203,10 @@ fn run(cli: Cli) -> Result<Outcome, CliError> {
     }
 }
 
-fn report_diagnostics(files: &[config::ManifestFile], diagnostics: &[Diagnostic]) -> CliError {
+pub(crate) fn report_diagnostics(
+    files: &[config::ManifestFile],
+    diagnostics: &[Diagnostic],
+) -> CliError {
     let sources: BTreeMap<_, _> = files
         .iter()
         .map(|f| (f.path.clone(), f.text.clone()))

@@ -1,1 +1,316 @@
-//! Plan rendering (in progress).
+//! The plan for people and machines: text, JSON and Markdown.
+//!
+//! Text is Terraform-like: one line per Secret with `+ ~ - = ! ×`, the
+//! reasons, what each data key holds (certificate facts, key algorithm and
+//! public-key fingerprint, token digest prefix and length, never a value),
+//! and a summary line. Markdown is for pull-request comments and stays under
+//! [`MARKDOWN_LIMIT`] characters, saying so when it had to cut.
+
+use std::fmt::Write as _;
+
+use super::model::{Action, CertSummary, Change, ClusterPlan, Plan, Role, Value};
+
+/// GitHub refuses comments over 65,536 characters; keep a margin.
+pub const MARKDOWN_LIMIT: usize = 65_000;
+
+/// Colours for terminals; `Palette::plain()` when `NO_COLOR` is set or not a terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Palette {
+    enabled: bool,
+}
+
+impl Palette {
+    /// No escape codes.
+    pub fn plain() -> Self {
+        Self { enabled: false }
+    }
+
+    /// ANSI colours.
+    pub fn ansi() -> Self {
+        Self { enabled: true }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.enabled {
+            format!("\u{1b}[{code}m{text}\u{1b}[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn action(&self, action: Action, text: &str) -> String {
+        let code = match action {
+            Action::Create => "32",
+            Action::Update => "33",
+            Action::Delete => "31",
+            Action::NoOp => "2",
+            Action::Conflict | Action::Error => "1;31",
+        };
+        self.paint(code, text)
+    }
+}
+
+fn verb(action: Action) -> &'static str {
+    match action {
+        Action::Create => "create",
+        Action::Update => "update",
+        Action::Delete => "delete",
+        Action::NoOp => "no changes",
+        Action::Conflict => "conflict",
+        Action::Error => "error",
+    }
+}
+
+fn role(role: Role) -> &'static str {
+    match role {
+        Role::Management => "management",
+        Role::Workload => "workload",
+        Role::Orphan => "orphan",
+    }
+}
+
+fn cert_line(c: &CertSummary) -> String {
+    let mut parts = vec![c.subject.clone()];
+    if !c.dns_names.is_empty() {
+        parts.push(format!("SAN {}", c.dns_names.join(",")));
+    }
+    if c.issuer != c.subject {
+        parts.push(format!("issuer {}", c.issuer));
+    }
+    if c.is_ca {
+        parts.push("CA".to_owned());
+    }
+    parts.push(format!("notAfter {}", c.not_after));
+    if let Some(serial) = &c.serial {
+        parts.push(format!("serial {serial}"));
+    }
+    if let Some(fp) = &c.sha256 {
+        parts.push(format!("sha256 {}", short(fp)));
+    }
+    parts.join(", ")
+}
+
+fn short(fingerprint: &str) -> String {
+    let clean: String = fingerprint.chars().filter(|c| *c != ':').collect();
+    clean.chars().take(16).collect::<String>().to_lowercase()
+}
+
+/// One line describing a data value; never the value.
+pub fn value_line(value: &Value) -> String {
+    match value {
+        Value::Certificates { certificates, new } => {
+            let mut text = String::new();
+            if *new {
+                text.push_str("(new) ");
+            }
+            match certificates.as_slice() {
+                [] => text.push_str("no certificate"),
+                [one] => text.push_str(&cert_line(one)),
+                [first, rest @ ..] => {
+                    let _ = write!(
+                        text,
+                        "{} (+{} more: {})",
+                        cert_line(first),
+                        rest.len(),
+                        rest.iter()
+                            .map(|c| c.subject.clone())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    );
+                }
+            }
+            text
+        }
+        Value::PrivateKey {
+            algorithm,
+            public_key_sha256,
+            new,
+        } => match (public_key_sha256, new) {
+            (_, true) => format!("(new) {algorithm} private key, generated at apply"),
+            (Some(fp), false) => {
+                format!("{algorithm} private key, public key sha256 {}", short(fp))
+            }
+            (None, false) => format!("{algorithm} private key"),
+        },
+        Value::Token {
+            digest,
+            length,
+            new,
+        } => match (digest, new) {
+            (_, true) => format!("(new) token, {length} bytes, generated at apply"),
+            (Some(d), false) => format!("token {d}, {length} bytes"),
+            (None, false) => format!("token, {length} bytes"),
+        },
+        Value::Text { text } => text.clone(),
+    }
+}
+
+/// The header line shared by text and Markdown.
+fn header(plan: &Plan) -> String {
+    format!(
+        "instance `{}`, namespace `{}`, CA mode `{}`, client certs `{}`, config sha256:{}, source {}",
+        plan.instance,
+        plan.namespace,
+        plan.ca_mode,
+        plan.client_cert_mode,
+        &plan.config_digest[..plan.config_digest.len().min(12)],
+        plan.source
+    )
+}
+
+/// The summary line: `Plan: 3 to create, 1 to update, 0 to delete, 5 unchanged.`
+pub fn summary_line(plan: &Plan) -> String {
+    let s = &plan.summary;
+    let mut line = format!(
+        "Plan: {} to create, {} to update, {} to delete, {} unchanged",
+        s.create, s.update, s.delete, s.no_op
+    );
+    if s.conflict > 0 {
+        let _ = write!(
+            line,
+            ", {} conflict{}",
+            s.conflict,
+            if s.conflict == 1 { "" } else { "s" }
+        );
+    }
+    if s.error > 0 {
+        let _ = write!(
+            line,
+            ", {} error{}",
+            s.error,
+            if s.error == 1 { "" } else { "s" }
+        );
+    }
+    line.push('.');
+    line
+}
+
+/// Terraform-like text. `verbose` also lists the data of unchanged Secrets.
+pub fn text(plan: &Plan, palette: Palette, verbose: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "relayctl plan: {}", header(plan));
+    for cluster in &plan.clusters {
+        out.push('\n');
+        cluster_text(&mut out, cluster, palette, verbose);
+    }
+    out.push('\n');
+    let _ = writeln!(out, "{}", summary_line(plan));
+    if !plan.summary.has_changes() && !plan.summary.has_errors() {
+        let _ = writeln!(out, "No changes: every cluster matches the config.");
+    }
+    out
+}
+
+fn cluster_text(out: &mut String, cluster: &ClusterPlan, palette: Palette, verbose: bool) {
+    let _ = writeln!(
+        out,
+        "{} ({})",
+        palette.paint("1", &cluster.name),
+        role(cluster.role)
+    );
+    if let Some(error) = &cluster.error {
+        let _ = writeln!(
+            out,
+            "  {} {}",
+            palette.action(Action::Error, Action::Error.marker()),
+            palette.action(Action::Error, error)
+        );
+        return;
+    }
+    if cluster.changes.is_empty() {
+        let _ = writeln!(out, "  (nothing to manage)");
+    }
+    for change in &cluster.changes {
+        change_text(out, change, palette, verbose);
+    }
+}
+
+fn change_text(out: &mut String, change: &Change, palette: Palette, verbose: bool) {
+    let marker = palette.action(change.action, change.action.marker());
+    let what = palette.action(change.action, verb(change.action));
+    let reasons = if change.reasons.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", change.reasons.join("; "))
+    };
+    let _ = writeln!(
+        out,
+        "  {marker} {}/{}  {what}{reasons}",
+        change.namespace, change.name
+    );
+    if change.action != Action::NoOp || verbose {
+        for (key, value) in &change.data {
+            let _ = writeln!(out, "      {key}: {}", value_line(value));
+        }
+    }
+}
+
+/// The plan as JSON (the documented, versioned form).
+pub fn json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).unwrap_or_default()
+}
+
+/// Markdown for a pull-request comment, at most [`MARKDOWN_LIMIT`] characters.
+pub fn markdown(plan: &Plan) -> String {
+    let mut head = String::new();
+    let _ = writeln!(head, "### relayctl plan\n");
+    let _ = writeln!(head, "{}\n", header(plan));
+    let _ = writeln!(head, "**{}**\n", summary_line(plan));
+    let mut body = String::new();
+    let mut truncated_after = None;
+    for (index, cluster) in plan.clusters.iter().enumerate() {
+        let mut section = String::new();
+        let changed =
+            cluster.error.is_some() || cluster.changes.iter().any(|c| c.action != Action::NoOp);
+        let _ = writeln!(
+            section,
+            "<details{}><summary><code>{}</code> ({}){}</summary>\n",
+            if changed { " open" } else { "" },
+            cluster.name,
+            role(cluster.role),
+            if changed { "" } else { ": no changes" }
+        );
+        section.push_str("```diff\n");
+        let mut text = String::new();
+        cluster_text(&mut text, cluster, Palette::plain(), false);
+        for line in text.lines().skip(1) {
+            // Move the action marker to column 0, where `diff` highlighting
+            // looks for it; detail lines stay context.
+            let trimmed = line.trim_start();
+            let (marker, rest) = trimmed.split_at(trimmed.chars().next().map_or(0, char::len_utf8));
+            let prefix = match marker {
+                "+" => Some("+"),
+                "-" => Some("-"),
+                "~" | "!" | "×" => Some("!"),
+                "=" => Some(" "),
+                _ => None,
+            };
+            match prefix {
+                Some(prefix) => {
+                    let _ = writeln!(section, "{prefix}{}", rest.trim_end());
+                }
+                None => {
+                    let _ = writeln!(section, " {}", line.trim_end());
+                }
+            }
+        }
+        section.push_str("```\n\n</details>\n\n");
+        let footer_room = 300;
+        if head.len() + body.len() + section.len() + footer_room > MARKDOWN_LIMIT {
+            truncated_after = Some(index);
+            break;
+        }
+        body.push_str(&section);
+    }
+    let mut out = head + &body;
+    if let Some(index) = truncated_after {
+        let _ = writeln!(
+            out,
+            "> **Truncated:** {} of {} clusters shown to stay under {} characters; run `relayctl plan -o text` for the full plan.",
+            index,
+            plan.clusters.len(),
+            MARKDOWN_LIMIT
+        );
+    }
+    out
+}

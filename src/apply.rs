@@ -1,0 +1,127 @@
+//! Carries out a plan's writes: no decisions, only order and concurrency.
+//!
+//! The management cluster goes first, one write at a time in plan order (root,
+//! signing, server, token, inventory). If it fails, nothing else is written:
+//! workloads would be handed a root or token that mgmt does not have. Then
+//! workload and orphan clusters run concurrently, at most `parallelism` at a
+//! time; a failing cluster stops at its first failed write and does not stop
+//! the others. Every write carries its observed version as a precondition, so
+//! a concurrent change is detected, and a rerun converges after any failure.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::fleet::parallel_map;
+use crate::model::ClusterName;
+use crate::plan::{ClusterWrites, Role};
+
+/// What happened on one cluster.
+#[derive(Debug)]
+pub struct ClusterOutcome {
+    /// Cluster.
+    pub cluster: ClusterName,
+    /// Its role.
+    pub role: Role,
+    /// Writes carried out.
+    pub written: usize,
+    /// The failure, if any: the Secret and the error chain.
+    pub error: Option<String>,
+}
+
+/// The result of an apply over the fleet.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// Per cluster, management first.
+    pub outcomes: Vec<ClusterOutcome>,
+}
+
+impl ApplyReport {
+    /// Whether every cluster succeeded.
+    pub fn ok(&self) -> bool {
+        self.outcomes.iter().all(|o| o.error.is_none())
+    }
+
+    /// Writes carried out over the fleet.
+    pub fn written(&self) -> usize {
+        self.outcomes.iter().map(|o| o.written).sum()
+    }
+}
+
+/// Carries out `writes` through `backends`.
+pub fn apply(
+    writes: &[ClusterWrites],
+    backends: &BTreeMap<ClusterName, Arc<dyn Backend>>,
+    parallelism: usize,
+    on_done: &(dyn Fn(&ClusterOutcome) + Sync),
+) -> ApplyReport {
+    let mut report = ApplyReport::default();
+    let (mgmt, rest): (Vec<_>, Vec<_>) = writes.iter().partition(|w| w.role == Role::Management);
+    for cluster in &mgmt {
+        let outcome = apply_cluster(cluster, backends);
+        on_done(&outcome);
+        report.outcomes.push(outcome);
+    }
+    if !report.ok() {
+        for cluster in rest {
+            report.outcomes.push(ClusterOutcome {
+                cluster: cluster.cluster.clone(),
+                role: cluster.role,
+                written: 0,
+                error: if cluster.writes.is_empty() {
+                    None
+                } else {
+                    Some("not applied: the management cluster failed first".to_owned())
+                },
+            });
+        }
+        return report;
+    }
+    let pending: Vec<&ClusterWrites> = rest.into_iter().filter(|w| !w.writes.is_empty()).collect();
+    let outcomes = parallel_map(pending, parallelism, |cluster| {
+        let outcome = apply_cluster(cluster, backends);
+        on_done(&outcome);
+        outcome
+    });
+    report.outcomes.extend(outcomes);
+    report
+}
+
+fn apply_cluster(
+    cluster: &ClusterWrites,
+    backends: &BTreeMap<ClusterName, Arc<dyn Backend>>,
+) -> ClusterOutcome {
+    let mut outcome = ClusterOutcome {
+        cluster: cluster.cluster.clone(),
+        role: cluster.role,
+        written: 0,
+        error: None,
+    };
+    if cluster.writes.is_empty() {
+        return outcome;
+    }
+    let Some(backend) = backends.get(&cluster.cluster) else {
+        outcome.error = Some("no backend for this cluster".to_owned());
+        return outcome;
+    };
+    for write in &cluster.writes {
+        match backend.write(write) {
+            Ok(()) => outcome.written += 1,
+            Err(err) => {
+                outcome.error = Some(format!(
+                    "{} {}/{}: {}",
+                    match write.action {
+                        crate::plan::Action::Delete => "deleting",
+                        crate::plan::Action::Create => "creating",
+                        _ => "updating",
+                    },
+                    write.object.namespace,
+                    write.object.name,
+                    crate::fleet::error_chain(&err)
+                ));
+                break;
+            }
+        }
+    }
+    outcome
+}

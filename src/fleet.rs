@@ -1,0 +1,154 @@
+//! The shell around the pure core for a whole fleet: backends per cluster,
+//! observation with bounded concurrency, and the pieces `plan`, `apply` and
+//! `check` share.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::backend::directory::DirectoryBackend;
+use crate::backend::{Backend, BackendError};
+use crate::model::{ClusterName, Connection, TrustConfig};
+use crate::observed::Observed;
+use crate::plan::{self, CLIENT_SECRET, ROOT_SECRET, SERVER_SECRET, SIGNING_SECRET, TOKEN_SECRET};
+
+/// How the shell reaches clusters: the resolved global flags.
+#[derive(Debug, Clone)]
+pub struct Reach {
+    /// Root of the directory backend.
+    pub state_dir: PathBuf,
+    /// `--kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Per-cluster timeout for API calls.
+    pub timeout: std::time::Duration,
+}
+
+/// Builds the backend for one cluster's connection.
+pub fn backend_for(
+    name: &ClusterName,
+    connection: &Connection,
+    reach: &Reach,
+) -> Result<Arc<dyn Backend>, BackendError> {
+    match connection {
+        Connection::StateDir => Ok(Arc::new(DirectoryBackend::new(
+            reach.state_dir.join(name.as_str()),
+        ))),
+        Connection::Directory { path } => Ok(Arc::new(DirectoryBackend::new(path.clone()))),
+        Connection::Kubeconfig { .. } | Connection::InCluster => {
+            crate::backend::kube_backend(name, connection, reach)
+        }
+    }
+}
+
+/// Maps `f` over `items` on at most `parallelism` threads, keeping order.
+pub fn parallel_map<T: Sync, R: Send>(
+    items: Vec<T>,
+    parallelism: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let workers = parallelism.max(1).min(items.len().max(1));
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+    let slots: Vec<std::sync::Mutex<&mut Option<R>>> =
+        results.iter_mut().map(std::sync::Mutex::new).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(index) else { break };
+                    let result = f(item);
+                    if let Ok(mut slot) = slots[index].lock() {
+                        **slot = Some(result);
+                    }
+                }
+            });
+        }
+    });
+    drop(slots);
+    results.into_iter().flatten().collect()
+}
+
+/// The error and its causes on one line.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The Secret names to read on `cluster` besides those labelled for the instance.
+fn names_for(config: &TrustConfig, cluster: &ClusterName) -> Vec<String> {
+    let mut names: Vec<String> = [
+        ROOT_SECRET,
+        SIGNING_SECRET,
+        SERVER_SECRET,
+        TOKEN_SECRET,
+        CLIENT_SECRET,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    names.push(plan::inventory_secret(config.instance.as_str()));
+    for source in crate::material::secret_sources(config) {
+        if &source.cluster == cluster {
+            names.push(source.name.clone());
+        }
+    }
+    names
+}
+
+/// Observes `clusters` concurrently. A cluster that cannot be reached is
+/// recorded with its error; it does not stop the others.
+pub fn observe(
+    config: &TrustConfig,
+    clusters: &[(ClusterName, Arc<dyn Backend>)],
+    parallelism: usize,
+) -> Observed {
+    let namespace = config.namespace.as_str();
+    let instance = config.instance.as_str();
+    let results = parallel_map(clusters.to_vec(), parallelism, |(name, backend)| {
+        let names = names_for(config, name);
+        let result = backend
+            .observe(namespace, instance, &names)
+            .map_err(|e| format!("{}: {}", backend.describe(), error_chain(&e)));
+        (name.clone(), result)
+    });
+    Observed {
+        clusters: results.into_iter().collect(),
+    }
+}
+
+/// Backends for every cluster of the config; a connection that cannot be set
+/// up becomes that cluster's observation error.
+pub fn backends(
+    config: &TrustConfig,
+    reach: &Reach,
+) -> (
+    BTreeMap<ClusterName, Arc<dyn Backend>>,
+    BTreeMap<ClusterName, String>,
+) {
+    let mut ok = BTreeMap::new();
+    let mut failed = BTreeMap::new();
+    for cluster in config.clusters() {
+        match backend_for(&cluster.name, &cluster.connection, reach) {
+            Ok(b) => {
+                ok.insert(cluster.name.clone(), b);
+            }
+            Err(e) => {
+                failed.insert(cluster.name.clone(), error_chain(&e));
+            }
+        }
+    }
+    (ok, failed)
+}
+
+/// Makes a path relative to the current directory shorter for messages.
+pub fn display_path(path: &Path) -> String {
+    path.display().to_string()
+}
