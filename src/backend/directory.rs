@@ -213,7 +213,7 @@ impl Backend for DirectoryBackend {
                     source,
                 })?);
             let object = parse(&path, &bytes)?;
-            let wanted = names.iter().any(|n| *n == object.name)
+            let wanted = names.contains(&object.name)
                 || object
                     .labels
                     .get(LABEL_INSTANCE)

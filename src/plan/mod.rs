@@ -1137,6 +1137,7 @@ fn leaf_problems(
     reasons
 }
 
+#[allow(clippy::too_many_arguments)] // one call site; a parameter struct would only rename them
 fn plan_server_issued(
     input: &PlanInput<'_>,
     obs: &ClusterObservation,
@@ -1167,8 +1168,8 @@ fn plan_server_issued(
         reasons.push("not signed by the current intermediate".to_owned());
     }
     let reissue = existing.is_none() || !reasons.is_empty();
-    if existing.is_some() && reasons.is_empty() {
-        bundle_reason(existing.expect("checked"), bundle_facts, &mut reasons);
+    if let (Some(existing), false) = (existing, reissue) {
+        bundle_reason(existing, bundle_facts, &mut reasons);
     }
     let (chain, key, new) = if reissue {
         let issued = pki::issue_server(
