@@ -6,6 +6,7 @@
 //! pool of threads, one cluster per thread.
 
 pub mod directory;
+pub mod kube;
 
 use std::time::Duration;
 
@@ -86,6 +87,29 @@ pub enum BackendError {
         /// Why.
         reason: String,
     },
+    /// The API server did not answer: connection refused, TLS failure, reset.
+    #[error("cannot reach the API server of cluster `{cluster}` at {server} (gave up after {attempts} attempt{s})", s = if *attempts == 1 { "" } else { "s" })]
+    Unreachable {
+        /// The cluster.
+        cluster: String,
+        /// Its API server URL.
+        server: String,
+        /// How many times it was tried.
+        attempts: u32,
+        /// The last transport error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The per-cluster timeout passed before the API server answered.
+    #[error("{operation}: no answer from cluster `{cluster}` within {}s (the per-cluster timeout, retries included)", after.as_secs())]
+    Timeout {
+        /// What was being done.
+        operation: String,
+        /// The cluster.
+        cluster: String,
+        /// The timeout.
+        after: Duration,
+    },
 }
 
 /// Holds a lock until dropped.
@@ -119,15 +143,15 @@ pub trait Backend: Send + Sync {
     ) -> Result<Box<dyn LockGuard>, BackendError>;
 }
 
-/// The Kubernetes backend for a `kubeconfig` or `inCluster` connection.
+/// The Kubernetes backend for a `kubeconfig` or `inCluster` connection:
+/// see [`kube::KubeBackend`]. Fails, naming the cluster, when the kubeconfig
+/// or its context is missing or unusable; nothing is contacted yet.
 pub fn kube_backend(
     name: &crate::model::ClusterName,
-    _connection: &crate::model::Connection,
-    _reach: &crate::fleet::Reach,
+    connection: &crate::model::Connection,
+    reach: &crate::fleet::Reach,
 ) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
-    Err(BackendError::Connect {
-        reason: format!(
-            "cluster `{name}`: the Kubernetes backend is not available in this build yet; use a `directory` connection"
-        ),
-    })
+    Ok(std::sync::Arc::new(kube::KubeBackend::connect(
+        name, connection, reach,
+    )?))
 }
