@@ -38,6 +38,9 @@ pub struct GlobalArgs {
     /// How many workload clusters are worked on at once.
     #[arg(long, global = true, value_name = "N")]
     pub parallelism: Option<usize>,
+    /// Per-cluster timeout of each Kubernetes API call, retries included [default: 30s].
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -47,6 +50,15 @@ pub struct GlobalArgs {
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+}
+
+/// A positive duration such as `30s` or `2m`.
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let duration: crate::model::Duration = text.parse()?;
+    match duration.as_secs() {
+        0 => Err("must be at least 1s".to_owned()),
+        secs => Ok(std::time::Duration::from_secs(secs)),
+    }
 }
 
 /// Log output format.
