@@ -92,8 +92,29 @@ pub enum Command {
     Plan(PlanArgs),
     /// Converge every cluster to the manifests (or carry out a saved plan).
     Apply(ApplyArgs),
+    /// Fetch from Git, plan and apply: once (a Job) or on an interval (a loop).
+    Reconcile(ReconcileArgs),
     /// Print the JSON schema of the manifests.
     Schema,
+}
+
+/// Reading the manifests from Git instead of `PATH`.
+#[derive(Debug, Clone, Args)]
+#[deny(missing_docs)]
+pub struct GitArgs {
+    /// Read the manifests from this Git repository: a local path, `file://`, `https://` (token
+    /// from `RELAYCTL_GIT_TOKEN`) or `ssh://` / `git@host:repo` (SSH agent).
+    #[arg(long, value_name = "URL")]
+    pub git: Option<crate::source::RepoUrl>,
+    /// Branch, tag or commit to read [default: main].
+    #[arg(long = "ref", value_name = "REF", requires = "git")]
+    pub reference: Option<String>,
+    /// Folder (or file) inside the repository [default: the root].
+    #[arg(long = "path", value_name = "DIR", requires = "git")]
+    pub git_path: Option<PathBuf>,
+    /// Cache of fetched repositories [default: ~/.cache/relayctl/git].
+    #[arg(long, value_name = "DIR", env = "RELAYCTL_GIT_CACHE")]
+    pub git_cache: Option<PathBuf>,
 }
 
 /// `relayctl validate`.
@@ -101,8 +122,15 @@ pub enum Command {
 #[deny(missing_docs)]
 pub struct ValidateArgs {
     /// Manifest file or folder (searched recursively for `*.yaml` / `*.yml`).
-    #[arg(value_name = "PATH")]
-    pub path: PathBuf,
+    #[arg(
+        value_name = "PATH",
+        required_unless_present = "git",
+        conflicts_with = "git"
+    )]
+    pub path: Option<PathBuf>,
+    /// Git source.
+    #[command(flatten)]
+    pub git: GitArgs,
 }
 
 /// Flags shared by `plan` and `apply`.
@@ -125,8 +153,15 @@ pub struct FleetArgs {
 #[deny(missing_docs)]
 pub struct PlanArgs {
     /// Manifest file or folder.
-    #[arg(value_name = "PATH")]
-    pub path: PathBuf,
+    #[arg(
+        value_name = "PATH",
+        required_unless_present = "git",
+        conflicts_with = "git"
+    )]
+    pub path: Option<PathBuf>,
+    /// Git source.
+    #[command(flatten)]
+    pub git: GitArgs,
     /// Save the plan (no secret material) for `relayctl apply FILE`.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -145,9 +180,13 @@ pub struct PlanArgs {
 #[derive(Debug, Args)]
 #[deny(missing_docs)]
 pub struct ApplyArgs {
-    /// Manifest file or folder, or a plan saved with `plan --out`.
-    #[arg(value_name = "PATH|FILE")]
-    pub path: PathBuf,
+    /// Manifest file or folder, or a plan saved with `plan --out` (with `--git`: only a saved
+    /// plan, whose recorded commit is read again).
+    #[arg(value_name = "PATH|FILE", required_unless_present = "git")]
+    pub path: Option<PathBuf>,
+    /// Git source.
+    #[command(flatten)]
+    pub git: GitArgs,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub auto_approve: bool,
@@ -157,6 +196,31 @@ pub struct ApplyArgs {
     /// Output format of the plan shown before applying.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Shared fleet flags.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+/// `relayctl reconcile`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["once", "interval"])))]
+pub struct ReconcileArgs {
+    /// Git source (`--git` is required).
+    #[command(flatten)]
+    pub git: GitArgs,
+    /// Fetch, plan and apply once, then exit (0 success, 1 error), e.g. as a Kubernetes Job.
+    #[arg(long)]
+    pub once: bool,
+    /// Fetch, plan and apply every DURATION (e.g. `1m`) until SIGTERM or SIGINT.
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<String>,
+    /// Stop after N ticks, exiting with the last tick's code (for tests).
+    #[arg(long, value_name = "N", hide = true)]
+    pub max_ticks: Option<u64>,
+    /// How long to wait for another apply's lock, e.g. `30s`, `5m`.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_timeout: String,
     /// Shared fleet flags.
     #[command(flatten)]
     pub fleet: FleetArgs,

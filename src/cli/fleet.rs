@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::args::{ApplyArgs, FleetArgs, OutputFormat, PlanArgs};
-use super::{CliError, Outcome, Settings, report_diagnostics};
+use super::args::{ApplyArgs, FleetArgs, GitArgs, OutputFormat, PlanArgs};
+use super::{CliError, Outcome, Settings, report_diagnostics_at};
 use crate::backend::Backend;
 use crate::config::{self, ManifestFile};
 use crate::fleet;
@@ -18,39 +18,62 @@ use crate::model::{ClusterName, Connection, TrustConfig};
 use crate::observed::{ObjectVersion, Observed};
 use crate::plan::{self, Plan, Planned, render};
 use crate::secret::SecretBytes;
+use crate::source::{ConfigSource, Provenance};
 
 /// A config read, observed and planned.
 pub(crate) struct Prepared {
     pub(crate) backends: BTreeMap<ClusterName, Arc<dyn Backend>>,
     pub(crate) observed: Observed,
     pub(crate) planned: Planned,
-    pub(crate) path: PathBuf,
+    /// Where the manifests came from (the commit, for Git).
+    pub(crate) provenance: Provenance,
+    /// The source, pinned to the commit that was read.
+    pub(crate) source: ConfigSource,
+}
+
+/// Validated manifests and where they came from.
+pub(crate) struct LoadedConfig {
+    pub(crate) files: Vec<ManifestFile>,
+    pub(crate) config: TrustConfig,
+    pub(crate) provenance: Provenance,
 }
 
 /// Reads and validates manifests, rendering diagnostics on failure.
-pub(crate) fn load_config(path: &Path) -> Result<(Vec<ManifestFile>, TrustConfig), CliError> {
-    let files = crate::source::read_local(path)?;
-    match config::validate(&files) {
-        Ok(config) => Ok((files, config)),
-        Err(diagnostics) => Err(report_diagnostics(&files, &diagnostics)),
+pub(crate) fn load_config(source: &ConfigSource) -> Result<LoadedConfig, CliError> {
+    let loaded = source.read()?;
+    if let Some(commit) = &loaded.provenance.commit {
+        tracing::debug!(source = %source.describe(), commit = %commit, "read the manifests");
+    }
+    match config::validate(&loaded.files) {
+        Ok(config) => Ok(LoadedConfig {
+            files: loaded.files,
+            config,
+            provenance: loaded.provenance,
+        }),
+        Err(diagnostics) => Err(report_diagnostics_at(
+            &loaded.files,
+            &diagnostics,
+            Some(&loaded.provenance),
+        )),
     }
 }
 
 /// Loads and checks file/env material (and, given observations, secret sources).
 pub(crate) fn load_material(
-    files: &[ManifestFile],
-    config: &TrustConfig,
+    loaded: &LoadedConfig,
     observed: Option<&Observed>,
     now: OffsetDateTime,
 ) -> Result<Material, CliError> {
+    let (files, config) = (&loaded.files, &loaded.config);
+    let report =
+        |d: &[config::Diagnostic]| report_diagnostics_at(files, d, Some(&loaded.provenance));
     let getenv = |name: &str| std::env::var(name).ok();
-    let material =
-        material::load(config, &getenv, observed).map_err(|d| report_diagnostics(files, &d))?;
+    let material = material::load(config, &getenv, observed).map_err(|d| report(&d))?;
     let problems = material::check(config, &material, now);
     if problems.is_empty() {
         Ok(material)
     } else {
-        Err(report_diagnostics(files, &problems))
+        Err(report(&problems))
     }
 }
 
@@ -67,21 +90,22 @@ pub(crate) fn os_token() -> SecretBytes {
 
 pub(crate) fn prepare(
     settings: &Settings,
-    path: &Path,
+    source: &ConfigSource,
     fleet_args: &FleetArgs,
 ) -> Result<Prepared, CliError> {
     let now = OffsetDateTime::now_utc();
-    let (files, config) = load_config(path)?;
-    let (mut backends, failed) = fleet::backends(&config, &settings.reach);
+    let loaded = load_config(source)?;
+    let config = &loaded.config;
+    let (mut backends, failed) = fleet::backends(config, &settings.reach);
     let clusters: Vec<(ClusterName, Arc<dyn Backend>)> = backends
         .iter()
         .map(|(n, b)| (n.clone(), b.clone()))
         .collect();
-    let mut observed = fleet::observe(&config, &clusters, settings.parallelism);
+    let mut observed = fleet::observe(config, &clusters, settings.parallelism);
     for (name, why) in failed {
         observed.clusters.insert(name, Err(why));
     }
-    let material = load_material(&files, &config, Some(&observed), now)?;
+    let material = load_material(&loaded, Some(&observed), now)?;
 
     // Clusters that left the config but are in the inventory.
     let mut orphans: BTreeMap<ClusterName, Connection> = BTreeMap::new();
@@ -104,20 +128,20 @@ pub(crate) fn prepare(
             }
         }
     }
-    let orphan_observed = fleet::observe(&config, &orphan_backends, settings.parallelism);
+    let orphan_observed = fleet::observe(config, &orphan_backends, settings.parallelism);
     observed.clusters.extend(orphan_observed.clusters);
     backends.extend(orphan_backends);
 
-    let source = settings.source_label(path);
+    let label = settings.source_label(&loaded.provenance);
     let keys = crate::pki::OsKeySource;
     let input = plan::PlanInput {
-        config: &config,
+        config,
         material: &material,
         observed: &observed,
         orphans: &orphans,
         adopt: fleet_args.adopt,
         prune: fleet_args.prune || config.prune,
-        source: &source,
+        source: &label,
         now,
         random: plan::Randomness {
             keys: &keys,
@@ -129,8 +153,43 @@ pub(crate) fn prepare(
         backends,
         observed,
         planned,
-        path: path.to_path_buf(),
+        source: source.pinned(&loaded.provenance),
+        provenance: loaded.provenance,
     })
+}
+
+/// Takes the apply lock on the management cluster, then reads, observes and
+/// plans: what is planned is what is applied. The source is read once to find
+/// the management cluster and then again pinned to the same commit.
+pub(crate) fn lock_and_prepare(
+    settings: &Settings,
+    source: &ConfigSource,
+    fleet_args: &FleetArgs,
+    lock_timeout: std::time::Duration,
+) -> Result<(Box<dyn crate::backend::LockGuard>, Prepared), CliError> {
+    let loaded = load_config(source)?;
+    let config = &loaded.config;
+    let (backends, _) = fleet::backends(config, &settings.reach);
+    let mgmt = backends
+        .get(&config.management.name)
+        .cloned()
+        .ok_or_else(|| CliError::Usage {
+            message: format!(
+                "cannot reach the management cluster `{}`",
+                config.management.name
+            ),
+        })?;
+    let holder = settings.holder();
+    let lock = mgmt
+        .lock(
+            config.namespace.as_str(),
+            config.instance.as_str(),
+            &holder,
+            lock_timeout,
+        )
+        .map_err(|source| CliError::Lock { source })?;
+    let prepared = prepare(settings, &source.pinned(&loaded.provenance), fleet_args)?;
+    Ok((lock, prepared))
 }
 
 fn render_plan(plan: &Plan, format: OutputFormat, verbose: bool) -> String {
@@ -154,14 +213,91 @@ fn print_stdout(text: &str) -> Result<(), CliError> {
 pub(crate) struct SavedPlan {
     kind: String,
     format_version: u32,
+    /// The local manifest path, or the folder inside the repository for Git.
+    #[serde(default)]
     config_path: PathBuf,
+    /// For manifests read from Git: where, and the commit that `apply FILE` reads again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    git: Option<SavedGitSource>,
     adopt: bool,
     prune: bool,
     observed: Vec<ObjectVersion>,
     plan: Plan,
 }
 
+/// The Git source of a saved plan (no credentials).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SavedGitSource {
+    /// The repository URL without credentials.
+    url: String,
+    /// The ref given to `plan`.
+    reference: String,
+    /// The folder inside the repository.
+    path: PathBuf,
+    /// The commit that was planned.
+    commit: String,
+}
+
 const SAVED_PLAN_KIND: &str = "relayctl.dev/SavedPlan";
+
+/// What a saved plan records of its source.
+fn saved_source(prepared: &Prepared) -> (PathBuf, Option<SavedGitSource>) {
+    match (&prepared.source, &prepared.provenance.commit) {
+        (ConfigSource::Git(git), Some(commit)) => (
+            git.path.clone(),
+            Some(SavedGitSource {
+                url: git.url.without_credentials().to_owned(),
+                reference: git.reference.clone(),
+                path: git.path.clone(),
+                commit: commit.clone(),
+            }),
+        ),
+        (ConfigSource::Git(git), None) => (git.path.clone(), None),
+        (ConfigSource::Local(path), _) => (path.clone(), None),
+    }
+}
+
+/// The source a saved plan was made from, pinned to its commit. A `--git URL`
+/// given again (e.g. with credentials) must name the same repository.
+fn source_of_saved(
+    settings: &Settings,
+    saved: &SavedPlan,
+    git_args: &GitArgs,
+) -> Result<ConfigSource, CliError> {
+    let Some(git) = &saved.git else {
+        if git_args.git.is_some() {
+            return Err(CliError::Usage {
+                message: "the saved plan was made from local manifests; drop `--git`".to_owned(),
+            });
+        }
+        return Ok(ConfigSource::Local(saved.config_path.clone()));
+    };
+    let url = match &git_args.git {
+        Some(url) if url.without_credentials() == git.url => url.clone(),
+        Some(url) => {
+            return Err(CliError::Usage {
+                message: format!("the saved plan was made from `{}`, not `{url}`", git.url),
+            });
+        }
+        None => git.url.parse().map_err(|_| CliError::Usage {
+            message: "the saved plan names no repository URL".to_owned(),
+        })?,
+    };
+    let source = settings.config_source(
+        None,
+        &GitArgs {
+            git: Some(url),
+            reference: Some(git.reference.clone()),
+            git_path: Some(git.path.clone()),
+            git_cache: git_args.git_cache.clone(),
+        },
+    )?;
+    Ok(match source {
+        ConfigSource::Git(g) => ConfigSource::Git(g.at_commit(&git.commit)),
+        other => other,
+    })
+}
 
 fn versions(observed: &Observed) -> Vec<ObjectVersion> {
     let mut out = Vec::new();
@@ -182,14 +318,17 @@ fn versions(observed: &Observed) -> Vec<ObjectVersion> {
 }
 
 pub(crate) fn plan_command(settings: &Settings, args: &PlanArgs) -> Result<Outcome, CliError> {
-    let prepared = prepare(settings, &args.path, &args.fleet)?;
+    let source = settings.config_source(args.path.as_deref(), &args.git)?;
+    let prepared = prepare(settings, &source, &args.fleet)?;
     let plan = &prepared.planned.plan;
     print_stdout(&render_plan(plan, args.output, args.fleet.show_unchanged))?;
     if let Some(out) = &args.out {
+        let (config_path, git) = saved_source(&prepared);
         let saved = SavedPlan {
             kind: SAVED_PLAN_KIND.to_owned(),
             format_version: plan::FORMAT_VERSION,
-            config_path: prepared.path.clone(),
+            config_path,
+            git,
             adopt: args.fleet.adopt,
             prune: args.fleet.prune,
             observed: versions(&prepared.observed),
@@ -233,21 +372,28 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
         args.lock_timeout.parse().map_err(|why| CliError::Usage {
             message: format!("--lock-timeout: {why}"),
         })?;
-    let saved = match read_saved_plan(&args.path) {
+    let saved = match args.path.as_deref().and_then(read_saved_plan) {
         Some(result) => Some(result?),
         None => None,
     };
-    let (config_path, fleet_args) = match &saved {
+    let (source, fleet_args) = match &saved {
         Some(saved) => (
-            saved.config_path.clone(),
+            source_of_saved(settings, saved, &args.git)?,
             FleetArgs {
                 adopt: saved.adopt,
                 prune: saved.prune,
                 show_unchanged: args.fleet.show_unchanged,
             },
         ),
+        None if args.git.git.is_some() && args.path.is_some() => {
+            return Err(CliError::Usage {
+                message:
+                    "with `--git`, the FILE argument must be a plan saved by `relayctl plan --out`"
+                        .to_owned(),
+            });
+        }
         None => (
-            args.path.clone(),
+            settings.config_source(args.path.as_deref(), &args.git)?,
             FleetArgs {
                 adopt: args.fleet.adopt,
                 prune: args.fleet.prune,
@@ -257,28 +403,12 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
     };
 
     // Lock first, then observe: what is planned is what is applied.
-    let (_, config) = load_config(&config_path)?;
-    let (backends, _) = fleet::backends(&config, &settings.reach);
-    let mgmt = backends
-        .get(&config.management.name)
-        .cloned()
-        .ok_or_else(|| CliError::Usage {
-            message: format!(
-                "cannot reach the management cluster `{}`",
-                config.management.name
-            ),
-        })?;
-    let holder = settings.holder();
-    let _lock = mgmt
-        .lock(
-            config.namespace.as_str(),
-            config.instance.as_str(),
-            &holder,
-            std::time::Duration::from_secs(lock_timeout.as_secs()),
-        )
-        .map_err(|source| CliError::Lock { source })?;
-
-    let prepared = prepare(settings, &config_path, &fleet_args)?;
+    let (_lock, prepared) = lock_and_prepare(
+        settings,
+        &source,
+        &fleet_args,
+        std::time::Duration::from_secs(lock_timeout.as_secs()),
+    )?;
     let plan = &prepared.planned.plan;
     if let Some(saved) = &saved {
         check_not_stale(saved, &prepared)?;
@@ -328,8 +458,8 @@ fn check_not_stale(saved: &SavedPlan, prepared: &Prepared) -> Result<(), CliErro
     let mut moved = Vec::new();
     if saved.plan.config_digest != prepared.planned.plan.config_digest {
         moved.push(format!(
-            "the config at `{}` changed (sha256:{} → sha256:{})",
-            saved.config_path.display(),
+            "the config at {} changed (sha256:{} → sha256:{})",
+            saved.plan.source,
             &saved.plan.config_digest[..12],
             &prepared.planned.plan.config_digest[..12]
         ));

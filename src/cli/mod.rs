@@ -7,6 +7,7 @@
 pub mod args;
 mod fleet;
 pub mod output;
+mod reconcile;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -42,10 +43,12 @@ impl From<Outcome> for ExitCode {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The manifests are invalid; the diagnostics are already rendered.
-    #[error("{count} problem{s} in the manifests", s = if *count == 1 { "" } else { "s" })]
+    #[error("{count} problem{s} in the manifests{at}", s = if *count == 1 { "" } else { "s" }, at = at.as_ref().map(|a| format!(" at {a}")).unwrap_or_default())]
     InvalidConfig {
         /// How many problems.
         count: usize,
+        /// The `<repo>@<commit>` read, for Git sources.
+        at: Option<String>,
     },
     /// Reading the manifests failed.
     #[error(transparent)]
@@ -112,6 +115,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    init_logging(&cli.global);
     match run(cli) {
         Ok(outcome) => outcome.into(),
         Err(err) => {
@@ -147,9 +151,34 @@ impl Settings {
         }
     }
 
-    /// The source annotation for manifests read from `path`.
-    fn source_label(&self, path: &std::path::Path) -> String {
-        path.display().to_string()
+    /// The source annotation for manifests: the path, or `<repo>@<commit>`
+    /// with credentials stripped.
+    fn source_label(&self, provenance: &crate::source::Provenance) -> String {
+        provenance.label.clone()
+    }
+
+    /// Where `validate`, `plan` or `apply` read the manifests: `PATH`, or Git.
+    fn config_source(
+        &self,
+        path: Option<&std::path::Path>,
+        git: &args::GitArgs,
+    ) -> Result<crate::source::ConfigSource, CliError> {
+        match (&git.git, path) {
+            (Some(url), _) => Ok(crate::source::ConfigSource::Git(crate::source::GitSource {
+                url: url.clone(),
+                reference: git.reference.clone().unwrap_or_else(|| "main".to_owned()),
+                path: git.git_path.clone().unwrap_or_default(),
+                cache: git
+                    .git_cache
+                    .clone()
+                    .unwrap_or_else(crate::source::git::default_cache),
+                commit: None,
+            })),
+            (None, Some(path)) => Ok(crate::source::ConfigSource::Local(path.to_path_buf())),
+            (None, None) => Err(CliError::Usage {
+                message: "give a manifest PATH or `--git URL`".to_owned(),
+            }),
+        }
     }
 
     /// Who holds the apply lock: user, host and process.
@@ -178,14 +207,17 @@ fn run(cli: Cli) -> Result<Outcome, CliError> {
     match cli.command {
         Command::Plan(args) => fleet::plan_command(&settings, &args),
         Command::Apply(args) => fleet::apply_command(&settings, &args),
+        Command::Reconcile(args) => reconcile::reconcile_command(&settings, &args),
         Command::Validate(args) => {
-            let (files, config) = fleet::load_config(&args.path)?;
-            fleet::load_material(&files, &config, None, time::OffsetDateTime::now_utc())?;
+            let source = settings.config_source(args.path.as_deref(), &args.git)?;
+            let loaded = fleet::load_config(&source)?;
+            let config = &loaded.config;
+            fleet::load_material(&loaded, None, time::OffsetDateTime::now_utc())?;
             {
                 {
                     output::status(&format!(
                         "{}: valid ({} CA mode, {} client certs, management cluster `{}`, {} workload cluster{})",
-                        args.path.display(),
+                        loaded.provenance.label,
                         config.ca.mode,
                         config.client_certs.mode,
                         config.management.name,
@@ -205,20 +237,72 @@ fn run(cli: Cli) -> Result<Outcome, CliError> {
     }
 }
 
-pub(crate) fn report_diagnostics(
+/// Renders diagnostics with paths as `provenance` shows them (relative to the
+/// repository for Git sources, whose commit the error then names).
+pub(crate) fn report_diagnostics_at(
     files: &[config::ManifestFile],
     diagnostics: &[Diagnostic],
+    provenance: Option<&crate::source::Provenance>,
 ) -> CliError {
+    let shown = |path: &std::path::Path| match provenance {
+        Some(p) => p.display_path(path),
+        None => path.to_path_buf(),
+    };
     let sources: BTreeMap<_, _> = files
         .iter()
-        .map(|f| (f.path.clone(), f.text.clone()))
+        .map(|f| (shown(&f.path), f.text.clone()))
+        .collect();
+    let diagnostics: Vec<Diagnostic> = diagnostics
+        .iter()
+        .map(|d| Diagnostic {
+            file: shown(&d.file),
+            ..d.clone()
+        })
         .collect();
     let _ = write!(
         std::io::stderr(),
         "{}",
-        config::diag::render(diagnostics, &sources)
+        config::diag::render(&diagnostics, &sources)
     );
     CliError::InvalidConfig {
         count: diagnostics.len(),
+        at: provenance.and_then(|p| p.commit.as_ref().map(|_| p.label.clone())),
     }
+}
+
+/// Logs go to stderr: text (`RUST_LOG` or `-v`/`-q` pick the level) or JSON
+/// (`--log-format json`). Default level: `info` for relayctl.
+fn init_logging(global: &args::GlobalArgs) {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::EnvFilter;
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(format!("warn,relayctl={level}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match global.log_format {
+        Some(args::LogFormat::Json) => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        _ => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            builder
+                .with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .with_target(false)
+                .try_init()
+        }
+    };
+    // A second initialisation (tests calling `main` twice) keeps the first.
+    let _ = result;
 }

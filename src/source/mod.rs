@@ -1,16 +1,115 @@
-//! Where manifest bytes come from: a local file or folder (Git comes later).
+//! Where manifest bytes come from: a local file or folder, or a Git commit.
 //!
 //! This module reads files and nothing else; it never parses YAML. It returns
 //! the files in a stable order (sorted by path) with the names that messages
-//! should show.
+//! should show, and the [`Provenance`] that goes into the source annotation of
+//! every written Secret and into plans. [`ConfigSource`] is the seam: commands
+//! take one and never care which kind it is.
+
+pub mod git;
 
 use std::path::{Path, PathBuf};
 
 use crate::config::ManifestFile;
 
-/// Reading manifests from the local file system failed.
+pub use git::{GitSource, RepoUrl};
+
+/// Where the manifests are read from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A manifest file or folder on this machine.
+    Local(PathBuf),
+    /// A folder (or file) at a ref of a Git repository.
+    Git(GitSource),
+}
+
+/// Where manifests came from, for annotations, plans and messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    /// A path, or `<repo>@<commit>` with credentials stripped.
+    pub label: String,
+    /// The full commit id, for Git sources.
+    pub commit: Option<String>,
+    /// Manifest paths start with this folder (the exported tree of a Git
+    /// commit); messages show paths relative to it.
+    pub root: Option<PathBuf>,
+}
+
+impl Provenance {
+    /// `path` as messages show it: relative to the repository for Git sources.
+    pub fn display_path(&self, path: &Path) -> PathBuf {
+        match &self.root {
+            Some(root) => path.strip_prefix(root).unwrap_or(path).to_path_buf(),
+            None => path.to_path_buf(),
+        }
+    }
+}
+
+/// Manifests and where they came from.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The manifest files, sorted by path.
+    pub files: Vec<ManifestFile>,
+    /// Their provenance.
+    pub provenance: Provenance,
+}
+
+impl ConfigSource {
+    /// Reads every manifest (fetching first, for Git).
+    pub fn read(&self) -> Result<Loaded, SourceError> {
+        match self {
+            Self::Local(path) => Ok(Loaded {
+                files: read_local(path)?,
+                provenance: Provenance {
+                    label: path.display().to_string(),
+                    commit: None,
+                    root: None,
+                },
+            }),
+            Self::Git(git) => {
+                let read = git.read().map_err(|e| SourceError::Git(Box::new(e)))?;
+                Ok(Loaded {
+                    files: read.files,
+                    provenance: Provenance {
+                        label: format!("{}@{}", git.url.without_credentials(), read.commit),
+                        commit: Some(read.commit),
+                        root: Some(read.root),
+                    },
+                })
+            }
+        }
+    }
+
+    /// This source pinned to what `provenance` read, so a second read sees the
+    /// same commit even when the ref moved meanwhile.
+    pub fn pinned(&self, provenance: &Provenance) -> Self {
+        match (self, &provenance.commit) {
+            (Self::Git(git), Some(commit)) => Self::Git(git.at_commit(commit)),
+            _ => self.clone(),
+        }
+    }
+
+    /// For messages: the path, or `<redacted url> (ref <ref>, path <path>)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Local(path) => format!("`{}`", path.display()),
+            Self::Git(git) => {
+                let mut out = format!("`{}` at `{}`", git.url, git.reference);
+                if !git.path.as_os_str().is_empty() {
+                    out.push_str(&format!(", path `{}`", git.path.display()));
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Reading manifests failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// Reading from Git failed.
+    #[error(transparent)]
+    Git(Box<git::GitError>),
     /// The path given does not exist or cannot be read.
     #[error("cannot read manifests at `{path}`")]
     Read {
