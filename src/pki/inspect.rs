@@ -386,3 +386,10 @@ fn render_ip(bytes: &[u8]) -> String {
         _ => hex::encode(bytes),
     }
 }
+
+/// PEM of one DER certificate: 64-column base64 with LF line endings, the
+/// form every certificate relayctl writes has.
+pub fn certificate_pem(der: &[u8]) -> String {
+    let bytes = crate::pki::key::encode_pem("CERTIFICATE", der);
+    String::from_utf8_lossy(&bytes).into_owned()
+}

@@ -201,7 +201,7 @@ impl Issuer {
                 subject: facts.subject,
             });
         }
-        let cert_pem = pem::encode(&pem::Pem::new("CERTIFICATE", cert_der.clone()));
+        let cert_pem = crate::pki::inspect::certificate_pem(&cert_der);
         Ok(Self {
             cert_der,
             cert_pem,

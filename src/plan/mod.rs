@@ -355,6 +355,18 @@ impl<'a> Cluster<'a> {
                 (Action::Update, all, Some(secret.version.clone()))
             }
         };
+        // Values that are the same certificate(s) or key as what exists keep
+        // their existing bytes: rewriting a kept CA must not change it.
+        let mut data = data;
+        if let Some(existing) = slot.usable() {
+            for (key, value) in data.iter_mut() {
+                if let Some(current) = existing.get(key)
+                    && same_value(current, value)
+                {
+                    *value = current.clone();
+                }
+            }
+        }
         if action.writes() {
             self.writes.push(Write {
                 action,
@@ -438,7 +450,10 @@ impl<'a> Cluster<'a> {
             ),
         ]);
         let cert = data.get("tls.crt").or_else(|| data.get("ca.crt"));
-        if let Some(facts) = cert.and_then(|pem| pki::inspect_certificate(pem.expose()).ok()) {
+        if let Some(facts) = cert
+            .and_then(|pem| pki::inspect_bundle(pem.expose()).ok())
+            .and_then(|facts| facts.into_iter().next())
+        {
             annotations.insert(
                 ANNOTATION_FINGERPRINT.to_owned(),
                 facts.sha256_fingerprint.clone(),
@@ -473,6 +488,27 @@ impl<'o> Slot<'o> {
     }
 }
 
+/// Whether two data values hold the same thing: equal bytes, the same
+/// certificates (by fingerprint, in order), or the same private key.
+fn same_value(a: &SecretBytes, b: &SecretBytes) -> bool {
+    if a == b {
+        return true;
+    }
+    if let (Ok(x), Ok(y)) = (
+        pki::inspect_bundle(a.expose()),
+        pki::inspect_bundle(b.expose()),
+    ) {
+        return x
+            .iter()
+            .map(|f| &f.sha256_fingerprint)
+            .eq(y.iter().map(|f| &f.sha256_fingerprint));
+    }
+    match (PrivateKey::from_pem(a), PrivateKey::from_pem(b)) {
+        (Ok(x), Ok(y)) => x.facts() == y.facts(),
+        _ => false,
+    }
+}
+
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
@@ -487,7 +523,7 @@ fn canonical_bundle(pem: &[u8]) -> Option<(Vec<u8>, Vec<CertFacts>)> {
     let mut out = String::new();
     let mut facts = Vec::new();
     for (index, der) in ders.iter().enumerate() {
-        out.push_str(&::pem::encode(&::pem::Pem::new("CERTIFICATE", der.clone())));
+        out.push_str(&pki::inspect::certificate_pem(der));
         facts.push(pki::inspect::facts_from_der(index, der).ok()?);
     }
     Some((out.into_bytes(), facts))
@@ -714,11 +750,10 @@ fn plan_management(
                             .ok()
                             .and_then(|d| d.into_iter().next());
                         match (key, first) {
-                            (Some(key), Some(der)) => Issuer::new(
-                                ::pem::encode(&::pem::Pem::new("CERTIFICATE", der)).as_bytes(),
-                                key,
-                            )
-                            .ok(),
+                            (Some(key), Some(der)) => {
+                                Issuer::new(pki::inspect::certificate_pem(&der).as_bytes(), key)
+                                    .ok()
+                            }
                             _ => None,
                         }
                     }
@@ -1109,13 +1144,12 @@ fn leaf_problems(
             want.join(", ")
         ));
     }
-    let leaf_pem = ::pem::encode(&::pem::Pem::new(
-        "CERTIFICATE",
-        pki::inspect::certificate_ders(chain.expose())
+    let leaf_pem = pki::inspect::certificate_pem(
+        &pki::inspect::certificate_ders(chain.expose())
             .ok()
             .and_then(|d| d.into_iter().next())
             .unwrap_or_default(),
-    ));
+    );
     let mut with_signer = leaf_pem.into_bytes();
     with_signer.extend_from_slice(signer.cert_pem().as_bytes());
     let dns = expected_sans.first().map(String::as_str);
