@@ -213,11 +213,14 @@ impl KubeBackend {
                 ));
             }
         };
-        // Retries are ours (bounded by the per-cluster timeout), not the client's.
+        // Retries are ours, bounded by the per-cluster timeout; the client's
+        // own timeouts are only a backstop behind it, so that a silent server
+        // is reported as a timeout.
         config.default_retry = false;
-        config.connect_timeout = Some(reach.timeout);
-        config.read_timeout = Some(reach.timeout);
-        config.write_timeout = Some(reach.timeout);
+        let backstop = reach.timeout + Duration::from_secs(1);
+        config.connect_timeout = Some(backstop);
+        config.read_timeout = Some(backstop);
+        config.write_timeout = Some(backstop);
         config.reset_reader_on_write = true;
         let server = config.cluster_url.to_string();
         let server = server.trim_end_matches('/').to_owned();
@@ -377,19 +380,26 @@ impl KubeBackend {
         }
         let deadline = self.deadline();
         let api: Api<Namespace> = Api::all(self.client.clone());
-        let existing = self
-            .call(deadline, || api.get_opt(namespace))
-            .await
-            .map_err(|e| {
-                self.fail(
+        let existing = match self.call(deadline, || api.get_opt(namespace)).await {
+            Ok(existing) => existing.is_some(),
+            // Not allowed to look (namespaces are cluster-scoped; some grant
+            // only the namespaced Role): assume it exists; a write into a
+            // missing namespace fails with its own clear error.
+            Err(CallError::Api(status)) if status.code == 403 => {
+                tracing::debug!(cluster = %self.cluster, namespace, "may not read namespaces; assuming it exists");
+                true
+            }
+            Err(e) => {
+                return Err(self.fail(
                     format!(
                         "reading namespace `{namespace}` of cluster `{}`",
                         self.cluster
                     ),
                     e,
-                )
-            })?;
-        if existing.is_none() {
+                ));
+            }
+        };
+        if !existing {
             let wanted = Namespace {
                 metadata: ObjectMeta {
                     name: Some(namespace.to_owned()),

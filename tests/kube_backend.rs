@@ -1,0 +1,1130 @@
+//! The Kubernetes backend against real API servers (DESIGN.md §3, §7): every
+//! example scenario converges on three real clusters (mgmt, cluster-1,
+//! cluster-2), drift is repaired, faults are contained to their cluster, the
+//! apply lock is a real Lease, and the RBAC of `examples/deploy/` suffices.
+//!
+//! Tests drive the real `relayctl` binary with manifests written to a
+//! temporary folder; they read and mutate the clusters with the library's
+//! backend and the environment's `kubectl`. Each test uses its own relay
+//! namespace (namespaces are never deleted: no controller-manager runs).
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use relayctl::backend::{Backend, BackendError, kube_backend};
+use relayctl::fleet::Reach;
+use relayctl::model::{Connection, DnsLabel};
+use relayctl::observed::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, SecretObject};
+use relayctl::plan::{
+    Action, CLIENT_SECRET, ROOT_SECRET, SERVER_SECRET, SIGNING_SECRET, TOKEN_SECRET, Write,
+};
+use relayctl::secret::SecretBytes;
+use relayctl_kube_env::KubeEnv;
+
+/// Apiservers of this binary's shared environment: mgmt, cluster-1, cluster-2.
+const APISERVERS: usize = 3;
+/// The `RelayTrust` name of every example.
+const INSTANCE: &str = "prod";
+
+fn env() -> &'static KubeEnv {
+    KubeEnv::shared(APISERVERS)
+}
+
+// ---------------------------------------------------------------------------
+// Running things
+// ---------------------------------------------------------------------------
+
+/// How a `relayctl` run ended.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    fn expect(&self, code: i32, what: &str) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "{what}: exit code {} (want {code})\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `relayctl` in `dir` with no ambient kubeconfig (`KUBECONFIG` unset,
+/// `HOME` = `dir`), plus `env`.
+fn relayctl(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let started = Instant::now();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_relayctl"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("KUBECONFIG")
+        .env_remove("RUST_LOG")
+        .env("HOME", dir)
+        .env("NO_COLOR", "1")
+        .env("RELAYCTL_STATE_DIR", dir.join("state"))
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().expect("run relayctl");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+fn apply(dir: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["apply", ".", "--auto-approve"];
+    args.extend_from_slice(extra);
+    relayctl(dir, &args, &[])
+}
+
+fn plan(dir: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["plan", ".", "--detailed-exitcode"];
+    args.extend_from_slice(extra);
+    relayctl(dir, &args, &[])
+}
+
+/// Applies, then checks that the next plan has no changes.
+#[track_caller]
+fn converge(dir: &Path, extra: &[&str]) -> Run {
+    let run = apply(dir, extra);
+    run.expect(0, "apply");
+    plan(dir, extra).expect(0, "the plan after apply has no changes");
+    run
+}
+
+/// `kubectl --context CONTEXT ARGS` with the environment's admin kubeconfig.
+#[track_caller]
+fn kubectl_with(kubeconfig: &Path, context: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(env().binaries().kubectl())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--context", context])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write kubectl stdin");
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().expect("wait for kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl --context {context} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[track_caller]
+fn kubectl(context: &str, args: &[&str]) -> String {
+    kubectl_with(env().kubeconfig(), context, args, None)
+}
+
+#[track_caller]
+fn kubectl_stdin(context: &str, args: &[&str], stdin: &str) -> String {
+    kubectl_with(env().kubeconfig(), context, args, Some(stdin))
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Sets data keys of a Secret the way a person with `kubectl` would.
+#[track_caller]
+fn patch_data(context: &str, ns: &str, name: &str, data: &[(&str, &[u8])]) {
+    let data: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(b64(v))))
+        .collect();
+    let patch = serde_json::json!({ "data": data }).to_string();
+    kubectl(
+        context,
+        &[
+            "-n", ns, "patch", "secret", name, "--type", "merge", "-p", &patch,
+        ],
+    );
+}
+
+fn reach(dir: &Path) -> Reach {
+    Reach {
+        state_dir: dir.join("state"),
+        kubeconfig: None,
+        timeout: Duration::from_secs(30),
+    }
+}
+
+/// The library's backend for one of the environment's contexts.
+fn backend(context: &str) -> Arc<dyn Backend> {
+    let name = DnsLabel::parse(context).expect("cluster name");
+    let connection = Connection::Kubeconfig {
+        context: context.to_owned(),
+        path: Some(env().kubeconfig().to_path_buf()),
+    };
+    kube_backend(&name, &connection, &reach(Path::new("/nonexistent")))
+        .unwrap_or_else(|e| panic!("backend for {context}: {e}"))
+}
+
+/// The relay Secrets of `ns` on `context`, by name.
+fn secrets(context: &str, ns: &str) -> BTreeMap<String, SecretObject> {
+    let names: Vec<String> = [
+        ROOT_SECRET,
+        SIGNING_SECRET,
+        SERVER_SECRET,
+        TOKEN_SECRET,
+        CLIENT_SECRET,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    backend(context)
+        .observe(ns, INSTANCE, &names)
+        .unwrap_or_else(|e| panic!("observe {context}/{ns}: {e}"))
+        .secrets
+}
+
+#[track_caller]
+fn data<'a>(secrets: &'a BTreeMap<String, SecretObject>, name: &str, key: &str) -> &'a [u8] {
+    secrets
+        .get(name)
+        .unwrap_or_else(|| panic!("Secret `{name}` is missing"))
+        .get(key)
+        .unwrap_or_else(|| panic!("Secret `{name}` has no `{key}`"))
+        .expose()
+}
+
+/// DNS SANs of the first certificate of a PEM chain.
+fn sans(pem: &[u8]) -> Vec<String> {
+    relayctl::pki::inspect_bundle(pem)
+        .expect("certificates")
+        .remove(0)
+        .dns_names
+}
+
+// ---------------------------------------------------------------------------
+// Writing manifests
+// ---------------------------------------------------------------------------
+
+/// One cluster of a scenario: its name, its kubeconfig context and, if the
+/// manifest names it, the kubeconfig file.
+struct Target {
+    name: String,
+    context: String,
+    path: Option<PathBuf>,
+}
+
+impl Target {
+    fn admin(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            context: name.to_owned(),
+            path: Some(env().kubeconfig().to_path_buf()),
+        }
+    }
+
+    fn ambient(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            context: name.to_owned(),
+            path: None,
+        }
+    }
+
+    fn via(name: &str, context: &str, path: &Path) -> Self {
+        Self {
+            name: name.to_owned(),
+            context: context.to_owned(),
+            path: Some(path.to_path_buf()),
+        }
+    }
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/clusters")
+}
+
+/// `examples/clusters/<example>` rewritten into a fresh folder: relay
+/// namespace `ns`, and a `kubeconfig` connection for every cluster of
+/// `targets` (the first is the management cluster). `custom` and `external`
+/// get their material from `make-material.sh`.
+fn scenario(example: &str, ns: &str, targets: &[Target]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("relayctl-{ns}-"))
+        .tempdir()
+        .expect("tempdir");
+    let source = examples().join(example);
+    let trust = std::fs::read_to_string(source.join("relay-trust.yaml")).expect("relay-trust");
+    let trust = if trust.contains("  namespace: gloo-mesh\n") {
+        trust.replace("  namespace: gloo-mesh\n", &format!("  namespace: {ns}\n"))
+    } else {
+        trust.replacen("\nspec:\n", &format!("\nspec:\n  namespace: {ns}\n"), 1)
+    };
+    std::fs::write(dir.path().join("relay-trust.yaml"), trust).expect("write relay-trust");
+    for (i, target) in targets.iter().enumerate() {
+        let file = source.join(format!("{}.yaml", target.name));
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|_| {
+            assert!(i > 0, "the management cluster comes from the example");
+            format!(
+                "apiVersion: relayctl.dev/v1alpha1\nkind: WorkloadCluster\nmetadata:\n  name: {}\n",
+                target.name
+            )
+        });
+        let connection = match &target.path {
+            Some(path) => format!(
+                "  connection: {{ kubeconfig: {{ context: {}, path: {} }} }}\n",
+                target.context,
+                path.display()
+            ),
+            None => format!(
+                "  connection: {{ kubeconfig: {{ context: {} }} }}\n",
+                target.context
+            ),
+        };
+        let text = if text.contains("\nspec:\n") {
+            text.replacen("\nspec:\n", &format!("\nspec:\n{connection}"), 1)
+        } else {
+            format!("{text}spec:\n{connection}")
+        };
+        std::fs::write(dir.path().join(format!("{}.yaml", target.name)), text)
+            .expect("write cluster");
+    }
+    if matches!(example, "custom" | "external") {
+        make_material(&dir.path().join("material"));
+    }
+    dir
+}
+
+/// The user's own PKI, as the examples' README creates it.
+fn make_material(out: &Path) {
+    let status = Command::new("bash")
+        .arg(examples().join("make-material.sh"))
+        .arg(out)
+        .args(["cluster-1", "cluster-2"])
+        .stderr(Stdio::null())
+        .status()
+        .expect("run make-material.sh");
+    assert!(status.success(), "make-material.sh failed");
+}
+
+fn standard(example: &str, ns: &str) -> tempfile::TempDir {
+    scenario(
+        example,
+        ns,
+        &[
+            Target::admin("mgmt"),
+            Target::admin("cluster-1"),
+            Target::admin("cluster-2"),
+        ],
+    )
+}
+
+/// The environment's kubeconfig plus `clusters` (name, server URL) and
+/// `contexts` (name, cluster, user), as a new file in `dir`.
+fn extended_kubeconfig(
+    dir: &Path,
+    clusters: &[(&str, &str)],
+    contexts: &[(&str, &str, &str)],
+) -> PathBuf {
+    let text = std::fs::read_to_string(env().kubeconfig()).expect("read kubeconfig");
+    let mut extra_clusters = String::new();
+    for (name, server) in clusters {
+        extra_clusters.push_str(&format!(
+            "- name: {name}\n  cluster:\n    server: {server}\n"
+        ));
+    }
+    let mut text = text.replacen("\nusers:\n", &format!("\n{extra_clusters}users:\n"), 1);
+    assert!(
+        text.rfind("\ncontexts:\n") > text.rfind("\nusers:\n"),
+        "contexts come last in the kubeconfig"
+    );
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    for (name, cluster, user) in contexts {
+        text.push_str(&format!(
+            "- name: {name}\n  context:\n    cluster: {cluster}\n    user: \"{user}\"\n"
+        ));
+    }
+    let path = dir.join("extended.kubeconfig");
+    std::fs::write(&path, text).expect("write kubeconfig");
+    path
+}
+
+/// A local port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    port
+}
+
+/// A server that accepts connections and never answers (a black hole).
+fn silent_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    port
+}
+
+// ---------------------------------------------------------------------------
+// Every example converges
+// ---------------------------------------------------------------------------
+
+#[test]
+fn managed_example_converges_on_three_clusters_and_the_next_plan_is_empty() {
+    let ns = "kb-managed";
+    let dir = standard("managed", ns);
+    let run = converge(dir.path(), &[]);
+
+    // The namespace was created on every cluster.
+    for context in ["mgmt", "cluster-1", "cluster-2"] {
+        kubectl(context, &["get", "namespace", ns]);
+    }
+    let mgmt = secrets("mgmt", ns);
+    for name in [ROOT_SECRET, SIGNING_SECRET, SERVER_SECRET, TOKEN_SECRET] {
+        let secret = &mgmt[name];
+        assert_eq!(secret.labels[LABEL_MANAGED_BY], MANAGED_BY);
+        assert_eq!(secret.labels[LABEL_INSTANCE], INSTANCE);
+    }
+    let token = data(&mgmt, TOKEN_SECRET, "token");
+    let root = data(&mgmt, ROOT_SECRET, "ca.crt");
+    for context in ["cluster-1", "cluster-2"] {
+        let workload = secrets(context, ns);
+        assert_eq!(data(&workload, TOKEN_SECRET, "token"), token, "{context}");
+        assert_eq!(data(&workload, ROOT_SECRET, "ca.crt"), root, "{context}");
+        assert!(
+            !workload.contains_key(CLIENT_SECRET),
+            "token mode: the agent writes its own client certificate"
+        );
+    }
+    // Written by field manager `relayctl`.
+    let json: serde_json::Value = serde_json::from_str(&kubectl(
+        "cluster-1",
+        &[
+            "-n",
+            ns,
+            "get",
+            "secret",
+            ROOT_SECRET,
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+    ))
+    .expect("json");
+    let managers: Vec<&str> = json["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields")
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert_eq!(managers, ["relayctl"], "{json}");
+    // No secret value in the output.
+    let token_text = String::from_utf8_lossy(token).into_owned();
+    assert!(!run.all().contains(&token_text));
+    assert!(!run.all().contains("PRIVATE KEY"));
+}
+
+#[test]
+fn managed_preprovisioned_example_converges_and_repairs_a_client_cert_with_the_wrong_san() {
+    let ns = "kb-preprovisioned";
+    let dir = standard("managed-preprovisioned", ns);
+    converge(dir.path(), &[]);
+    let one = secrets("cluster-1", ns);
+    let two = secrets("cluster-2", ns);
+    assert_eq!(sans(data(&one, CLIENT_SECRET, "tls.crt")), ["cluster-1"]);
+    assert_eq!(sans(data(&two, CLIENT_SECRET, "tls.crt")), ["cluster-2"]);
+
+    // Someone copies cluster-2's client certificate onto cluster-1.
+    patch_data(
+        "cluster-1",
+        ns,
+        CLIENT_SECRET,
+        &[
+            ("tls.crt", data(&two, CLIENT_SECRET, "tls.crt")),
+            ("tls.key", data(&two, CLIENT_SECRET, "tls.key")),
+        ],
+    );
+    let drift = plan(dir.path(), &[]);
+    drift.expect(2, "the wrong SAN is a change");
+    assert!(
+        drift.stdout.contains("SAN is cluster-2, want cluster-1"),
+        "{}",
+        drift.stdout
+    );
+    converge(dir.path(), &[]);
+    let repaired = secrets("cluster-1", ns);
+    assert_eq!(
+        sans(data(&repaired, CLIENT_SECRET, "tls.crt")),
+        ["cluster-1"]
+    );
+}
+
+#[test]
+fn gloo_example_reads_the_management_servers_secrets_and_never_writes_them() {
+    let ns = "kb-gloo";
+    let dir = standard("gloo", ns);
+    // The management server's own CA and token, created at its install.
+    let pki = dir.path().join("gloo-pki");
+    make_material(&pki);
+    let file = |name: &str| pki.join(name).display().to_string();
+    kubectl("mgmt", &["create", "namespace", ns]);
+    let token = "0123456789abcdef0123456789abcdef";
+    for args in [
+        vec![
+            "generic".to_owned(),
+            ROOT_SECRET.to_owned(),
+            format!("--from-file=ca.crt={}", file("root.crt")),
+            format!("--from-file=tls.key={}", file("root.key")),
+        ],
+        vec![
+            "generic".to_owned(),
+            SIGNING_SECRET.to_owned(),
+            format!("--from-file=tls.crt={}", file("intermediate.crt")),
+            format!("--from-file=tls.key={}", file("intermediate.key")),
+            format!("--from-file=ca.crt={}", file("root.crt")),
+        ],
+        vec![
+            "generic".to_owned(),
+            TOKEN_SECRET.to_owned(),
+            format!("--from-literal=token={token}"),
+        ],
+    ] {
+        let mut full = vec!["-n", ns, "create", "secret"];
+        full.extend(args.iter().map(String::as_str));
+        kubectl("mgmt", &full);
+    }
+    let before = secrets("mgmt", ns);
+
+    let run = converge(dir.path(), &[]);
+    assert!(!run.all().contains(token));
+
+    let after = secrets("mgmt", ns);
+    for name in [ROOT_SECRET, SIGNING_SECRET, TOKEN_SECRET] {
+        assert_eq!(
+            before[name].version, after[name].version,
+            "`{name}` must never be written in gloo mode"
+        );
+        assert!(!after[name].labels.contains_key(LABEL_MANAGED_BY));
+    }
+    assert!(!after.contains_key(SERVER_SECRET));
+    let root = std::fs::read(pki.join("root.crt")).expect("root.crt");
+    for context in ["cluster-1", "cluster-2"] {
+        let workload = secrets(context, ns);
+        assert_eq!(data(&workload, TOKEN_SECRET, "token"), token.as_bytes());
+        let bundle = data(&workload, ROOT_SECRET, "ca.crt");
+        assert_eq!(
+            relayctl::pki::inspect_certificate(bundle)
+                .expect("root")
+                .sha256_fingerprint,
+            relayctl::pki::inspect_certificate(&root)
+                .expect("root")
+                .sha256_fingerprint
+        );
+        assert!(
+            !workload[ROOT_SECRET].data.contains_key("tls.key"),
+            "the root key never leaves mgmt"
+        );
+    }
+}
+
+#[test]
+fn custom_example_converges_with_contexts_from_the_kubeconfig_environment_variable() {
+    let ns = "kb-custom";
+    let dir = scenario(
+        "custom",
+        ns,
+        &[
+            Target::ambient("mgmt"),
+            Target::ambient("cluster-1"),
+            Target::ambient("cluster-2"),
+        ],
+    );
+    // `KUBECONFIG` as a `:`-list: an empty entry and the real file.
+    let list = format!(":{}", env().kubeconfig().display());
+    let env_vars = [("KUBECONFIG", list.as_str())];
+    relayctl(dir.path(), &["apply", ".", "--auto-approve"], &env_vars).expect(0, "apply");
+    relayctl(dir.path(), &["plan", ".", "--detailed-exitcode"], &env_vars)
+        .expect(0, "the plan after apply has no changes");
+
+    let mgmt = secrets("mgmt", ns);
+    assert!(
+        !mgmt[ROOT_SECRET].data.contains_key("tls.key"),
+        "custom: the root key is not written"
+    );
+    let root = std::fs::read(dir.path().join("material/root.crt")).expect("root.crt");
+    assert_eq!(
+        relayctl::pki::inspect_certificate(data(&mgmt, ROOT_SECRET, "ca.crt"))
+            .expect("root")
+            .sha256_fingerprint,
+        relayctl::pki::inspect_certificate(&root)
+            .expect("root")
+            .sha256_fingerprint
+    );
+    assert_eq!(
+        data(&secrets("cluster-2", ns), TOKEN_SECRET, "token"),
+        data(&mgmt, TOKEN_SECRET, "token")
+    );
+}
+
+#[test]
+fn external_example_converges_with_contexts_from_the_kubeconfig_flag() {
+    let ns = "kb-external";
+    let dir = scenario(
+        "external",
+        ns,
+        &[
+            Target::ambient("mgmt"),
+            Target::ambient("cluster-1"),
+            Target::ambient("cluster-2"),
+        ],
+    );
+    let kubeconfig = env().kubeconfig().display().to_string();
+    converge(dir.path(), &["--kubeconfig", &kubeconfig]);
+    let mgmt = secrets("mgmt", ns);
+    assert!(mgmt.contains_key(SERVER_SECRET));
+    assert!(!mgmt.contains_key(TOKEN_SECRET), "external: no tokens");
+    for context in ["cluster-1", "cluster-2"] {
+        let workload = secrets(context, ns);
+        assert_eq!(sans(data(&workload, CLIENT_SECRET, "tls.crt")), [context]);
+        assert!(!data(&workload, CLIENT_SECRET, "tls.key").is_empty());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Drift
+// ---------------------------------------------------------------------------
+
+#[test]
+fn drift_on_real_clusters_is_planned_and_repaired() {
+    let ns = "kb-drift";
+    let dir = standard("managed", ns);
+    converge(dir.path(), &[]);
+    let mgmt = secrets("mgmt", ns);
+    let token = data(&mgmt, TOKEN_SECRET, "token").to_vec();
+    let root = data(&mgmt, ROOT_SECRET, "ca.crt").to_vec();
+
+    // A deleted secret, a token that differs, and a root bundle that differs
+    // (with a stray key another tool added).
+    kubectl("cluster-2", &["-n", ns, "delete", "secret", TOKEN_SECRET]);
+    patch_data(
+        "cluster-1",
+        ns,
+        TOKEN_SECRET,
+        &[("token", b"not-the-token")],
+    );
+    let other_cert = data(&mgmt, SIGNING_SECRET, "tls.crt").to_vec();
+    patch_data(
+        "cluster-2",
+        ns,
+        ROOT_SECRET,
+        &[("ca.crt", &other_cert), ("note", b"added by hand")],
+    );
+
+    let drift = plan(dir.path(), &[]);
+    drift.expect(2, "drift is a change");
+    for reason in [
+        "missing",
+        "token differs from mgmt",
+        "root bundle differs from mgmt",
+    ] {
+        assert!(drift.stdout.contains(reason), "{reason}: {}", drift.stdout);
+    }
+    assert!(!drift.all().contains("not-the-token"));
+
+    converge(dir.path(), &[]);
+    for context in ["cluster-1", "cluster-2"] {
+        let workload = secrets(context, ns);
+        assert_eq!(data(&workload, TOKEN_SECRET, "token"), token, "{context}");
+        assert_eq!(data(&workload, ROOT_SECRET, "ca.crt"), root, "{context}");
+    }
+    assert!(
+        !secrets("cluster-2", ns)[ROOT_SECRET]
+            .data
+            .contains_key("note"),
+        "an updated Secret holds exactly the planned data"
+    );
+}
+
+#[test]
+fn writes_carry_preconditions_so_concurrent_changes_are_stale() {
+    let ns = "kb-stale";
+    let cluster = backend("cluster-1");
+    let object = |value: &str| SecretObject {
+        namespace: ns.to_owned(),
+        name: "relayctl-stale-test".to_owned(),
+        labels: BTreeMap::from([
+            (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+            (LABEL_INSTANCE.to_owned(), INSTANCE.to_owned()),
+        ]),
+        annotations: BTreeMap::new(),
+        data: BTreeMap::from([("token".to_owned(), SecretBytes::from(value.to_owned()))]),
+        version: String::new(),
+    };
+    let write = |action, value: &str, precondition: Option<String>| Write {
+        action,
+        object: object(value),
+        precondition,
+    };
+    let is_stale =
+        |result: Result<(), BackendError>| matches!(result, Err(BackendError::Stale { .. }));
+    let observe = || {
+        cluster
+            .observe(ns, INSTANCE, &[])
+            .expect("observe")
+            .secrets
+            .remove("relayctl-stale-test")
+    };
+
+    // Create (the namespace too); a second create finds it and is stale.
+    cluster
+        .write(&write(Action::Create, "one", None))
+        .expect("create");
+    assert!(is_stale(cluster.write(&write(Action::Create, "two", None))));
+    let first = observe().expect("created");
+    assert_eq!(first.get("token").expect("token").expose(), b"one");
+
+    // Someone edits it: writes based on the old version are refused.
+    patch_data(
+        "cluster-1",
+        ns,
+        "relayctl-stale-test",
+        &[("token", b"edited")],
+    );
+    assert!(is_stale(cluster.write(&write(
+        Action::Update,
+        "two",
+        Some(first.version.clone())
+    ))));
+    assert!(is_stale(cluster.write(&write(
+        Action::Delete,
+        "",
+        Some(first.version.clone())
+    ))));
+    let second = observe().expect("still there");
+    assert_eq!(second.get("token").expect("token").expose(), b"edited");
+    cluster
+        .write(&write(
+            Action::Update,
+            "three",
+            Some(second.version.clone()),
+        ))
+        .expect("update on the current version");
+    let third = observe().expect("updated");
+    assert_eq!(third.get("token").expect("token").expose(), b"three");
+
+    // Deleted by someone else: an update must not bring it back.
+    kubectl(
+        "cluster-1",
+        &["-n", ns, "delete", "secret", "relayctl-stale-test"],
+    );
+    assert!(is_stale(cluster.write(&write(
+        Action::Update,
+        "four",
+        Some(third.version.clone())
+    ))));
+    assert!(observe().is_none(), "a stale update must not re-create it");
+    cluster
+        .write(&write(Action::Create, "five", None))
+        .expect("create again");
+    let fifth = observe().expect("created again");
+    cluster
+        .write(&write(Action::Delete, "", Some(fifth.version)))
+        .expect("delete on the current version");
+    assert!(observe().is_none());
+}
+
+// ---------------------------------------------------------------------------
+// Faults and concurrency
+// ---------------------------------------------------------------------------
+
+#[test]
+fn an_unreachable_workload_is_reported_and_the_others_converge() {
+    let ns = "kb-unreachable";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dead = format!("https://127.0.0.1:{}", closed_port());
+    let kubeconfig = extended_kubeconfig(
+        tmp.path(),
+        &[("dead", &dead)],
+        &[("dead", "dead", "cluster-2-admin")],
+    );
+    let dir = scenario(
+        "managed",
+        ns,
+        &[
+            Target::via("mgmt", "mgmt", &kubeconfig),
+            Target::via("cluster-1", "cluster-1", &kubeconfig),
+            Target::via("cluster-2", "cluster-2", &kubeconfig),
+            Target::via("cluster-3", "dead", &kubeconfig),
+        ],
+    );
+    let run = apply(dir.path(), &[]);
+    run.expect(1, "an unreachable cluster is an error");
+    assert!(
+        run.all().contains(&format!(
+            "cannot reach the API server of cluster `cluster-3` at {dead}"
+        )),
+        "{}",
+        run.all()
+    );
+    assert!(run.elapsed < Duration::from_secs(20), "{:?}", run.elapsed);
+    let token = data(&secrets("mgmt", ns), TOKEN_SECRET, "token").to_vec();
+    for context in ["cluster-1", "cluster-2"] {
+        assert_eq!(data(&secrets(context, ns), TOKEN_SECRET, "token"), token);
+    }
+    // Only cluster-3 is left to do.
+    let again = plan(dir.path(), &[]);
+    again.expect(1, "still unreachable");
+    assert!(again.stdout.contains("cluster-3"), "{}", again.stdout);
+}
+
+#[test]
+fn the_per_cluster_timeout_bounds_silent_servers_and_parallelism_bounds_the_fleet() {
+    let ns = "kb-timeout";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (
+        format!("https://127.0.0.1:{}", silent_server()),
+        format!("https://127.0.0.1:{}", silent_server()),
+    );
+    let kubeconfig = extended_kubeconfig(
+        tmp.path(),
+        &[("silent-a", &a), ("silent-b", &b)],
+        &[
+            ("silent-a", "silent-a", "cluster-1-admin"),
+            ("silent-b", "silent-b", "cluster-1-admin"),
+        ],
+    );
+    let dir = scenario(
+        "managed",
+        ns,
+        &[
+            Target::via("mgmt", "mgmt", &kubeconfig),
+            Target::via("cluster-1", "cluster-1", &kubeconfig),
+            Target::via("silent-a", "silent-a", &kubeconfig),
+            Target::via("silent-b", "silent-b", &kubeconfig),
+        ],
+    );
+    let timeout = 2;
+    let serial = plan(
+        dir.path(),
+        &["--timeout", &format!("{timeout}s"), "--parallelism", "1"],
+    );
+    serial.expect(1, "silent clusters are errors");
+    assert!(
+        serial.all().contains(&format!(
+            "no answer from cluster `silent-a` within {timeout}s"
+        )),
+        "{}",
+        serial.all()
+    );
+    assert!(serial.all().contains("silent-b"), "{}", serial.all());
+    // One cluster at a time: the two silent ones wait one after the other.
+    assert!(
+        serial.elapsed >= Duration::from_secs(2 * timeout),
+        "{:?}",
+        serial.elapsed
+    );
+    let parallel = plan(
+        dir.path(),
+        &["--timeout", &format!("{timeout}s"), "--parallelism", "4"],
+    );
+    parallel.expect(1, "silent clusters are errors");
+    assert!(
+        parallel.elapsed < Duration::from_secs(2 * timeout),
+        "all four at once: {:?}",
+        parallel.elapsed
+    );
+    assert!(parallel.elapsed >= Duration::from_secs(timeout));
+}
+
+#[test]
+fn a_missing_context_names_the_cluster_and_the_kubeconfig() {
+    let ns = "kb-no-context";
+    let dir = scenario(
+        "managed",
+        ns,
+        &[
+            Target::admin("mgmt"),
+            Target::admin("cluster-1"),
+            Target::via("cluster-2", "no-such-context", env().kubeconfig()),
+        ],
+    );
+    let run = plan(dir.path(), &[]);
+    run.expect(1, "a missing context is an error");
+    let text = run.all();
+    assert!(
+        text.contains("cluster `cluster-2`: context `no-such-context` is not in the kubeconfig"),
+        "{text}"
+    );
+    assert!(text.contains("mgmt, cluster-1, cluster-2"), "{text}");
+}
+
+#[test]
+fn cluster_1_credentials_on_cluster_2_are_reported_as_unauthorized() {
+    let ns = "kb-unauthorized";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = extended_kubeconfig(
+        tmp.path(),
+        &[],
+        &[("mixed", "cluster-2", "cluster-1-admin")],
+    );
+    let dir = scenario(
+        "managed",
+        ns,
+        &[
+            Target::admin("mgmt"),
+            Target::admin("cluster-1"),
+            Target::via("cluster-2", "mixed", &kubeconfig),
+        ],
+    );
+    let run = plan(dir.path(), &[]);
+    run.expect(1, "401 is an error");
+    let text = run.all();
+    assert!(text.contains("401 Unauthorized"), "{text}");
+    assert!(text.contains("of cluster `cluster-2`"), "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// The lock
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_second_apply_waits_for_the_lease_and_fails_naming_its_holder() {
+    let ns = "kb-lock";
+    let dir = standard("managed", ns);
+    let mgmt = backend("mgmt");
+    let guard = mgmt
+        .lock(
+            ns,
+            INSTANCE,
+            "someone-else@elsewhere pid 42",
+            Duration::ZERO,
+        )
+        .expect("take the lock");
+
+    let lease: serde_json::Value = serde_json::from_str(&kubectl(
+        "mgmt",
+        &["-n", ns, "get", "lease", "relayctl-prod", "-o", "json"],
+    ))
+    .expect("lease json");
+    let spec = &lease["spec"];
+    assert_eq!(spec["holderIdentity"], "someone-else@elsewhere pid 42");
+    assert_eq!(spec["leaseDurationSeconds"], 60);
+    assert!(spec["acquireTime"].is_string() && spec["renewTime"].is_string());
+
+    let run = apply(dir.path(), &["--lock-timeout", "2s"]);
+    run.expect(1, "the lock is held");
+    assert!(run.elapsed >= Duration::from_secs(2), "{:?}", run.elapsed);
+    let text = run.all();
+    assert!(
+        text.contains("held by `someone-else@elsewhere pid 42`") && text.contains("expires"),
+        "{text}"
+    );
+    assert!(
+        secrets("cluster-1", ns).is_empty(),
+        "nothing written without the lock"
+    );
+
+    // Released on drop: the next apply goes ahead.
+    drop(guard);
+    let absent = Command::new(env().binaries().kubectl())
+        .arg("--kubeconfig")
+        .arg(env().kubeconfig())
+        .args([
+            "--context",
+            "mgmt",
+            "-n",
+            ns,
+            "get",
+            "lease",
+            "relayctl-prod",
+        ])
+        .output()
+        .expect("kubectl");
+    assert!(!absent.status.success(), "the Lease is deleted on release");
+
+    // Two applies at once: one waits for the other; both succeed.
+    let dir_path = dir.path().to_path_buf();
+    let other = std::thread::spawn(move || apply(&dir_path, &["--lock-timeout", "60s"]));
+    apply(dir.path(), &["--lock-timeout", "60s"]).expect(0, "first of two concurrent applies");
+    other
+        .join()
+        .expect("thread")
+        .expect(0, "second of two concurrent applies");
+    plan(dir.path(), &[]).expect(0, "converged");
+}
+
+#[test]
+fn a_lease_left_by_a_killed_run_is_taken_over_once_it_expires() {
+    let ns = "kb-lock-expired";
+    let dir = standard("managed", ns);
+    kubectl("mgmt", &["create", "namespace", ns]);
+    let lease = |holder: &str, renewed: &str, seconds: u32| {
+        serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": { "name": "relayctl-prod", "namespace": ns },
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": seconds,
+                "acquireTime": renewed,
+                "renewTime": renewed,
+            }
+        })
+        .to_string()
+    };
+    let micro = |t: time::OffsetDateTime| {
+        t.format(&time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+        ))
+        .expect("format")
+    };
+
+    // Expired an hour ago: taken over at once.
+    let past = micro(time::OffsetDateTime::now_utc() - time::Duration::hours(1));
+    kubectl_stdin(
+        "mgmt",
+        &["apply", "-f", "-"],
+        &lease("killed-run pid 1", &past, 60),
+    );
+    apply(dir.path(), &[]).expect(0, "an expired Lease does not block");
+
+    // Still valid for 3 s: a run that may wait takes it over when it expires.
+    let now = micro(time::OffsetDateTime::now_utc());
+    kubectl_stdin(
+        "mgmt",
+        &["apply", "-f", "-"],
+        &lease("killed-run pid 2", &now, 3),
+    );
+    let waited = apply(dir.path(), &["--lock-timeout", "30s"]);
+    waited.expect(0, "taken over after expiry");
+    assert!(
+        waited.elapsed >= Duration::from_secs(1),
+        "it waited: {:?}",
+        waited.elapsed
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Least privilege
+// ---------------------------------------------------------------------------
+
+fn deploy_rbac(ns: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/deploy/rbac.yaml");
+    std::fs::read_to_string(path)
+        .expect("rbac.yaml")
+        .replace("gloo-mesh", ns)
+}
+
+#[test]
+fn the_example_rbac_is_enough_to_converge() {
+    let ns = "kb-rbac";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rbac = deploy_rbac(ns);
+    let mut targets = Vec::new();
+    for context in ["mgmt", "cluster-1", "cluster-2"] {
+        kubectl_stdin(context, &["apply", "-f", "-"], &rbac);
+        // A user whose only permissions come from the group in rbac.yaml.
+        let user = env()
+            .user_kubeconfig(context, &format!("relayctl-{context}"), &["relayctl"])
+            .expect("mint a user");
+        let copy = tmp.path().join(format!("{context}.kubeconfig"));
+        std::fs::copy(&user, &copy).expect("copy kubeconfig");
+        targets.push(Target::via(context, context, &copy));
+    }
+    let dir = scenario("managed-preprovisioned", ns, &targets);
+    converge(dir.path(), &[]);
+    assert_eq!(secrets("cluster-2", ns).len(), 3);
+}
+
+#[test]
+fn less_than_the_example_rbac_fails_with_the_denied_verb_and_resource() {
+    let ns = "kb-rbac-less";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Everything on Secrets but `list`, nothing on Leases.
+    let limited = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{ name: {ns} }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{ name: relayctl-limited, namespace: {ns} }}
+rules:
+  - apiGroups: [""]
+    resources: [secrets]
+    verbs: [get, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{ name: relayctl-limited, namespace: {ns} }}
+roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: Role, name: relayctl-limited }}
+subjects:
+  - {{ kind: Group, apiGroup: rbac.authorization.k8s.io, name: relayctl-limited }}
+"#
+    );
+    let mut targets = Vec::new();
+    for context in ["mgmt", "cluster-1", "cluster-2"] {
+        kubectl_stdin(context, &["apply", "-f", "-"], &limited);
+        let user = env()
+            .user_kubeconfig(
+                context,
+                &format!("limited-{context}"),
+                &["relayctl-limited"],
+            )
+            .expect("mint a user");
+        let copy = tmp.path().join(format!("{context}.kubeconfig"));
+        std::fs::copy(&user, &copy).expect("copy kubeconfig");
+        targets.push(Target::via(context, context, &copy));
+    }
+    let dir = scenario("managed", ns, &targets);
+
+    let run = plan(dir.path(), &[]);
+    run.expect(1, "no list on Secrets");
+    let text = run.all();
+    assert!(text.contains("forbidden (403)"), "{text}");
+    assert!(
+        text.contains(r#"User "limited-cluster-1" cannot list resource "secrets""#),
+        "{text}"
+    );
+    assert!(text.contains("of cluster `cluster-1`"), "{text}");
+
+    let run = apply(dir.path(), &[]);
+    run.expect(1, "no Leases");
+    let text = run.all();
+    assert!(
+        text.contains(r#"cannot get resource "leases" in API group "coordination.k8s.io""#),
+        "{text}"
+    );
+}
