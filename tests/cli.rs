@@ -3,6 +3,8 @@
 //! repaired, outputs are snapshotted, saved plans, ownership, pruning, the
 //! lock, exit codes — and no key or token ever appears in any output.
 
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

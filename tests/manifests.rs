@@ -1,6 +1,8 @@
 //! Manifest validation: every invalid fixture's diagnostics (snapshots), every
 //! example valid, the committed JSON schema fresh, and no input panics.
 
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,8 @@
 //! The planner with an injected clock and randomness: certificates inside
 //! their renewal window are renewed, and nothing else moves.
 
+#![allow(clippy::unwrap_used)] // test helpers fail loudly
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
