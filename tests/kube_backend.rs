@@ -1128,3 +1128,33 @@ subjects:
         "{text}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// examples/deploy
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_deploy_examples_are_accepted_by_a_real_api_server() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/deploy");
+    let rbac = std::fs::read_to_string(deploy.join("rbac.yaml")).expect("rbac.yaml");
+    kubectl_stdin("mgmt", &["apply", "-f", "-"], &rbac);
+    for file in ["job.yaml", "cronjob.yaml", "job-configmap.yaml"] {
+        let path = deploy.join(file).display().to_string();
+        kubectl("mgmt", &["apply", "--dry-run=server", "-f", &path]);
+    }
+    let config = deploy.join("config").display().to_string();
+    kubectl(
+        "mgmt",
+        &[
+            "-n",
+            "relayctl",
+            "create",
+            "configmap",
+            "relayctl-manifests",
+            &format!("--from-file={config}"),
+            "--dry-run=server",
+        ],
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    relayctl(tmp.path(), &["validate", &config], &[]).expect(0, "the Job's manifests validate");
+}
