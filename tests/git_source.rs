@@ -640,3 +640,84 @@ fn refs_resolve_as_branch_tag_or_commit() {
         run.stderr
     );
 }
+
+/// Answers every request with `401 Basic` and reports each request's
+/// `Authorization` header (empty when absent).
+fn basic_auth_server() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut authorization = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("authorization")
+                {
+                    authorization = value.trim().to_owned();
+                }
+            }
+            let _ = tx.send(authorization);
+            let _ = stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn credentials_are_sent_to_the_server_and_never_printed() {
+    use base64::Engine as _;
+    let basic = |user_pass: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        )
+    };
+    let repo = Repo::with_fleet();
+
+    // Credentials in the URL.
+    let (port, requests) = basic_auth_server();
+    let url = format!("http://user:s3cret@127.0.0.1:{port}/repo.git");
+    let run = repo.run(&["plan", "--git", &url]);
+    assert_code(&run, 1);
+    let seen: Vec<String> = requests.try_iter().collect();
+    assert!(seen.contains(&basic("user:s3cret")), "{seen:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "cannot fetch `main` from `http://****@127.0.0.1:{port}/repo.git`"
+        )),
+        "{}",
+        run.stderr
+    );
+
+    // A token from the environment, sent as the password of `x-access-token`.
+    let (port, requests) = basic_auth_server();
+    let url = format!("http://127.0.0.1:{port}/repo.git");
+    let run: Run = repo
+        .command(&["reconcile", "--git", &url, "--once", "-vv"])
+        .env("RELAYCTL_GIT_TOKEN", "tok3n-value")
+        .output()
+        .expect("runs")
+        .into();
+    assert_code(&run, 1);
+    let seen: Vec<String> = requests.try_iter().collect();
+    assert!(
+        seen.contains(&basic("x-access-token:tok3n-value")),
+        "{seen:?}"
+    );
+    assert!(!run.stderr.contains("tok3n-value") && !run.stdout.contains("tok3n-value"));
+    assert!(
+        run.stderr.contains("rejected the credentials"),
+        "{}",
+        run.stderr
+    );
+}

@@ -104,16 +104,31 @@ pub enum Command {
 pub struct GitArgs {
     /// Read the manifests from this Git repository: a local path, `file://`, `https://` (token
     /// from `RELAYCTL_GIT_TOKEN`) or `ssh://` / `git@host:repo` (SSH agent).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help_heading = "Git source")]
     pub git: Option<crate::source::RepoUrl>,
     /// Branch, tag or commit to read [default: main].
-    #[arg(long = "ref", value_name = "REF", requires = "git")]
+    #[arg(
+        long = "ref",
+        value_name = "REF",
+        requires = "git",
+        help_heading = "Git source"
+    )]
     pub reference: Option<String>,
     /// Folder (or file) inside the repository [default: the root].
-    #[arg(long = "path", value_name = "DIR", requires = "git")]
+    #[arg(
+        long = "path",
+        value_name = "DIR",
+        requires = "git",
+        help_heading = "Git source"
+    )]
     pub git_path: Option<PathBuf>,
     /// Cache of fetched repositories [default: ~/.cache/relayctl/git].
-    #[arg(long, value_name = "DIR", env = "RELAYCTL_GIT_CACHE")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "RELAYCTL_GIT_CACHE",
+        help_heading = "Git source"
+    )]
     pub git_cache: Option<PathBuf>,
 }
 
