@@ -632,6 +632,22 @@ fn refs_resolve_as_branch_tag_or_commit() {
             run.stdout
         );
     }
+    // A pull request's head: on no branch, reachable by its ref or its id.
+    repo.write("relay/cluster-7.yaml", &workload("cluster-7"));
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "pull request"]);
+    let pull = repo.head();
+    repo.git(&["push", "-q", "origin", "HEAD:refs/pull/7/head"]);
+    for reference in [pull.as_str(), "refs/pull/7/head"] {
+        let run = repo.run(&["plan", "--git", &url, "--ref", reference, "--path", "relay"]);
+        assert_code(&run, 0);
+        assert!(
+            run.stdout.contains(&format!("@{pull}")),
+            "{reference}: {}",
+            run.stdout
+        );
+        assert!(run.stdout.contains("cluster-7"), "{}", run.stdout);
+    }
     let run = repo.run(&["plan", "--git", &url, "--path", "nowhere"]);
     assert_code(&run, 1);
     assert!(

@@ -385,9 +385,30 @@ impl GitSource {
                 oid
             }
             _ => {
-                self.fetch(&repo)?;
                 let wanted = self.commit.as_deref().unwrap_or(&self.reference);
-                let oid = resolve(&repo, wanted).ok_or_else(|| GitError::UnknownRef {
+                let mut refspecs = vec![
+                    "+refs/heads/*:refs/remotes/origin/*".to_owned(),
+                    "+refs/tags/*:refs/tags/*".to_owned(),
+                ];
+                if wanted == "HEAD" {
+                    refspecs.push("+HEAD:refs/remotes/origin/HEAD".to_owned());
+                } else if wanted.starts_with("refs/")
+                    && !wanted.starts_with("refs/heads/")
+                    && !wanted.starts_with("refs/tags/")
+                {
+                    // e.g. `refs/pull/7/head`, `refs/merge-requests/7/head`.
+                    refspecs.push(format!("+{wanted}:{wanted}"));
+                }
+                self.fetch(&repo, &refspecs)?;
+                let mut found = resolve(&repo, wanted);
+                if found.is_none() && wanted.len() == 40 && Oid::from_str(wanted).is_ok() {
+                    // A commit no branch or tag reaches (a pull request's head
+                    // from a fork): servers that allow it hand it out by id.
+                    if self.fetch(&repo, &[wanted.to_owned()]).is_ok() {
+                        found = resolve(&repo, wanted);
+                    }
+                }
+                let oid = found.ok_or_else(|| GitError::UnknownRef {
                     remote: self.url.clone(),
                     reference: wanted.to_owned(),
                 })?;
@@ -500,7 +521,7 @@ impl GitSource {
         Repository::open_bare(&path).map_err(open_err)
     }
 
-    fn fetch(&self, repo: &Repository) -> Result<(), GitError> {
+    fn fetch(&self, repo: &Repository, refspecs: &[String]) -> Result<(), GitError> {
         let fetch_err = |message: String| GitError::Fetch {
             remote: self.url.clone(),
             reference: self.reference.clone(),
@@ -519,15 +540,8 @@ impl GitSource {
             .remote_callbacks(callbacks)
             .prune(FetchPrune::On)
             .download_tags(AutotagOption::None);
-        let mut refspecs = vec![
-            "+refs/heads/*:refs/remotes/origin/*".to_owned(),
-            "+refs/tags/*:refs/tags/*".to_owned(),
-        ];
-        if self.reference == "HEAD" {
-            refspecs.push("+HEAD:refs/remotes/origin/HEAD".to_owned());
-        }
         remote
-            .fetch(&refspecs, Some(&mut options), Some("relayctl fetch"))
+            .fetch(refspecs, Some(&mut options), Some("relayctl fetch"))
             .map_err(|e| fetch_err(e.message().to_owned()))?;
         Ok(())
     }
