@@ -344,19 +344,28 @@ fn standard(example: &str, ns: &str) -> tempfile::TempDir {
     )
 }
 
-/// The environment's kubeconfig plus `clusters` (name, server URL) and
-/// `contexts` (name, cluster, user), as a new file in `dir`.
+/// The environment's kubeconfig plus `clusters` (name, server URL, the
+/// context whose CA to trust) and `contexts` (name, cluster, user), as a new
+/// file in `dir`.
 fn extended_kubeconfig(
     dir: &Path,
-    clusters: &[(&str, &str)],
+    clusters: &[(&str, &str, Option<&str>)],
     contexts: &[(&str, &str, &str)],
 ) -> PathBuf {
     let text = std::fs::read_to_string(env().kubeconfig()).expect("read kubeconfig");
     let mut extra_clusters = String::new();
-    for (name, server) in clusters {
+    for (name, server, trusts) in clusters {
         extra_clusters.push_str(&format!(
             "- name: {name}\n  cluster:\n    server: {server}\n"
         ));
+        // A proxy in front of a real cluster: trust that cluster's CA.
+        if let Some(real) = trusts {
+            let ca = env().cluster(real).expect("cluster").ca_pem();
+            extra_clusters.push_str(&format!(
+                "    certificate-authority-data: {}\n",
+                b64(ca.as_bytes())
+            ));
+        }
     }
     let mut text = text.replacen("\nusers:\n", &format!("\n{extra_clusters}users:\n"), 1);
     assert!(
@@ -395,6 +404,40 @@ fn silent_server() -> u16 {
         }
     });
     port
+}
+
+/// A TCP proxy to `upstream` that closes the first `refuse` connections at
+/// once (a flaky network); returns its port and a count of connections.
+fn flaky_proxy(upstream: u16, refuse: usize) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            if counted.fetch_add(1, Ordering::SeqCst) < refuse {
+                drop(client);
+                continue;
+            }
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
+                continue;
+            };
+            let (mut c1, mut s1) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c1, &mut s1);
+                let _ = s1.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    (port, count)
 }
 
 // ---------------------------------------------------------------------------
@@ -776,7 +819,7 @@ fn an_unreachable_workload_is_reported_and_the_others_converge() {
     let dead = format!("https://127.0.0.1:{}", closed_port());
     let kubeconfig = extended_kubeconfig(
         tmp.path(),
-        &[("dead", &dead)],
+        &[("dead", &dead, None)],
         &[("dead", "dead", "cluster-2-admin")],
     );
     let dir = scenario(
@@ -819,7 +862,7 @@ fn the_per_cluster_timeout_bounds_silent_servers_and_parallelism_bounds_the_flee
     );
     let kubeconfig = extended_kubeconfig(
         tmp.path(),
-        &[("silent-a", &a), ("silent-b", &b)],
+        &[("silent-a", &a, None), ("silent-b", &b, None)],
         &[
             ("silent-a", "silent-a", "cluster-1-admin"),
             ("silent-b", "silent-b", "cluster-1-admin"),
@@ -866,6 +909,87 @@ fn the_per_cluster_timeout_bounds_silent_servers_and_parallelism_bounds_the_flee
         parallel.elapsed
     );
     assert!(parallel.elapsed >= Duration::from_secs(timeout));
+}
+
+#[test]
+fn connection_failures_are_retried_with_backoff_but_refusals_are_not() {
+    use std::sync::atomic::Ordering;
+    let ns = "kb-retry";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let upstream = env().cluster("cluster-1").expect("cluster-1").port();
+    // Two dropped connections, then the real cluster-1.
+    let (flaky, flaky_count) = flaky_proxy(upstream, 2);
+    // A healthy path to cluster-1 used with credentials it rejects (401).
+    let (plain, plain_count) = flaky_proxy(upstream, 0);
+    let flaky_url = format!("https://127.0.0.1:{flaky}");
+    let plain_url = format!("https://127.0.0.1:{plain}");
+    let kubeconfig = extended_kubeconfig(
+        tmp.path(),
+        &[
+            ("flaky-proxy", &flaky_url, Some("cluster-1")),
+            ("plain-proxy", &plain_url, Some("cluster-1")),
+        ],
+        &[
+            ("flaky", "flaky-proxy", "cluster-1-admin"),
+            ("rejected", "plain-proxy", "cluster-2-admin"),
+        ],
+    );
+    let dir = scenario(
+        "managed",
+        ns,
+        &[
+            Target::admin("mgmt"),
+            Target::via("cluster-1", "flaky", &kubeconfig),
+        ],
+    );
+    let run = converge(dir.path(), &[]);
+    assert!(
+        flaky_count.load(Ordering::SeqCst) >= 3,
+        "two refused connections, then success"
+    );
+    assert!(!run.all().contains("cannot reach"), "{}", run.all());
+    assert!(!secrets("cluster-1", ns).is_empty());
+
+    // A 401 is final: one connection, one request, no retry.
+    let rejected = scenario(
+        "managed",
+        "kb-retry-401",
+        &[
+            Target::admin("mgmt"),
+            Target::via("cluster-1", "rejected", &kubeconfig),
+        ],
+    );
+    plan(rejected.path(), &[]).expect(1, "401");
+    assert_eq!(plain_count.load(Ordering::SeqCst), 1, "4xx is not retried");
+}
+
+#[test]
+fn in_cluster_config_outside_a_pod_is_a_clear_error() {
+    let ns = "kb-in-cluster";
+    let dir = standard("managed", ns);
+    let mgmt = dir.path().join("mgmt.yaml");
+    let text = std::fs::read_to_string(&mgmt).expect("mgmt.yaml");
+    let start = text.find("  connection:").expect("connection");
+    std::fs::write(
+        &mgmt,
+        format!("{}  connection: {{ inCluster: true }}\n", &text[..start]),
+    )
+    .expect("write mgmt.yaml");
+    let run = relayctl(
+        dir.path(),
+        &["plan", ".", "--detailed-exitcode"],
+        &[
+            ("KUBERNETES_SERVICE_HOST", ""),
+            ("KUBERNETES_SERVICE_PORT", ""),
+        ],
+    );
+    run.expect(1, "no service account outside a pod");
+    assert!(
+        run.all()
+            .contains("cluster `mgmt`: no in-cluster configuration"),
+        "{}",
+        run.all()
+    );
 }
 
 #[test]
