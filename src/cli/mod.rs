@@ -143,9 +143,7 @@ impl Settings {
                     .clone()
                     .unwrap_or_else(|| std::path::PathBuf::from(".relayctl/state")),
                 kubeconfig: global.kubeconfig.clone(),
-                timeout: global
-                    .timeout
-                    .unwrap_or(std::time::Duration::from_secs(30)),
+                timeout: global.timeout.unwrap_or(std::time::Duration::from_secs(30)),
             },
             parallelism: global.parallelism.unwrap_or(16).max(1),
         }
