@@ -111,12 +111,13 @@ pub fn secret_sources(config: &TrustConfig) -> Vec<&crate::model::SecretRef> {
 /// Reads every source. `env` looks variables up through `getenv` (injected so
 /// tests need not touch the process environment); `secret` sources are taken
 /// from `observed`, or skipped when it is `None` (`validate` contacts no
-/// cluster). Every unreadable source is a diagnostic at its field.
+/// cluster). Every unreadable source is a diagnostic at its field; what could
+/// be read is returned either way, so its checks can be reported together.
 pub fn load(
     config: &TrustConfig,
     getenv: &dyn Fn(&str) -> Option<String>,
     observed: Option<&Observed>,
-) -> Result<Material, Vec<Diagnostic>> {
+) -> (Material, Vec<Diagnostic>) {
     let mut material = Material::default();
     let mut problems = Vec::new();
     let mut clients: BTreeMap<ClusterName, (Option<SecretBytes>, Option<SecretBytes>)> =
@@ -156,11 +157,7 @@ pub fn load(
             material.clients.insert(cluster, (cert, key));
         }
     }
-    if problems.is_empty() {
-        Ok(material)
-    } else {
-        Err(problems)
-    }
+    (material, problems)
 }
 
 fn read_one(

@@ -68,8 +68,9 @@ pub(crate) fn load_material(
     let report =
         |d: &[config::Diagnostic]| report_diagnostics_at(files, d, Some(&loaded.provenance));
     let getenv = |name: &str| std::env::var(name).ok();
-    let material = material::load(config, &getenv, observed).map_err(|d| report(&d))?;
-    let problems = material::check(config, &material, now);
+    let (material, mut problems) = material::load(config, &getenv, observed);
+    problems.extend(material::check(config, &material, now));
+    problems.sort();
     if problems.is_empty() {
         Ok(material)
     } else {
