@@ -137,7 +137,11 @@ impl Action {
 
 /// A data value as it may be shown: never the value itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "kind")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "kind"
+)]
 pub enum Value {
     /// One certificate or a chain/bundle, first certificate first.
     Certificates {
