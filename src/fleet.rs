@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub use crate::error::error_chain;
+
 use crate::backend::directory::DirectoryBackend;
 use crate::backend::{Backend, BackendError};
 use crate::model::{ClusterName, Connection, TrustConfig};
@@ -68,18 +70,6 @@ pub fn parallel_map<T: Sync, R: Send>(
     });
     drop(slots);
     results.into_iter().flatten().collect()
-}
-
-/// The error and its causes on one line.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The Secret names to read on `cluster` besides those labelled for the instance.

@@ -43,6 +43,7 @@ pub mod apply;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod fleet;
 pub mod material;
 pub mod model;

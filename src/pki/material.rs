@@ -291,7 +291,7 @@ fn read(cert_pem: &[u8], problems: &mut Vec<MaterialProblem>) -> Option<Vec<Cert
         }
         Err(error) => {
             problems.push(MaterialProblem::UnreadableCertificate {
-                reason: error_chain(&error),
+                reason: crate::error::error_chain(&error),
             });
             None
         }
@@ -335,20 +335,9 @@ fn key_problems(cert: &CertFacts, key: Option<&SecretBytes>, problems: &mut Vec<
             key_spki_sha256: facts.spki_sha256,
         }),
         Err(error) => problems.push(MaterialProblem::UnreadableKey {
-            reason: error_chain(&error),
+            reason: crate::error::error_chain(&error),
         }),
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn rfc3339(time: OffsetDateTime) -> String {
