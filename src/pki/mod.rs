@@ -11,10 +11,12 @@
 //! - [`issue`]: root, intermediate, server and client certificates.
 //! - [`inspect`]: PEM certificates and bundles into [`CertFacts`].
 //! - [`verify`]: chains against root bundles with rustls-webpki.
+//! - [`handshake`]: a real mTLS handshake between two certificates, in memory.
 //! - [`renewal`]: cert-manager's renewal rule.
 //! - [`material`]: problems with material the user provides.
 //! - [`testing`]: a pooled [`KeySource`] that keeps tests fast.
 
+pub mod handshake;
 pub mod inspect;
 pub mod issue;
 pub mod key;
@@ -26,6 +28,7 @@ pub mod testing;
 mod tests;
 pub mod verify;
 
+pub use handshake::{Endpoint, Established, HandshakeError, Side, mtls_handshake};
 pub use inspect::{CertFacts, InspectError, inspect_bundle, inspect_certificate, key_matches};
 pub use issue::{
     CLOCK_SKEW_BACKDATE, CaRequest, ClientRequest, IssueError, Issued, Issuer, ServerRequest,
