@@ -41,6 +41,7 @@
 
 pub mod apply;
 pub mod backend;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
