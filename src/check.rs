@@ -909,17 +909,22 @@ fn workload_lines(
         if mode == ClientCertMode::Token && client.is_none() {
             lines.warn(
                 "client-cert",
-                format!("{message}: not yet bootstrapped"),
+                format!("client certificate not yet bootstrapped: `{CLIENT_SECRET}` is missing"),
                 "the agent writes it after it registers with the identity token; if it stays missing, check the agent's logs",
+            );
+            lines.warn(
+                "mtls-handshake",
+                "mTLS handshake not tried: no client certificate yet",
+                "it runs once the agent has written its client certificate",
             );
         } else {
             lines.fail("client-cert", message, client_hint);
+            lines.warn(
+                "mtls-handshake",
+                "mTLS handshake not tried: no client certificate",
+                HINT_AFTER_FIXES,
+            );
         }
-        lines.warn(
-            "mtls-handshake",
-            "mTLS handshake not tried: no client certificate",
-            HINT_AFTER_FIXES,
-        );
         return;
     };
     let chain = match Bundle::read(chain_pem.expose()) {

@@ -94,6 +94,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Fetch from Git, plan and apply: once (a Job) or on an interval (a loop).
     Reconcile(ReconcileArgs),
+    /// Verify every cluster's relay trust (√/‼/×) with a real mTLS handshake per agent; writes nothing.
+    Check(CheckArgs),
     /// Print the JSON schema of the manifests.
     Schema,
 }
@@ -146,6 +148,35 @@ pub struct ValidateArgs {
     /// Git source.
     #[command(flatten)]
     pub git: GitArgs,
+}
+
+/// Output format of `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum CheckFormat {
+    /// Grouped √/‼/× lines with hints.
+    #[default]
+    Text,
+    /// Versioned JSON (see the README).
+    Json,
+}
+
+/// `relayctl check`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct CheckArgs {
+    /// Manifest file or folder.
+    #[arg(
+        value_name = "PATH",
+        required_unless_present = "git",
+        conflicts_with = "git"
+    )]
+    pub path: Option<PathBuf>,
+    /// Git source.
+    #[command(flatten)]
+    pub git: GitArgs,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = CheckFormat::Text)]
+    pub output: CheckFormat,
 }
 
 /// Flags shared by `plan` and `apply`.

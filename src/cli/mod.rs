@@ -5,6 +5,7 @@
 //! to stdout, everything else to stderr.
 
 pub mod args;
+mod check;
 mod fleet;
 pub mod output;
 mod reconcile;
@@ -206,6 +207,7 @@ fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Plan(args) => fleet::plan_command(&settings, &args),
         Command::Apply(args) => fleet::apply_command(&settings, &args),
         Command::Reconcile(args) => reconcile::reconcile_command(&settings, &args),
+        Command::Check(args) => check::check_command(&settings, &args),
         Command::Validate(args) => {
             let source = settings.config_source(args.path.as_deref(), &args.git)?;
             let loaded = fleet::load_config(&source)?;

@@ -1,0 +1,48 @@
+//! `check`: read the manifests, observe every cluster, check, render. Writes
+//! nothing and takes no lock.
+
+use std::io::Write as _;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use super::args::{CheckArgs, CheckFormat};
+use super::{CliError, Outcome, Settings};
+use crate::backend::Backend;
+use crate::check;
+use crate::model::ClusterName;
+
+/// Runs `relayctl check`: exit 0 when no check failed (warnings do not
+/// fail), 1 otherwise.
+pub(crate) fn check_command(settings: &Settings, args: &CheckArgs) -> Result<Outcome, CliError> {
+    let source = settings.config_source(args.path.as_deref(), &args.git)?;
+    let loaded = super::fleet::load_config(&source)?;
+    let config = &loaded.config;
+    let (backends, failed) = crate::fleet::backends(config, &settings.reach);
+    let clusters: Vec<(ClusterName, Arc<dyn Backend>)> = backends.into_iter().collect();
+    let mut observed = crate::fleet::observe(config, &clusters, settings.parallelism);
+    for (name, why) in failed {
+        observed.clusters.insert(name, Err(why));
+    }
+    let report = check::check(config, &observed, OffsetDateTime::now_utc());
+    let text = match args.output {
+        CheckFormat::Text => check::render_text(&report, colour()),
+        CheckFormat::Json => check::render_json(&report) + "\n",
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(CliError::Output)?;
+    Ok(if report.passed() {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    })
+}
+
+/// Colours on a terminal, unless `NO_COLOR` is set.
+fn colour() -> bool {
+    use std::io::IsTerminal as _;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stdout().is_terminal() && !no_color
+}
