@@ -169,7 +169,7 @@ pub fn check(config: &TrustConfig, observed: &Observed, now: OffsetDateTime) -> 
         ca_mode: config.ca.mode,
         client_cert_mode: config.client_certs.mode,
         authority: config.server.authority.clone(),
-        checked_at: rfc3339(now),
+        checked_at: rfc3339(now.replace_nanosecond(0).unwrap_or(now)),
         clusters,
         summary,
     }
@@ -1619,6 +1619,44 @@ mod tests {
     }
 
     #[test]
+    fn gloo_mode_warns_while_the_management_server_has_not_written_its_certificate() {
+        let mut config = config("token");
+        let mut observed = converged(&config);
+        config.ca.mode = CaMode::Gloo;
+        obs(&mut observed, "mgmt").secrets.remove(SERVER_SECRET);
+        let report = check(&config, &observed, now());
+        assert_eq!(line(&report, "mgmt", "server-cert").status, Status::Warn);
+        assert_eq!(line(&report, "mgmt", "signing-ca-chain").status, Status::Ok);
+        assert!(report.passed());
+    }
+
+    #[test]
+    fn external_mode_takes_the_root_bundle_from_the_server_secret_and_has_no_token() {
+        let mut config = config("preprovisioned");
+        let mut observed = converged(&config);
+        config.ca.mode = CaMode::External;
+        config.identity_token.enabled = false;
+        config.client_certs.mode = ClientCertMode::External;
+        for name in [ROOT_SECRET, SIGNING_SECRET, TOKEN_SECRET] {
+            obs(&mut observed, "mgmt").secrets.remove(name);
+        }
+        for cluster in ["cluster-1", "cluster-2"] {
+            obs(&mut observed, cluster).secrets.remove(TOKEN_SECRET);
+        }
+        let report = check(&config, &observed, now());
+        let all: Vec<&Check> = report.clusters.iter().flat_map(|c| &c.checks).collect();
+        assert!(all.iter().all(|c| c.status == Status::Ok), "{all:#?}");
+        assert!(
+            all.iter()
+                .all(|c| c.id != "token" && !c.id.starts_with("signing"))
+        );
+        assert_eq!(
+            line(&report, "cluster-2", "mtls-handshake").status,
+            Status::Ok
+        );
+    }
+
+    #[test]
     fn text_has_a_marker_per_line_hints_under_problems_and_a_summary() {
         let config = config("token");
         let mut observed = converged(&config);
@@ -1642,7 +1680,7 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("  ‼ client certificate not found"), "{text}");
+        assert!(text.contains("  ‼ client certificate not yet bootstrapped"), "{text}");
         assert!(
             text.ends_with(&format!(
                 "\nCheck failed: {} passed, 4 warnings, 1 failed.\n",

@@ -313,6 +313,9 @@ fn a_converged_preprovisioned_fleet_is_all_ok_and_every_handshake_passes() {
 
     let json = fixture.run(&["check", "config", "-o", "json"]);
     assert_eq!(json.code, 0, "{}", json.stderr);
+    snapshot_settings().bind(|| {
+        insta::assert_snapshot!("converged_preprovisioned_json", json.stdout);
+    });
     let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(value["formatVersion"], 1);
     assert_eq!(value["clusters"][0]["name"], "mgmt");

@@ -425,7 +425,7 @@ mod tests {
     }
 
     fn chain_text(err: &HandshakeError) -> String {
-        crate::fleet::error_chain(err)
+        crate::error::error_chain(err)
     }
 
     #[test]
