@@ -1680,7 +1680,10 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("  ‼ client certificate not yet bootstrapped"), "{text}");
+        assert!(
+            text.contains("  ‼ client certificate not yet bootstrapped"),
+            "{text}"
+        );
         assert!(
             text.ends_with(&format!(
                 "\nCheck failed: {} passed, 4 warnings, 1 failed.\n",
