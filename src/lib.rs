@@ -10,34 +10,42 @@
 //! # Data flow
 //!
 //! ```text
-//! source (path | git) ──bytes──▶ config (raw → validated model + diagnostics)
-//!        │                                   │
-//!        │                      backend::observe (kube | directory)
-//!        ▼                                   ▼
-//!   provenance            desired (model + observed CA facts → intents)
-//!                                            │
-//!                                 plan (intents vs observed → Plan)
-//!                                            │
-//!                         apply (carry out the Plan, no decisions)
+//! source (path | git) ──files + provenance──▶ config (raw → validated model, or every diagnostic)
+//!                                                 │
+//!        fleet::observe through backend (kube | directory) ──▶ observed (plain data)
+//!                                                 │
+//!        material (user's certs, keys, tokens) ──▶ plan (desired vs observed → Plan + writes)
+//!                                                 │
+//!                                 apply (carry out the writes: order, concurrency, no decisions)
+//!                                 check (verify what the clusters hold, with a real handshake)
 //! ```
 //!
-//! Everything from [`config`] to [`plan`] is pure: no I/O, no clock, no
-//! randomness except what is passed in. The shell ([`cli`], [`backend`],
-//! [`source`], [`apply`]) does the I/O.
+//! [`config`], [`model`], [`observed`], [`pki`], [`plan`] and [`check`] are
+//! pure: no I/O, and the clock and randomness are parameters. The shell —
+//! [`cli`], [`source`], [`fleet`], [`backend`], [`material`]'s loader and
+//! [`apply`] — does the I/O.
 //!
 //! # Where things go
 //!
-//! - A new manifest field: [`config::raw`] (the file shape, and the JSON schema),
-//!   then [`config::validate`] (rules) and [`model`] (meaning).
-//! - A new CA mode or secret kind: [`model::CaMode`], then the desired-state
-//!   builder, which lists for each mode what each cluster should hold.
+//! - A new manifest field: [`config::raw`] (the file shape, and the JSON
+//!   schema), then [`config::validate`] (rules) and [`model`] (meaning).
+//! - A new CA mode or Secret kind: [`model::CaMode`], then [`plan`], whose
+//!   `plan_management` and `plan_workload` list for each mode what each
+//!   cluster holds, and [`check`].
 //! - A new certificate rule: [`pki`].
+//! - A new place clusters live: a [`backend::Backend`] implementation and its
+//!   [`model::Connection`].
+//! - A new output of the plan: [`plan::render`].
 //!
 //! # Glossary
 //!
 //! - *authority*: the host name agents dial; the server cert must cover it.
 //! - *instance*: the `RelayTrust` name; goes into ownership labels.
-//! - *intent*: what one Secret should be, without the secret bytes chosen yet.
+//! - *instance*: also the name of the inventory Secret on mgmt that lists the
+//!   workload clusters written to, so removed ones can be pruned.
+//! - *orphan*: a cluster in the inventory whose manifest was removed.
+//! - *conflict*: an existing Secret relayctl does not own; never overwritten
+//!   unless adopted.
 
 pub mod apply;
 pub mod backend;
