@@ -28,7 +28,7 @@
 //! # Where things go
 //!
 //! - A new manifest field: [`config::raw`] (the file shape, and the JSON
-//!   schema), then [`config::validate`] (rules) and [`model`] (meaning).
+//!   schema), then [`config::validate`](mod@config::validate) (rules) and [`model`] (meaning).
 //! - A new CA mode or Secret kind: [`model::CaMode`], then [`plan`], whose
 //!   `plan_management` and `plan_workload` list for each mode what each
 //!   cluster holds, and [`check`].

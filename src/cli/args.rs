@@ -1,4 +1,4 @@
-//! Command-line flags exactly as typed; [`super::settings`] resolves them.
+//! Command-line flags exactly as typed; [`super::Settings`] resolves them.
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! Manifests: YAML text to a validated model, with every problem located.
 //!
 //! [`node`] reads YAML into a located tree, [`raw`] is the file shape (and
-//! the JSON schema), [`validate`] applies every rule and yields a
+//! the JSON schema), [`validate`](mod@validate) applies every rule and yields a
 //! [`crate::model::TrustConfig`] or all [`diag::Diagnostic`]s at once.
 
 pub mod diag;
