@@ -882,7 +882,13 @@ fn material_rules(
     server_key: &Option<MaterialSource>,
     token: &TokenConfig,
 ) {
+    // A field that is written but invalid was already reported by the source
+    // reader; saying it is also "required" would only confuse.
+    let written = |r: &Reporter<'_>, field: &[&str]| r.node.get(&path(field)).is_some();
     let missing = |r: &mut Reporter<'_>, field: &[&str], why: &str| {
+        if written(r, field) {
+            return;
+        }
         r.at_key(
             &path(&field[..field.len() - 1]),
             "missing-material",
@@ -964,7 +970,10 @@ fn material_rules(
                     "give the root certificate (PEM) with `{ file: ... }`, `{ env: ... }` or `{ secret: ... }`",
                 );
             }
-            if ca.intermediate.cert.is_some() != ca.intermediate.private_key.is_some() {
+            let int_cert = written(r, &["spec", "ca", "intermediate", "cert"]);
+            let int_key = written(r, &["spec", "ca", "intermediate", "privateKey"]);
+            let root_key = written(r, &["spec", "ca", "root", "privateKey"]);
+            if int_cert != int_key {
                 r.at_key(
                     &path(&["spec", "ca", "intermediate"]),
                     "missing-material",
@@ -975,7 +984,7 @@ fn material_rules(
                     ),
                 );
             }
-            if ca.intermediate.cert.is_none() && ca.root.private_key.is_none() {
+            if !int_cert && !root_key {
                 r.at_key(&path(&["spec", "ca"]), "missing-material", "`custom` CA mode needs either `ca.root.privateKey` or `ca.intermediate.cert` with `ca.intermediate.privateKey`".to_owned(), Some("relayctl must be able to sign the server certificate".to_owned()));
             }
         }
