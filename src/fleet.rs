@@ -73,7 +73,13 @@ pub fn parallel_map<T: Sync, R: Send>(
 }
 
 /// The Secret names to read on `cluster` besides those labelled for the instance.
-fn names_for(config: &TrustConfig, cluster: &ClusterName) -> Vec<String> {
+/// `sources` are the config's `secret` material sources, listed once per
+/// observation (listing them walks every workload cluster).
+fn names_for(
+    config: &TrustConfig,
+    sources: &[&crate::model::SecretRef],
+    cluster: &ClusterName,
+) -> Vec<String> {
     let mut names: Vec<String> = [
         ROOT_SECRET,
         SIGNING_SECRET,
@@ -85,7 +91,7 @@ fn names_for(config: &TrustConfig, cluster: &ClusterName) -> Vec<String> {
     .map(|s| (*s).to_owned())
     .collect();
     names.push(plan::inventory_secret(config.instance.as_str()));
-    for source in crate::material::secret_sources(config) {
+    for source in sources {
         if &source.cluster == cluster {
             names.push(source.name.clone());
         }
@@ -102,8 +108,9 @@ pub fn observe(
 ) -> Observed {
     let namespace = config.namespace.as_str();
     let instance = config.instance.as_str();
+    let sources = crate::material::secret_sources(config);
     let results = parallel_map(clusters.to_vec(), parallelism, |(name, backend)| {
-        let names = names_for(config, name);
+        let names = names_for(config, &sources, name);
         let result = backend
             .observe(namespace, instance, &names)
             .map_err(|e| format!("{}: {}", backend.describe(), error_chain(&e)));

@@ -147,10 +147,13 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
     let config = input.config;
     let mut clusters = Vec::new();
     let mut writes = Vec::new();
+    // Serializes the whole config (every workload cluster): computed once, not
+    // once per written Secret, which made planning a fleet quadratic in N.
+    let digest = config.digest();
 
     let mgmt_name = &config.management.name;
     let mgmt_obs = input.observed.clusters.get(mgmt_name);
-    let mut mgmt = Cluster::new(input, mgmt_name.clone(), Role::Management);
+    let mut mgmt = Cluster::new(input, &digest, mgmt_name.clone(), Role::Management);
     let trust = match mgmt_obs {
         Some(Ok(obs)) => plan_management(input, obs, &mut mgmt)?,
         Some(Err(why)) => {
@@ -181,7 +184,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
     let mut workload_plans = Vec::new();
     for workload in &config.workloads {
         let name = &workload.cluster.name;
-        let mut cluster = Cluster::new(input, name.clone(), Role::Workload);
+        let mut cluster = Cluster::new(input, &digest, name.clone(), Role::Workload);
         match (input.observed.clusters.get(name), &trust, &blocked) {
             (Some(Err(why)), _, _) => cluster.error = Some(format!("unreachable: {why}")),
             (None, _, _) => cluster.error = Some("not observed".to_owned()),
@@ -199,7 +202,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
     let mut kept_orphans = BTreeMap::new();
     let mut orphan_plans = Vec::new();
     for (name, connection) in input.orphans {
-        let mut cluster = Cluster::new(input, name.clone(), Role::Orphan);
+        let mut cluster = Cluster::new(input, &digest, name.clone(), Role::Orphan);
         match input.observed.clusters.get(name) {
             Some(Ok(obs)) => {
                 let owned: Vec<&SecretObject> = obs
@@ -258,7 +261,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
             namespace: config.namespace.to_string(),
             ca_mode: config.ca.mode,
             client_cert_mode: config.client_certs.mode,
-            config_digest: config.digest(),
+            config_digest: digest,
             source: input.source.to_owned(),
             clusters,
             summary,
@@ -270,6 +273,8 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
 /// Plan and writes of one cluster under construction.
 struct Cluster<'a> {
     input: &'a PlanInput<'a>,
+    /// `input.config.digest()`, computed once per plan.
+    config_digest: &'a str,
     name: ClusterName,
     role: Role,
     error: Option<String>,
@@ -278,9 +283,15 @@ struct Cluster<'a> {
 }
 
 impl<'a> Cluster<'a> {
-    fn new(input: &'a PlanInput<'a>, name: ClusterName, role: Role) -> Self {
+    fn new(
+        input: &'a PlanInput<'a>,
+        config_digest: &'a str,
+        name: ClusterName,
+        role: Role,
+    ) -> Self {
         Self {
             input,
+            config_digest,
             name,
             role,
             error: None,
@@ -446,7 +457,7 @@ impl<'a> Cluster<'a> {
             (ANNOTATION_SOURCE.to_owned(), self.input.source.to_owned()),
             (
                 ANNOTATION_CONFIG_DIGEST.to_owned(),
-                format!("sha256:{}", config.digest()),
+                format!("sha256:{}", self.config_digest),
             ),
         ]);
         let cert = data.get("tls.crt").or_else(|| data.get("ca.crt"));
