@@ -757,18 +757,7 @@ fn plan_management(
                 mgmt.decide(&root_slot, ROOT_SECRET, reasons, data, shown);
                 (Some(issuer), bundle, facts, new)
             } else {
-                let Some((bundle, facts)) = input
-                    .material
-                    .root_cert
-                    .as_ref()
-                    .and_then(|pem| canonical_bundle(pem.expose()))
-                else {
-                    mgmt.push_error(
-                        ROOT_SECRET,
-                        None,
-                        vec!["the root certificate source holds no certificate".to_owned()],
-                        BTreeMap::new(),
-                    );
+                let Some((bundle, facts)) = configured_root(input, mgmt) else {
                     return Ok(None);
                 };
                 let issuer = match &input.material.root_key {
@@ -1023,18 +1012,7 @@ fn plan_management(
             }))
         }
         CaMode::External => {
-            let Some((bundle, bundle_facts)) = input
-                .material
-                .root_cert
-                .as_ref()
-                .and_then(|pem| canonical_bundle(pem.expose()))
-            else {
-                mgmt.push_error(
-                    ROOT_SECRET,
-                    None,
-                    vec!["the root certificate source holds no certificate".to_owned()],
-                    BTreeMap::new(),
-                );
+            let Some((bundle, bundle_facts)) = configured_root(input, mgmt) else {
                 return Ok(None);
             };
             // Server secret copied from the sources.
@@ -1078,6 +1056,28 @@ fn plan_management(
             }))
         }
     }
+}
+
+/// The root bundle the user configured (`custom`, `external`), canonical; an
+/// error on mgmt when the source holds no certificate.
+fn configured_root(
+    input: &PlanInput<'_>,
+    mgmt: &mut Cluster<'_>,
+) -> Option<(Vec<u8>, Vec<CertFacts>)> {
+    let root = input
+        .material
+        .root_cert
+        .as_ref()
+        .and_then(|pem| canonical_bundle(pem.expose()));
+    if root.is_none() {
+        mgmt.push_error(
+            ROOT_SECRET,
+            None,
+            vec!["the root certificate source holds no certificate".to_owned()],
+            BTreeMap::new(),
+        );
+    }
+    root
 }
 
 /// Why an existing Secret's `ca.crt` must change.
