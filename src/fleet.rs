@@ -121,6 +121,28 @@ pub fn observe(
     }
 }
 
+/// Clusters of one config that resolve to the same storage (directory or API
+/// server), as `(first, second, target)`. Such a config would have two
+/// clusters overwrite each other's Secrets: a workload's root Secret would
+/// strip mgmt's root key and the next run would replace the CA. relayctl does
+/// not support registering the management cluster as its own workload yet.
+pub fn shared_targets(
+    backends: &BTreeMap<ClusterName, Arc<dyn Backend>>,
+) -> Vec<(ClusterName, ClusterName, String)> {
+    let mut seen: BTreeMap<String, &ClusterName> = BTreeMap::new();
+    let mut shared = Vec::new();
+    for (name, backend) in backends {
+        let target = backend.target();
+        match seen.get(&target) {
+            Some(first) => shared.push(((*first).clone(), name.clone(), target)),
+            None => {
+                seen.insert(target, name);
+            }
+        }
+    }
+    shared
+}
+
 /// Backends for every cluster of the config; a connection that cannot be set
 /// up becomes that cluster's observation error.
 pub fn backends(

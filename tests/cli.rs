@@ -821,3 +821,127 @@ fn secrets_never_reach_any_output() {
         }
     }
 }
+
+#[test]
+fn two_clusters_on_the_same_storage_are_refused_before_anything_is_written() {
+    let fixture = Fixture::example("managed");
+    let shared = fixture.dir.path().join("shared");
+    for (file, kind, name) in [
+        ("mgmt.yaml", "ManagementCluster", "mgmt"),
+        ("cluster-1.yaml", "WorkloadCluster", "mgmt-agent"),
+    ] {
+        fixture.write_config(
+            file,
+            &format!("apiVersion: relayctl.dev/v1alpha1\nkind: {kind}\nmetadata: {{ name: {name} }}\nspec:\n  connection: {{ directory: {{ path: {} }} }}\n", shared.display()),
+        );
+    }
+    for args in [
+        &["plan", "config"][..],
+        &["apply", "config", "--auto-approve"],
+        &["check", "config"],
+    ] {
+        let run = fixture.run(args);
+        assert_eq!(run.code, 1, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr
+                .contains("clusters `mgmt` and `mgmt-agent` are the same cluster"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(!shared.exists(), "wrote to a shared target");
+}
+
+#[test]
+fn a_renamed_cluster_is_not_pruned_as_an_orphan() {
+    let fixture = Fixture::example("managed");
+    let physical = fixture.dir.path().join("physical-a");
+    let trust = std::fs::read_to_string(fixture.config().join("relay-trust.yaml"))
+        .unwrap()
+        .replace("prune: false", "prune: true");
+    fixture.write_config("relay-trust.yaml", &trust);
+    fixture.write_config("cluster-1.yaml", &format!("apiVersion: relayctl.dev/v1alpha1\nkind: WorkloadCluster\nmetadata: {{ name: cluster-1 }}\nspec:\n  connection: {{ directory: {{ path: {} }} }}\n", physical.display()));
+    fixture.apply();
+    let root = physical.join("gloo-mesh/relay-root-tls-secret.yaml");
+    assert!(root.exists());
+    std::fs::remove_file(fixture.config().join("cluster-1.yaml")).unwrap();
+    fixture.write_config("cluster-one.yaml", &format!("apiVersion: relayctl.dev/v1alpha1\nkind: WorkloadCluster\nmetadata: {{ name: cluster-one }}\nspec:\n  connection: {{ directory: {{ path: {} }} }}\n", physical.display()));
+    let run = fixture.apply();
+    assert!(
+        run.stderr
+            .contains("`cluster-1` left the inventory: it is the same cluster as `cluster-one`"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("- gloo-mesh/"), "{}", run.stdout);
+    assert!(root.exists(), "the renamed cluster's Secrets were pruned");
+    assert_eq!(fixture.plan_code().0, 0);
+}
+
+#[test]
+fn a_root_whose_key_is_lost_is_an_error_never_silently_replaced() {
+    for adopt in [false, true] {
+        let fixture = Fixture::example("managed");
+        fixture.apply();
+        let mut root = fixture.secret("mgmt", "relay-root-tls-secret").unwrap();
+        root.data.remove("tls.key");
+        if adopt {
+            root.labels.clear();
+        }
+        fixture.put("mgmt", root);
+        let before = std::fs::read(fixture.file("mgmt", "relay-root-tls-secret")).unwrap();
+        let mut args = vec!["apply", "config", "--auto-approve"];
+        if adopt {
+            args.push("--adopt");
+        }
+        let run = fixture.run(&args);
+        assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout
+                .contains("relayctl never replaces an existing root CA on its own"),
+            "{}",
+            run.stdout
+        );
+        assert_eq!(
+            std::fs::read(fixture.file("mgmt", "relay-root-tls-secret")).unwrap(),
+            before
+        );
+    }
+}
+
+#[test]
+fn a_certificate_that_would_outlive_its_issuer_is_an_error_on_that_secret_only() {
+    // The root lives 20000h; a fresh intermediate would need 43800h.
+    let fixture = Fixture::example("managed");
+    let trust = std::fs::read_to_string(fixture.config().join("relay-trust.yaml")).unwrap();
+    fixture.write_config("relay-trust.yaml", &trust);
+    fixture.apply();
+    use relayctl::pki::{self, CaRequest, OsKeySource};
+    let short = pki::issue_root(
+        &CaRequest {
+            common_name: "relay-root-ca".into(),
+            validity: relayctl::model::Duration::from_hours(20_000),
+            key: Default::default(),
+        },
+        &OsKeySource,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let mut root = fixture.secret("mgmt", "relay-root-tls-secret").unwrap();
+    root.data.insert(
+        "ca.crt".into(),
+        SecretBytes::new(short.cert_pem.clone().into_bytes()),
+    );
+    root.data
+        .insert("tls.key".into(), short.key.to_pkcs8_pem().clone());
+    fixture.put("mgmt", root);
+    let (code, run) = fixture.plan_code();
+    assert_eq!(code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("would outlive its issuer `CN=relay-root-ca`"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stderr.contains("planning failed"), "{}", run.stderr);
+}

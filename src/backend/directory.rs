@@ -184,6 +184,23 @@ impl Backend for DirectoryBackend {
         format!("directory `{}`", self.root.display())
     }
 
+    fn target(&self) -> String {
+        // Absolute and normalised without touching the disk (the folder may
+        // not exist yet): `a/./b/../c` and `/abs/a/c` are the same target.
+        let absolute = std::path::absolute(&self.root).unwrap_or_else(|_| self.root.clone());
+        let mut parts: Vec<std::path::Component<'_>> = Vec::new();
+        for component in absolute.components() {
+            match component {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    parts.pop();
+                }
+                other => parts.push(other),
+            }
+        }
+        parts.iter().collect::<PathBuf>().display().to_string()
+    }
+
     fn observe(
         &self,
         namespace: &str,

@@ -736,6 +736,10 @@ impl Backend for KubeBackend {
         format!("{} at {}", self.via, self.server)
     }
 
+    fn target(&self) -> String {
+        self.server.trim_end_matches('/').to_owned()
+    }
+
     fn observe(
         &self,
         namespace: &str,

@@ -120,6 +120,11 @@ pub trait Backend: Send + Sync {
     /// Human description for messages (`directory .relayctl/state/mgmt`, `context mgmt`).
     fn describe(&self) -> String;
 
+    /// What storage this is (an absolute folder, an API server URL): two
+    /// clusters of one config with the same target would overwrite each
+    /// other's Secrets, so the shell refuses that.
+    fn target(&self) -> String;
+
     /// Every Secret in `namespace` labelled for `instance`, plus those named in
     /// `names` whatever their labels.
     fn observe(

@@ -19,6 +19,7 @@ pub(crate) fn check_command(settings: &Settings, args: &CheckArgs) -> Result<Out
     let loaded = super::fleet::load_config(&source)?;
     let config = &loaded.config;
     let (backends, failed) = crate::fleet::backends(config, &settings.reach);
+    super::fleet::refuse_shared_targets(&backends)?;
     let clusters: Vec<(ClusterName, Arc<dyn Backend>)> = backends.into_iter().collect();
     let mut observed = crate::fleet::observe(config, &clusters, settings.parallelism);
     for (name, why) in failed {

@@ -98,6 +98,7 @@ pub(crate) fn prepare(
     let loaded = load_config(source)?;
     let config = &loaded.config;
     let (mut backends, failed) = fleet::backends(config, &settings.reach);
+    refuse_shared_targets(&backends)?;
     let clusters: Vec<(ClusterName, Arc<dyn Backend>)> = backends
         .iter()
         .map(|(n, b)| (n.clone(), b.clone()))
@@ -119,8 +120,22 @@ pub(crate) fn prepare(
         }
     }
     let mut orphan_backends = Vec::new();
+    let live_targets: BTreeMap<String, ClusterName> = backends
+        .iter()
+        .map(|(name, b)| (b.target(), name.clone()))
+        .collect();
+    let mut renamed = Vec::new();
     for (name, connection) in &orphans {
         match fleet::backend_for(name, connection, &settings.reach) {
+            // A cluster renamed in its manifest is still reached the same way:
+            // it is not an orphan, and pruning it would delete live Secrets.
+            Ok(b) if live_targets.contains_key(&b.target()) => {
+                super::output::status(&format!(
+                    "note: `{name}` left the inventory: it is the same cluster as `{}` (renamed?)",
+                    live_targets[&b.target()]
+                ));
+                renamed.push(name.clone());
+            }
             Ok(b) => orphan_backends.push((name.clone(), b)),
             Err(e) => {
                 observed
@@ -128,6 +143,9 @@ pub(crate) fn prepare(
                     .insert(name.clone(), Err(fleet::error_chain(&e)));
             }
         }
+    }
+    for name in renamed {
+        orphans.remove(&name);
     }
     let orphan_observed = fleet::observe(config, &orphan_backends, settings.parallelism);
     observed.clusters.extend(orphan_observed.clusters);
@@ -159,6 +177,20 @@ pub(crate) fn prepare(
     })
 }
 
+/// Refuses a config in which two clusters are the same storage.
+pub(crate) fn refuse_shared_targets(
+    backends: &BTreeMap<ClusterName, Arc<dyn Backend>>,
+) -> Result<(), CliError> {
+    match fleet::shared_targets(backends).into_iter().next() {
+        Some((first, second, target)) => Err(CliError::SharedTarget {
+            first: first.to_string(),
+            second: second.to_string(),
+            target,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Takes the apply lock on the management cluster, then reads, observes and
 /// plans: what is planned is what is applied. The source is read once to find
 /// the management cluster and then again pinned to the same commit.
@@ -171,6 +203,7 @@ pub(crate) fn lock_and_prepare(
     let loaded = load_config(source)?;
     let config = &loaded.config;
     let (backends, _) = fleet::backends(config, &settings.reach);
+    refuse_shared_targets(&backends)?;
     let mgmt = backends
         .get(&config.management.name)
         .cloned()

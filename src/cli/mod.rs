@@ -90,6 +90,18 @@ pub enum CliError {
         #[source]
         source: crate::backend::BackendError,
     },
+    /// Two clusters of the config are the same storage.
+    #[error(
+        "clusters `{first}` and `{second}` are the same cluster ({target}); relayctl would overwrite one with the other, so nothing was contacted or written"
+    )]
+    SharedTarget {
+        /// One cluster.
+        first: String,
+        /// The other.
+        second: String,
+        /// Their common storage.
+        target: String,
+    },
     /// The flags make no sense together, or a confirmation is missing.
     #[error("{message}")]
     Usage {

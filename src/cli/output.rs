@@ -34,6 +34,10 @@ fn hints(err: &CliError) -> Vec<String> {
         CliError::Source(crate::source::SourceError::Read { .. }) => {
             vec!["pass a manifest file or a folder of `*.yaml` manifests".to_owned()]
         }
+        CliError::SharedTarget { .. } => vec![
+            "give every cluster its own connection (kubeconfig context, directory)".to_owned(),
+            "registering the management cluster as its own workload is not supported yet: its agent reads mgmt's root and token Secrets as they are".to_owned(),
+        ],
         _ => Vec::new(),
     }
 }

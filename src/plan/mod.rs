@@ -718,11 +718,21 @@ fn plan_management(
                     .map(|s| existing_ca(s, "ca.crt"))
                 {
                     Some(Ok(issuer)) => (issuer, false, Vec::new()),
-                    other => {
-                        let reasons = match other {
-                            Some(Err(why)) => vec![format!("{why}: a new root CA is generated")],
-                            _ => Vec::new(),
-                        };
+                    Some(Err(why)) => {
+                        // Replacing a root breaks every agent's trust: never implicit.
+                        let existing = root_slot.usable().expect("usable: mapped above");
+                        mgmt.push_error(
+                            ROOT_SECRET,
+                            Some(existing.version.clone()),
+                            vec![format!(
+                                "{why}; relayctl never replaces an existing root CA on its own: restore the key, or delete the Secret to generate a new root (every agent then needs the new root)"
+                            )],
+                            show_observed(existing),
+                        );
+                        return Ok(None);
+                    }
+                    None => {
+                        let reasons = Vec::new();
                         let root = pki::issue_root(
                             &CaRequest {
                                 common_name: config.ca.root.common_name.clone(),
@@ -878,6 +888,10 @@ fn plan_management(
                             validity: config.ca.intermediate.validity,
                             key: config.ca.intermediate.key,
                         };
+                        if let Some(why) = outlives(root, request.validity, now) {
+                            mgmt.push_error(SIGNING_SECRET, None, vec![why], BTreeMap::new());
+                            return Ok(None);
+                        }
                         let issued = pki::issue_intermediate(&request, root, keys, now)
                             .map_err(issue_err("the intermediate CA"))?;
                         (
@@ -1058,6 +1072,19 @@ fn plan_management(
     }
 }
 
+/// Why a certificate of `validity` issued now by `issuer` would outlive it,
+/// if it would: a per-Secret error, so the rest of the fleet is still planned.
+fn outlives(issuer: &Issuer, validity: Duration, now: OffsetDateTime) -> Option<String> {
+    let issuer_end = issuer.facts().not_after;
+    (now + validity.to_time() > issuer_end).then(|| {
+        format!(
+            "a new certificate valid for {validity} would outlive its issuer `{}`, which expires at {}: rotate the issuer or shorten the validity",
+            issuer.facts().subject,
+            rfc3339(issuer_end)
+        )
+    })
+}
+
 /// The root bundle the user configured (`custom`, `external`), canonical; an
 /// error on mgmt when the source holds no certificate.
 fn configured_root(
@@ -1228,6 +1255,10 @@ fn plan_server_issued(
         bundle_reason(existing, bundle_facts, &mut reasons);
     }
     let (chain, key, new) = if reissue {
+        if let Some(why) = outlives(signer, config.server.validity, input.now) {
+            mgmt.push_error(SERVER_SECRET, None, vec![why], BTreeMap::new());
+            return Ok(());
+        }
         let issued = pki::issue_server(
             &ServerRequest {
                 authority: config.server.authority.clone(),
@@ -1396,6 +1427,10 @@ fn plan_workload(
                 bundle_reason(s, &trust.bundle_facts, &mut reasons);
             }
             let (chain, key, new) = if reissue {
+                if let Some(why) = outlives(signer, config.client_certs.validity, input.now) {
+                    cluster.push_error(CLIENT_SECRET, None, vec![why], BTreeMap::new());
+                    return Ok(());
+                }
                 let issued = pki::issue_client(
                     &ClientRequest {
                         cluster_name: name.clone(),
