@@ -192,3 +192,47 @@ fn external_server_cert_missing_the_authority_and_missing_files_are_reported() {
     );
     assert!(stderr.contains("istiod.istio-system.svc"), "{stderr}");
 }
+
+#[test]
+fn a_key_or_token_pasted_inline_is_never_echoed_by_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let root = ca("inline", 24 * 400, now);
+    let key = std::str::from_utf8(root.key.to_pkcs8_pem().expose())
+        .unwrap()
+        .to_owned();
+    let indented: String = key.lines().map(|l| format!("        {l}\n")).collect();
+    write(
+        dir.path(),
+        "trust.yaml",
+        &format!(
+            "apiVersion: relayctl.dev/v1alpha1\nkind: RelayTrust\nmetadata: {{ name: prod }}\nspec:\n  identityToken: {{ value: \"SUPERSECRETTOKEN123\", extra: 1 }}\n  ca:\n    mode: custom\n    root:\n      privateKey: |\n{indented}{CLUSTERS}"
+        ),
+    );
+    let (code, stderr) = validate(dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("expected a material source"), "{stderr}");
+    assert!(
+        stderr.contains("(field `spec.ca.root.privateKey`)"),
+        "{stderr}"
+    );
+    for line in key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!stderr.contains(line), "{stderr}");
+    }
+    // Without the key, the inline token is the type error; still not echoed.
+    write(
+        dir.path(),
+        "trust.yaml",
+        &format!(
+            "apiVersion: relayctl.dev/v1alpha1\nkind: RelayTrust\nmetadata: {{ name: prod }}\nspec:\n  identityToken: {{ value: \"SUPERSECRETTOKEN123\", extra: 1 }}\n{CLUSTERS}"
+        ),
+    );
+    let (code, stderr) = validate(dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("(field `spec.identityToken.value`)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `extra`"), "{stderr}");
+    assert!(!stderr.contains("SUPERSECRETTOKEN123"), "{stderr}");
+}

@@ -59,6 +59,41 @@ pub fn field_path(steps: &[Step]) -> String {
     out
 }
 
+/// Whether the source line may be shown under a diagnostic. Manifests should
+/// never hold keys or tokens inline, but when one does, the error about it
+/// must not print it into a CI log: type errors (whose subject may be such a
+/// value), lines that look like PEM or base64, and lines where a `value`,
+/// `privateKey`, `token` or `password` field holds an inline scalar instead of
+/// a `{ file | env | secret }` source are not quoted.
+fn may_quote(diagnostic: &Diagnostic, line: &str) -> bool {
+    if diagnostic.code == "invalid-type" || line.contains("PRIVATE KEY") {
+        return false;
+    }
+    let mut run = 0usize;
+    for c in line.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=') {
+            run += 1;
+            if run >= 40 {
+                return false;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    let lower = line.to_ascii_lowercase();
+    for field in ["value:", "privatekey:", "token:", "password:"] {
+        let mut rest = lower.as_str();
+        while let Some(at) = rest.find(field) {
+            rest = &rest[at + field.len()..];
+            let next = rest.trim_start().chars().next();
+            if !matches!(next, None | Some('{') | Some('#')) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// Renders every diagnostic, with the source line and a caret when the file
 /// text is known, and a closing count.
 pub fn render(diagnostics: &[Diagnostic], sources: &BTreeMap<PathBuf, String>) -> String {
@@ -73,6 +108,7 @@ pub fn render(diagnostics: &[Diagnostic], sources: &BTreeMap<PathBuf, String>) -
         out.push('\n');
         if let (Some(position), Some(text)) = (diagnostic.position, sources.get(&diagnostic.file))
             && let Some(line) = text.lines().nth(position.line.saturating_sub(1) as usize)
+            && may_quote(diagnostic, line)
         {
             let number = position.line.to_string();
             let gutter = " ".repeat(number.len());

@@ -705,12 +705,42 @@ fn typed<T: DeserializeOwned>(r: &mut Reporter<'_>) -> Option<T> {
             r.at_value(
                 &steps,
                 "invalid-type",
-                err.inner().to_string(),
+                type_message(&err.inner().to_string(), r.node.get(&steps)),
                 Some("see the manifest reference for the expected shape of this field".to_owned()),
             );
             None
         }
     }
+}
+
+/// serde's type error without the value it quotes (`invalid type: string
+/// "…", expected …`): a key or token pasted inline must not be echoed.
+fn type_message(serde_message: &str, found: Option<&Node>) -> String {
+    let Some((_, expected)) = serde_message.split_once(", expected ") else {
+        return serde_message.to_owned();
+    };
+    let found = match found.map(|n| &n.value) {
+        Some(Value::String(_)) => "a string",
+        Some(Value::Int(_) | Value::Float(_)) => "a number",
+        Some(Value::Bool(_)) => "a boolean",
+        Some(Value::Null) => "nothing",
+        Some(Value::Seq(_)) => "a list",
+        Some(Value::Map(_)) => "a mapping",
+        None => "something else",
+    };
+    let expected = expected
+        .replace(
+            "struct RawSource",
+            "a material source (`{ file: ... }`, `{ env: ... }` or `{ secret: ... }`)",
+        )
+        .replace("struct Raw", "a mapping (")
+        .replace("a sequence", "a list");
+    let expected = if expected.starts_with("a mapping (") {
+        "a mapping".to_owned()
+    } else {
+        expected
+    };
+    format!("expected {expected}, found {found}")
 }
 
 fn ignored_steps(p: &serde_ignored::Path<'_>) -> Vec<Step> {
