@@ -39,6 +39,34 @@ pub struct Material {
 
 static EMPTY: std::sync::LazyLock<Observed> = std::sync::LazyLock::new(Observed::default);
 
+impl Material {
+    /// A digest prefix of every loaded value, by role: what a saved plan
+    /// records so that `apply FILE` notices material that changed since.
+    pub fn fingerprints(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let mut put = |role: String, value: &Option<SecretBytes>| {
+            if let Some(value) = value {
+                out.insert(role, value.fingerprint());
+            }
+        };
+        put("root.cert".to_owned(), &self.root_cert);
+        put("root.privateKey".to_owned(), &self.root_key);
+        put("intermediate.cert".to_owned(), &self.intermediate_cert);
+        put("intermediate.privateKey".to_owned(), &self.intermediate_key);
+        put("server.cert".to_owned(), &self.server_cert);
+        put("server.privateKey".to_owned(), &self.server_key);
+        put("identityToken.value".to_owned(), &self.token);
+        for (cluster, (cert, key)) in &self.clients {
+            put(format!("{cluster}.clientCert.cert"), &Some(cert.clone()));
+            put(
+                format!("{cluster}.clientCert.privateKey"),
+                &Some(key.clone()),
+            );
+        }
+        out
+    }
+}
+
 /// Largest material file or variable accepted.
 const MAX_MATERIAL_BYTES: usize = 1024 * 1024;
 

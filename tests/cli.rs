@@ -945,3 +945,38 @@ fn a_certificate_that_would_outlive_its_issuer_is_an_error_on_that_secret_only()
     );
     assert!(!run.stderr.contains("planning failed"), "{}", run.stderr);
 }
+
+#[test]
+fn a_saved_plan_is_stale_when_the_material_it_was_made_with_changed() {
+    let fixture = Fixture::example("managed");
+    let trust = std::fs::read_to_string(fixture.config().join("relay-trust.yaml"))
+        .unwrap()
+        .replace(
+            "identityToken: { enabled: true }",
+            "identityToken: { enabled: true, value: { file: token.txt } }",
+        );
+    fixture.write_config("relay-trust.yaml", &trust);
+    fixture.write_config("token.txt", &"a".repeat(64));
+    let plan_file = fixture.dir.path().join("p.json");
+    let run = fixture.run(&["plan", "config", "--out", plan_file.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    fixture.write_config("token.txt", &"b".repeat(64));
+    let run = fixture.run(&["apply", plan_file.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("material `identityToken.value` changed since the plan was made"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !fixture.state().join("mgmt").join("gloo-mesh").exists(),
+        "a stale plan wrote"
+    );
+    let saved = std::fs::read_to_string(&plan_file).unwrap();
+    assert!(
+        !saved.contains(&"a".repeat(64)),
+        "the saved plan holds the token"
+    );
+    assert!(!fixture.transcript.borrow().contains(&"a".repeat(64)));
+}

@@ -43,8 +43,8 @@ impl DirectoryBackend {
     }
 }
 
-/// The file form of a Secret.
-#[derive(Debug, Serialize, Deserialize)]
+/// The file form of a Secret. Not `Debug`: `data` holds the values.
+#[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SecretFile {
     api_version: String,

@@ -29,6 +29,8 @@ pub(crate) struct Prepared {
     pub(crate) provenance: Provenance,
     /// The source, pinned to the commit that was read.
     pub(crate) source: ConfigSource,
+    /// Digest prefixes of the user's material, by role (never the values).
+    pub(crate) material: BTreeMap<String, String>,
 }
 
 /// Validated manifests and where they came from.
@@ -174,6 +176,7 @@ pub(crate) fn prepare(
         planned,
         source: source.pinned(&loaded.provenance),
         provenance: loaded.provenance,
+        material: material.fingerprints(),
     })
 }
 
@@ -256,6 +259,9 @@ pub(crate) struct SavedPlan {
     adopt: bool,
     prune: bool,
     observed: Vec<ObjectVersion>,
+    /// Digest prefixes of the material the plan was made with (never the values).
+    #[serde(default)]
+    material: BTreeMap<String, String>,
     plan: Plan,
 }
 
@@ -366,6 +372,7 @@ pub(crate) fn plan_command(settings: &Settings, args: &PlanArgs) -> Result<Outco
             adopt: args.fleet.adopt,
             prune: args.fleet.prune,
             observed: versions(&prepared.observed),
+            material: prepared.material.clone(),
             plan: plan.clone(),
         };
         let text = serde_json::to_string_pretty(&saved).unwrap_or_default();
@@ -497,6 +504,16 @@ fn check_not_stale(saved: &SavedPlan, prepared: &Prepared) -> Result<(), CliErro
             &saved.plan.config_digest[..12],
             &prepared.planned.plan.config_digest[..12]
         ));
+    }
+    for role in saved
+        .material
+        .keys()
+        .chain(prepared.material.keys())
+        .collect::<BTreeSet<_>>()
+    {
+        if saved.material.get(role) != prepared.material.get(role) {
+            moved.push(format!("material `{role}` changed since the plan was made"));
+        }
     }
     let before: BTreeMap<(String, String, String), Option<String>> = saved
         .observed
