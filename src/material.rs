@@ -340,6 +340,12 @@ pub fn check(config: &TrustConfig, material: &Material, now: OffsetDateTime) -> 
             pki::material::check_ca(root.expose(), key, must_cover, now),
         );
     }
+    if let (Some(intermediate), Some(root)) = (&material.intermediate_cert, &material.root_cert) {
+        report(
+            &ca.intermediate.cert,
+            pki::material::check_issued_by_root(intermediate.expose(), root.expose()),
+        );
+    }
     if let Some(intermediate) = &material.intermediate_cert {
         report(
             &ca.intermediate.cert,

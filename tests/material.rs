@@ -236,3 +236,47 @@ fn a_key_or_token_pasted_inline_is_never_echoed_by_validate() {
     assert!(stderr.contains("unknown field `extra`"), "{stderr}");
     assert!(!stderr.contains("SUPERSECRETTOKEN123"), "{stderr}");
 }
+
+#[test]
+fn a_provided_intermediate_must_be_signed_by_the_configured_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let r1 = ca("root-one", 24 * 3650, now);
+    let r2 = ca("root-two", 24 * 3650, now);
+    let int = pki::issue_intermediate(
+        &CaRequest {
+            common_name: "int-of-two".into(),
+            validity: Duration::from_hours(24 * 1000),
+            key: KeyAlgorithm::EcdsaP256,
+        },
+        &Issuer::from_issued(&r2).unwrap(),
+        &OsKeySource,
+        now,
+    )
+    .unwrap();
+    write(dir.path(), "root.crt", &r1.cert_pem);
+    write(dir.path(), "int.crt", &int.cert_pem);
+    write(
+        dir.path(),
+        "int.key",
+        std::str::from_utf8(int.key.to_pkcs8_pem().expose()).unwrap(),
+    );
+    write(
+        dir.path(),
+        "trust.yaml",
+        &format!(
+            "apiVersion: relayctl.dev/v1alpha1\nkind: RelayTrust\nmetadata: {{ name: prod }}\nspec:\n  ca:\n    mode: custom\n    root: {{ cert: {{ file: root.crt }} }}\n    intermediate:\n      cert: {{ file: int.crt }}\n      privateKey: {{ file: int.key }}\n{CLUSTERS}"
+        ),
+    );
+    let (code, stderr) = validate(dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("intermediate `CN=int-of-two` (issuer `CN=root-two`) is not signed by any certificate of the root bundle"), "{stderr}");
+    assert!(
+        stderr.contains("(field `spec.ca.intermediate.cert`)"),
+        "{stderr}"
+    );
+    // Signed by the configured root: valid.
+    write(dir.path(), "root.crt", &r2.cert_pem);
+    let (code, stderr) = validate(dir.path());
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -90,6 +90,18 @@ pub enum MaterialProblem {
         /// `serverAuth` or `clientAuth`.
         needed: String,
     },
+    /// The CA is not signed by any root of the bundle it must chain to.
+    NotIssuedByRoot {
+        /// Certificate subject.
+        subject: String,
+        /// Its issuer.
+        issuer: String,
+    },
+    /// A CA that must sign leaves cannot (no keyCertSign) or may not sign CAs below it.
+    CannotSign {
+        /// Certificate subject.
+        subject: String,
+    },
 }
 
 impl MaterialProblem {
@@ -139,6 +151,12 @@ impl MaterialProblem {
             Self::MissingExtendedKeyUsage { subject, needed } => {
                 format!("certificate `{subject}` lacks extended key usage `{needed}`")
             }
+            Self::NotIssuedByRoot { subject, issuer } => format!(
+                "intermediate `{subject}` (issuer `{issuer}`) is not signed by any certificate of the root bundle"
+            ),
+            Self::CannotSign { subject } => {
+                format!("CA `{subject}` has no `keyCertSign` key usage")
+            }
         }
     }
 
@@ -173,6 +191,8 @@ impl MaterialProblem {
             Self::MissingExtendedKeyUsage { needed, .. } => {
                 format!("reissue the certificate with extended key usage `{needed}`")
             }
+            Self::NotIssuedByRoot { .. } => "give the intermediate that your root signed, or the root that signed it: every agent verifies the server through the root bundle".to_owned(),
+            Self::CannotSign { .. } => "use a CA certificate with `keyUsage: keyCertSign`".to_owned(),
         }
     }
 }
@@ -268,6 +288,45 @@ pub fn check_client(
     }
     eku_problems(leaf, "clientAuth", &mut problems);
     key_problems(leaf, key, &mut problems);
+    problems
+}
+
+/// Checks that the first certificate of `intermediate_pem` is signed by one of
+/// the certificates of `roots_pem` and may sign leaves.
+pub fn check_issued_by_root(intermediate_pem: &[u8], roots_pem: &[u8]) -> Vec<MaterialProblem> {
+    use x509_parser::prelude::{FromDer as _, X509Certificate};
+    let mut problems = Vec::new();
+    let (Ok(ders), Ok(roots)) = (
+        crate::pki::inspect::certificate_ders(intermediate_pem),
+        crate::pki::inspect::certificate_ders(roots_pem),
+    ) else {
+        return problems; // unreadable input is reported by check_ca
+    };
+    let Some(der) = ders.first() else {
+        return problems;
+    };
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return problems;
+    };
+    let signed = roots.iter().any(|root| {
+        X509Certificate::from_der(root)
+            .is_ok_and(|(_, root)| cert.verify_signature(Some(root.public_key())).is_ok())
+    });
+    let subject = cert.subject().to_string();
+    if !signed {
+        problems.push(MaterialProblem::NotIssuedByRoot {
+            subject: subject.clone(),
+            issuer: cert.issuer().to_string(),
+        });
+    }
+    let can_sign = cert
+        .key_usage()
+        .ok()
+        .flatten()
+        .is_none_or(|usage| usage.value.key_cert_sign());
+    if !can_sign {
+        problems.push(MaterialProblem::CannotSign { subject });
+    }
     problems
 }
 
