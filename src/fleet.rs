@@ -111,9 +111,30 @@ pub fn observe(
     let sources = crate::material::secret_sources(config);
     let results = parallel_map(clusters.to_vec(), parallelism, |(name, backend)| {
         let names = names_for(config, &sources, name);
-        let result = backend
+        let describe = |e: crate::backend::BackendError| {
+            format!("{}: {}", backend.describe(), error_chain(&e))
+        };
+        let mut result = backend
             .observe(namespace, instance, &names)
-            .map_err(|e| format!("{}: {}", backend.describe(), error_chain(&e)));
+            .map_err(describe);
+        // Material sources in other namespaces: one read each.
+        for source in sources
+            .iter()
+            .filter(|s| &s.cluster == name && s.namespace.as_str() != namespace)
+        {
+            let Ok(observation) = &mut result else { break };
+            let wanted = vec![source.name.clone()];
+            match backend.observe(source.namespace.as_str(), instance, &wanted) {
+                Ok(mut found) => {
+                    if let Some(secret) = found.secrets.remove(&source.name) {
+                        observation
+                            .inputs
+                            .insert((source.namespace.to_string(), source.name.clone()), secret);
+                    }
+                }
+                Err(e) => result = Err(describe(e)),
+            }
+        }
         (name.clone(), result)
     });
     Observed {

@@ -212,8 +212,8 @@ fn read_one(
         },
         SourceKind::Secret(r) => {
             let cluster = observed.clusters.get(&r.cluster);
-            let secrets = match cluster {
-                Some(Ok(c)) => &c.secrets,
+            let observation = match cluster {
+                Some(Ok(c)) => c,
                 Some(Err(why)) => {
                     return Err((
                         format!(
@@ -233,11 +233,14 @@ fn read_one(
                     ));
                 }
             };
-            match secrets
+            let in_relay_namespace = observation
+                .secrets
                 .get(&r.name)
-                .filter(|s| s.namespace == r.namespace.as_str())
-                .and_then(|s| s.get(&r.key))
-            {
+                .filter(|s| s.namespace == r.namespace.as_str());
+            let elsewhere = observation
+                .inputs
+                .get(&(r.namespace.to_string(), r.name.clone()));
+            match in_relay_namespace.or(elsewhere).and_then(|s| s.get(&r.key)) {
                 Some(value) => value.clone(),
                 None => {
                     return Err((

@@ -80,6 +80,9 @@ pub struct ClusterObservation {
     /// Relevant Secrets by name: those labelled for this instance plus the
     /// named relay Secrets, in the relay namespace.
     pub secrets: BTreeMap<String, SecretObject>,
+    /// Secrets that `secret` material sources name in other namespaces, by
+    /// `(namespace, name)`.
+    pub inputs: BTreeMap<(String, String), SecretObject>,
 }
 
 /// The fleet as observed: per cluster, its Secrets or why it could not be read.

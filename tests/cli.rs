@@ -980,3 +980,44 @@ fn a_saved_plan_is_stale_when_the_material_it_was_made_with_changed() {
     );
     assert!(!fixture.transcript.borrow().contains(&"a".repeat(64)));
 }
+
+#[test]
+fn secret_sources_are_read_from_their_own_namespace() {
+    let fixture = Fixture::example("managed");
+    let trust = std::fs::read_to_string(fixture.config().join("relay-trust.yaml")).unwrap().replace(
+        "identityToken: { enabled: true }",
+        "identityToken: { enabled: true, value: { secret: { cluster: mgmt, namespace: vault-sync, name: relay-token, key: token } } }",
+    );
+    fixture.write_config("relay-trust.yaml", &trust);
+    let token = "c".repeat(64);
+    let backend = fixture.backend("mgmt");
+    backend
+        .write(&relayctl::plan::Write {
+            action: relayctl::plan::Action::Create,
+            object: SecretObject {
+                namespace: "vault-sync".into(),
+                name: "relay-token".into(),
+                labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
+                data: BTreeMap::from([("token".into(), SecretBytes::from(token.clone()))]),
+                version: String::new(),
+            },
+            precondition: None,
+        })
+        .unwrap();
+    fixture.apply();
+    for cluster in ["mgmt", "cluster-1", "cluster-2"] {
+        assert_eq!(
+            data(
+                &fixture
+                    .secret(cluster, "relay-identity-token-secret")
+                    .unwrap(),
+                "token"
+            ),
+            token.as_bytes(),
+            "{cluster}"
+        );
+    }
+    assert!(!fixture.transcript.borrow().contains(&token));
+    assert_eq!(fixture.plan_code().0, 0);
+}

@@ -343,7 +343,7 @@ fn versions(observed: &Observed) -> Vec<ObjectVersion> {
     let mut out = Vec::new();
     for (cluster, result) in &observed.clusters {
         if let Ok(obs) = result {
-            for secret in obs.secrets.values() {
+            for secret in obs.secrets.values().chain(obs.inputs.values()) {
                 out.push(ObjectVersion {
                     cluster: cluster.to_string(),
                     namespace: secret.namespace.clone(),
