@@ -1313,7 +1313,13 @@ mod tests {
                         .into_iter()
                         .map(|w| (w.object.name.clone(), w.object))
                         .collect();
-                    (cw.cluster, Ok(ClusterObservation { secrets }))
+                    (
+                        cw.cluster,
+                        Ok(ClusterObservation {
+                            secrets,
+                            inputs: Default::default(),
+                        }),
+                    )
                 })
                 .collect(),
         }
