@@ -1,7 +1,8 @@
 //! Carries out a plan's writes: no decisions, only order and concurrency.
 //!
 //! The management cluster goes first, one write at a time in plan order (root,
-//! signing, server, token, inventory). If it fails, nothing else is written:
+//! signing, server, token); its inventory is written last, once every orphan
+//! was pruned. If the management cluster fails, nothing else is written:
 //! workloads would be handed a root or token that mgmt does not have. Then
 //! workload and orphan clusters run concurrently, at most `parallelism` at a
 //! time; a failing cluster stops at its first failed write and does not stop
@@ -57,6 +58,24 @@ pub fn apply(
 ) -> ApplyReport {
     let mut report = ApplyReport::default();
     let (mgmt, rest): (Vec<_>, Vec<_>) = writes.iter().partition(|w| w.role == Role::Management);
+    // The inventory is written last, and only when every orphan was pruned:
+    // an orphan whose delete failed must stay listed to be found next time.
+    let mut inventory = Vec::new();
+    let mgmt: Vec<ClusterWrites> = mgmt
+        .into_iter()
+        .map(|cluster| {
+            let (last, first): (Vec<_>, Vec<_>) = cluster
+                .writes
+                .iter()
+                .cloned()
+                .partition(|w| crate::plan::is_inventory(&w.object.name));
+            inventory.extend(last.into_iter().map(|w| (cluster.cluster.clone(), w)));
+            ClusterWrites {
+                writes: first,
+                ..cluster.clone()
+            }
+        })
+        .collect();
     for cluster in &mgmt {
         let outcome = apply_cluster(cluster, backends);
         on_done(&outcome);
@@ -84,6 +103,39 @@ pub fn apply(
         outcome
     });
     report.outcomes.extend(outcomes);
+    let orphans_pruned = report
+        .outcomes
+        .iter()
+        .all(|o| o.role != Role::Orphan || o.error.is_none());
+    for (cluster, write) in inventory {
+        let pending = ClusterWrites {
+            cluster,
+            role: Role::Management,
+            writes: vec![write],
+        };
+        let outcome = if orphans_pruned {
+            apply_cluster(&pending, backends)
+        } else {
+            ClusterOutcome {
+                cluster: pending.cluster,
+                role: Role::Management,
+                written: 0,
+                error: Some("inventory kept: an orphan cluster could not be pruned; it is retried on the next run".to_owned()),
+            }
+        };
+        on_done(&outcome);
+        match report
+            .outcomes
+            .iter_mut()
+            .find(|o| o.cluster == outcome.cluster)
+        {
+            Some(existing) => {
+                existing.written += outcome.written;
+                existing.error = existing.error.take().or(outcome.error);
+            }
+            None => report.outcomes.push(outcome),
+        }
+    }
     report
 }
 

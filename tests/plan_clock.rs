@@ -159,3 +159,118 @@ fn plans_are_deterministic_for_the_same_inputs() {
     // known before apply, so the plans are equal.
     assert_eq!(a, b);
 }
+
+/// A directory backend whose deletes fail, as an unreachable or changed orphan would.
+struct FailingDeletes(DirectoryBackend);
+
+impl Backend for FailingDeletes {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn target(&self) -> String {
+        self.0.target()
+    }
+    fn observe(
+        &self,
+        namespace: &str,
+        instance: &str,
+        names: &[String],
+    ) -> Result<relayctl::observed::ClusterObservation, relayctl::backend::BackendError> {
+        self.0.observe(namespace, instance, names)
+    }
+    fn write(&self, write: &relayctl::plan::Write) -> Result<(), relayctl::backend::BackendError> {
+        if write.action == Action::Delete {
+            return Err(relayctl::backend::BackendError::Connect {
+                reason: "injected failure".into(),
+            });
+        }
+        self.0.write(write)
+    }
+    fn lock(
+        &self,
+        namespace: &str,
+        instance: &str,
+        holder: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Box<dyn relayctl::backend::LockGuard>, relayctl::backend::BackendError> {
+        self.0.lock(namespace, instance, holder, timeout)
+    }
+}
+
+#[test]
+fn an_orphan_whose_prune_failed_stays_in_the_inventory() {
+    let mut world = World {
+        state: tempfile::tempdir().unwrap(),
+        config: config(),
+    };
+    let t0 = OffsetDateTime::now_utc();
+    world.apply(&world.plan(t0));
+    // cluster-2 leaves the config; pruning is on; its deletes fail.
+    let gone = world.config.workloads.pop().unwrap().cluster;
+    assert_eq!(gone.name.as_str(), "cluster-2");
+    let mut backends = world.backends();
+    backends.insert(
+        gone.name.clone(),
+        Arc::new(FailingDeletes(DirectoryBackend::new(
+            world.state.path().join("cluster-2"),
+        ))),
+    );
+    let orphans = BTreeMap::from([(gone.name.clone(), gone.connection.clone())]);
+    let plan_with = |backends: &BTreeMap<ClusterName, Arc<dyn Backend>>| {
+        let clusters: Vec<_> = backends.clone().into_iter().collect();
+        let observed = relayctl::fleet::observe(&world.config, &clusters, 4);
+        let keys = relayctl::pki::testing::PooledKeySource;
+        let input = PlanInput {
+            config: &world.config,
+            material: &Material::default(),
+            observed: &observed,
+            orphans: &orphans,
+            adopt: false,
+            prune: true,
+            source: "test",
+            now: t0,
+            random: Randomness {
+                keys: &keys,
+                token: &token,
+            },
+        };
+        plan::plan(&input).unwrap()
+    };
+    let planned = plan_with(&backends);
+    assert!(
+        actions(&planned)
+            .iter()
+            .any(|(c, _, a, _)| c == "cluster-2" && *a == Action::Delete)
+    );
+    let report = relayctl::apply::apply(&planned.writes, &backends, 4, &|_| {});
+    assert!(!report.ok());
+    // The inventory still lists cluster-2, so the next run finds and prunes it.
+    let mgmt = DirectoryBackend::new(world.state.path().join("mgmt"));
+    let observed = mgmt.observe("gloo-mesh", "prod", &[]).unwrap();
+    let inventory = plan::read_inventory(&observed, "prod");
+    assert!(
+        inventory.iter().any(|e| e.name.as_str() == "cluster-2"),
+        "{inventory:?}"
+    );
+    // Once deletes work, the prune and then the inventory go through.
+    backends.insert(
+        gone.name.clone(),
+        Arc::new(DirectoryBackend::new(world.state.path().join("cluster-2"))),
+    );
+    let planned = plan_with(&backends);
+    assert!(relayctl::apply::apply(&planned.writes, &backends, 4, &|_| {}).ok());
+    let observed = mgmt.observe("gloo-mesh", "prod", &[]).unwrap();
+    assert!(
+        !plan::read_inventory(&observed, "prod")
+            .iter()
+            .any(|e| e.name.as_str() == "cluster-2")
+    );
+    world
+        .config
+        .workloads
+        .push(relayctl::model::WorkloadConfig {
+            cluster: gone,
+            client_cert: None,
+            client_key: None,
+        });
+}

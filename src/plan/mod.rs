@@ -49,6 +49,11 @@ pub fn inventory_secret(instance: &str) -> String {
     format!("relayctl-{instance}-inventory")
 }
 
+/// Whether a Secret name is an inventory Secret (of any instance).
+pub fn is_inventory(name: &str) -> bool {
+    name.starts_with("relayctl-") && name.ends_with("-inventory")
+}
+
 /// Data key of the inventory Secret.
 pub const INVENTORY_KEY: &str = "clusters.json";
 
