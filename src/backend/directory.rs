@@ -275,58 +275,40 @@ impl Backend for DirectoryBackend {
         holder: &str,
         timeout: Duration,
     ) -> Result<Box<dyn LockGuard>, BackendError> {
+        // An OS advisory lock (flock) on the lock file: the kernel releases it
+        // when the holder's process ends however it ends, so there are no stale
+        // locks to take over and no race between two waiters doing so. The
+        // file's content only names the holder for messages.
         create_dirs(&self.root)?;
         let path = self.lock_file(instance);
+        let write_err = |source| BackendError::Write {
+            path: path.clone(),
+            source,
+        };
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(write_err)?;
         let started = Instant::now();
         loop {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let record = LockRecord {
-                holder: holder.to_owned(),
-                pid: std::process::id(),
-                acquired: now,
-                expires: now + LOCK_LEASE.as_secs(),
-            };
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(mut file) => {
-                    let text = serde_json::to_string(&record).unwrap_or_default();
-                    file.write_all(text.as_bytes())
-                        .and_then(|()| file.sync_all())
-                        .map_err(|source| BackendError::Write {
-                            path: path.clone(),
-                            source,
-                        })?;
-                    return Ok(Box::new(DirectoryLock { path }));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let existing: Option<LockRecord> = fs::read(&path)
-                        .ok()
-                        .and_then(|b| serde_json::from_slice(&b).ok());
-                    let abandoned = match &existing {
-                        Some(r) => r.expires <= now || !process_alive(r.pid),
-                        // A lock file being written right now, or garbage: give it a moment.
-                        None => started.elapsed() > Duration::from_secs(5),
-                    };
-                    if abandoned {
-                        let _ = fs::remove_file(&path);
-                        continue;
-                    }
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) => {
                     if started.elapsed() >= timeout {
+                        let existing: Option<LockRecord> = fs::read(&path)
+                            .ok()
+                            .and_then(|b| serde_json::from_slice(&b).ok());
                         let holder = existing
                             .map(|r| {
                                 format!(
-                                    "held by `{}` (pid {}) since {}, expires {}",
+                                    "held by `{}` (pid {}) since {}",
                                     r.holder,
                                     r.pid,
-                                    unix_rfc3339(r.acquired),
-                                    unix_rfc3339(r.expires)
+                                    unix_rfc3339(r.acquired)
                                 )
                             })
                             .unwrap_or_else(|| format!("lock file `{}`", path.display()));
@@ -337,22 +319,36 @@ impl Backend for DirectoryBackend {
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(source) => return Err(BackendError::Write { path, source }),
+                Err(fs::TryLockError::Error(source)) => return Err(write_err(source)),
             }
         }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let record = LockRecord {
+            holder: holder.to_owned(),
+            pid: std::process::id(),
+            acquired: now,
+        };
+        let text = serde_json::to_string(&record).unwrap_or_default();
+        file.set_len(0)
+            .and_then(|()| {
+                use std::io::Seek as _;
+                file.rewind()
+            })
+            .and_then(|()| file.write_all(text.as_bytes()))
+            .and_then(|()| file.sync_all())
+            .map_err(write_err)?;
+        Ok(Box::new(DirectoryLock { file }))
     }
 }
-
-/// How long a directory lock is valid without its holder; a crashed run's
-/// lock is also taken over as soon as its process is gone.
-pub const LOCK_LEASE: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, Serialize, Deserialize)]
 struct LockRecord {
     holder: String,
     pid: u32,
     acquired: u64,
-    expires: u64,
 }
 
 fn unix_rfc3339(secs: u64) -> String {
@@ -365,19 +361,16 @@ fn unix_rfc3339(secs: u64) -> String {
         .unwrap_or_default()
 }
 
-fn process_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
+/// Holds the flock; closing the file (on drop or process exit) releases it.
 struct DirectoryLock {
-    path: PathBuf,
+    file: fs::File,
 }
 
 impl LockGuard for DirectoryLock {}
 
 impl Drop for DirectoryLock {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        let _ = self.file.unlock();
     }
 }
 
@@ -479,7 +472,6 @@ mod tests {
             holder: "crashed".into(),
             pid: u32::MAX - 1,
             acquired: 0,
-            expires: u64::MAX,
         };
         fs::write(
             dir.path().join(".relayctl-prod.lock"),
