@@ -92,7 +92,7 @@ pub enum CliError {
     },
     /// Two clusters of the config are the same storage.
     #[error(
-        "clusters `{first}` and `{second}` are the same cluster ({target}); relayctl would overwrite one with the other, so nothing was contacted or written"
+        "clusters `{first}` and `{second}` are the same cluster ({target}); relayctl would overwrite one with the other, so nothing was written"
     )]
     SharedTarget {
         /// One cluster.

@@ -129,7 +129,7 @@ pub fn render(diagnostics: &[Diagnostic], sources: &BTreeMap<PathBuf, String>) -
     let count = diagnostics.len();
     let _ = writeln!(
         out,
-        "{count} problem{} found; nothing was contacted or written",
+        "{count} problem{} found; nothing was written",
         if count == 1 { "" } else { "s" }
     );
     out

@@ -822,6 +822,9 @@ fn key_algorithm(r: &mut Reporter<'_>, steps: &[Step], text: Option<&str>) -> Ke
     parse_enum(r, steps, text, &allowed).unwrap_or_default()
 }
 
+/// The longest duration accepted anywhere: 100 years.
+const MAX_DURATION: Duration = Duration::from_hours(876_000);
+
 fn duration(r: &mut Reporter<'_>, steps: &[Step], text: Option<&str>) -> Option<Duration> {
     let text = text?;
     match text.parse::<Duration>() {
@@ -831,6 +834,15 @@ fn duration(r: &mut Reporter<'_>, steps: &[Step], text: Option<&str>) -> Option<
                 "invalid-duration",
                 format!("`{text}` is zero"),
                 Some("a certificate lifetime must be positive, e.g. `8760h`".to_owned()),
+            );
+            None
+        }
+        Ok(d) if d > MAX_DURATION => {
+            r.at_value(
+                steps,
+                "invalid-duration",
+                format!("`{text}` is longer than 100 years (`{MAX_DURATION}`)"),
+                Some("X.509 dates end in 9999, and no CA should live this long: use at most `876000h`".to_owned()),
             );
             None
         }
