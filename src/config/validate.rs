@@ -675,41 +675,98 @@ const KIND_HINT: &str = "use one of `RelayTrust`, `ManagementCluster`, `Workload
 /// Deserializes a document into its raw type, reporting every unknown field
 /// and the first type error with their positions.
 fn typed<T: DeserializeOwned>(r: &mut Reporter<'_>) -> Option<T> {
-    let json = r.node.to_json();
+    let mut json = r.node.to_json();
     let mut unknown: Vec<Vec<Step>> = Vec::new();
-    let result = {
-        let mut on_ignored = |p: serde_ignored::Path<'_>| unknown.push(ignored_steps(&p));
-        let ignored = serde_ignored::Deserializer::new(&json, &mut on_ignored);
-        serde_path_to_error::deserialize::<_, T>(ignored)
+    let mut type_errors = 0;
+    // serde stops at the first type error; to report every one, the field at
+    // fault is removed and the document read again. The document is dropped
+    // if any was found, so no later rule runs on a half-read document.
+    for pass in 0..MAX_TYPE_ERRORS {
+        let result = {
+            let mut on_ignored = |p: serde_ignored::Path<'_>| {
+                if pass == 0 {
+                    unknown.push(ignored_steps(&p));
+                }
+            };
+            let ignored = serde_ignored::Deserializer::new(&json, &mut on_ignored);
+            serde_path_to_error::deserialize::<_, T>(ignored)
+        };
+        match result {
+            Ok(value) => {
+                report_unknown(r, &unknown);
+                return (type_errors == 0).then_some(value);
+            }
+            Err(err) => {
+                let steps: Vec<Step> = err
+                    .path()
+                    .iter()
+                    .filter_map(|segment| match segment {
+                        serde_path_to_error::Segment::Map { key } => Some(Step::Key(key.clone())),
+                        serde_path_to_error::Segment::Seq { index } => Some(Step::Index(*index)),
+                        _ => None,
+                    })
+                    .collect();
+                r.at_value(
+                    &steps,
+                    "invalid-type",
+                    type_message(&err.inner().to_string(), r.node.get(&steps)),
+                    Some(
+                        "see the manifest reference for the expected shape of this field"
+                            .to_owned(),
+                    ),
+                );
+                type_errors += 1;
+                if !remove_field(&mut json, &steps) {
+                    break;
+                }
+            }
+        }
+    }
+    report_unknown(r, &unknown);
+    None
+}
+
+/// Type errors reported per document at most.
+const MAX_TYPE_ERRORS: usize = 32;
+
+/// Removes the mapping entry at `steps` (for a list element, the whole list,
+/// so later indices keep their positions). False when there is nothing to remove.
+fn remove_field(json: &mut serde_json::Value, steps: &[Step]) -> bool {
+    let key_end = steps
+        .iter()
+        .rposition(|s| matches!(s, Step::Key(_)))
+        .map_or(0, |i| i + 1);
+    let Some((Step::Key(last), parent)) = steps[..key_end].split_last() else {
+        return false;
     };
-    for steps in &unknown {
+    let mut node = json;
+    for step in parent {
+        node = match (node, step) {
+            (serde_json::Value::Object(map), Step::Key(k)) => match map.get_mut(k) {
+                Some(child) => child,
+                None => return false,
+            },
+            (serde_json::Value::Array(items), Step::Index(i)) => match items.get_mut(*i) {
+                Some(child) => child,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match node {
+        serde_json::Value::Object(map) => map.remove(last).is_some(),
+        _ => false,
+    }
+}
+
+fn report_unknown(r: &mut Reporter<'_>, unknown: &[Vec<Step>]) {
+    for steps in unknown {
         let name = match steps.last() {
             Some(Step::Key(k)) => k.clone(),
             _ => "?".to_owned(),
         };
         let parent = field_path(&steps[..steps.len().saturating_sub(1)]);
         r.at_key(steps, "unknown-field", format!("unknown field `{name}`{}", if parent.is_empty() { String::new() } else { format!(" in `{parent}`") }), Some("check the spelling against the manifest reference (`relayctl schema` prints the JSON schema)".to_owned()));
-    }
-    match result {
-        Ok(value) => Some(value),
-        Err(err) => {
-            let steps: Vec<Step> = err
-                .path()
-                .iter()
-                .filter_map(|segment| match segment {
-                    serde_path_to_error::Segment::Map { key } => Some(Step::Key(key.clone())),
-                    serde_path_to_error::Segment::Seq { index } => Some(Step::Index(*index)),
-                    _ => None,
-                })
-                .collect();
-            r.at_value(
-                &steps,
-                "invalid-type",
-                type_message(&err.inner().to_string(), r.node.get(&steps)),
-                Some("see the manifest reference for the expected shape of this field".to_owned()),
-            );
-            None
-        }
     }
 }
 
