@@ -24,6 +24,7 @@ use time::OffsetDateTime;
 use crate::error::error_chain;
 use crate::model::{CaMode, ClientCertMode, ClusterName, Duration, TrustConfig};
 use crate::observed::{ClusterObservation, Observed, SecretObject};
+use crate::pki::inspect::rfc3339;
 use crate::pki::{self, CertFacts, PrivateKey, Usage};
 use crate::plan::{CLIENT_SECRET, ROOT_SECRET, SERVER_SECRET, SIGNING_SECRET, TOKEN_SECRET};
 use crate::secret::SecretBytes;
@@ -291,11 +292,6 @@ fn short(fingerprint: &str) -> String {
         .to_lowercase()
 }
 
-fn rfc3339(time: OffsetDateTime) -> String {
-    time.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| time.to_string())
-}
-
 fn secret<'a>(obs: &'a ClusterObservation, name: &str) -> Option<&'a SecretObject> {
     obs.secrets.get(name)
 }
@@ -416,21 +412,6 @@ fn leaf_expiry(
             String::new(),
         )
     }
-}
-
-/// Whether the CA certificate `child` is signed by one of `issuers` (a TLS
-/// verifier will not take a CA as an end entity, so this checks the signature).
-fn issued_by(child_der: &[u8], issuers: &[(CertFacts, Vec<u8>)]) -> bool {
-    use x509_parser::prelude::{FromDer as _, X509Certificate};
-    let Ok((_, child)) = X509Certificate::from_der(child_der) else {
-        return false;
-    };
-    issuers.iter().any(|(_, der)| {
-        X509Certificate::from_der(der).is_ok_and(|(_, issuer)| {
-            child.issuer() == issuer.subject()
-                && child.verify_signature(Some(issuer.public_key())).is_ok()
-        })
-    })
 }
 
 /// `√ key matches` or a × line; returns the key when it matches.
@@ -622,10 +603,21 @@ fn mgmt_signing(
             format!("signing CA `{}` is not a CA", facts.subject),
             hint,
         ),
-        Some(bundle) if issued_by(der, &bundle.certs) => lines.ok(
-            "signing-ca-chain",
-            format!("signing CA `{}` is issued by the root CA", facts.subject),
-        ),
+        Some(bundle)
+            if pki::issued_by(
+                der,
+                &bundle
+                    .certs
+                    .iter()
+                    .map(|(_, d)| d.as_slice())
+                    .collect::<Vec<_>>(),
+            ) =>
+        {
+            lines.ok(
+                "signing-ca-chain",
+                format!("signing CA `{}` is issued by the root CA", facts.subject),
+            )
+        }
         Some(_) => lines.fail(
             "signing-ca-chain",
             format!(

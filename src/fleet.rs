@@ -13,7 +13,7 @@ use crate::backend::directory::DirectoryBackend;
 use crate::backend::{Backend, BackendError};
 use crate::model::{ClusterName, Connection, TrustConfig};
 use crate::observed::Observed;
-use crate::plan::{self, CLIENT_SECRET, ROOT_SECRET, SERVER_SECRET, SIGNING_SECRET, TOKEN_SECRET};
+use crate::plan;
 
 /// How the shell reaches clusters: the resolved global flags.
 #[derive(Debug, Clone)]
@@ -80,16 +80,10 @@ fn names_for(
     sources: &[&crate::model::SecretRef],
     cluster: &ClusterName,
 ) -> Vec<String> {
-    let mut names: Vec<String> = [
-        ROOT_SECRET,
-        SIGNING_SECRET,
-        SERVER_SECRET,
-        TOKEN_SECRET,
-        CLIENT_SECRET,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let mut names: Vec<String> = plan::RELAY_SECRETS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     names.push(plan::inventory_secret(config.instance.as_str()));
     for source in sources {
         if &source.cluster == cluster {

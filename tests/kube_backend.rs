@@ -193,16 +193,10 @@ fn backend(context: &str) -> Arc<dyn Backend> {
 
 /// The relay Secrets of `ns` on `context`, by name.
 fn secrets(context: &str, ns: &str) -> BTreeMap<String, SecretObject> {
-    let names: Vec<String> = [
-        ROOT_SECRET,
-        SIGNING_SECRET,
-        SERVER_SECRET,
-        TOKEN_SECRET,
-        CLIENT_SECRET,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let names: Vec<String> = relayctl::plan::RELAY_SECRETS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     backend(context)
         .observe(ns, INSTANCE, &names)
         .unwrap_or_else(|e| panic!("observe {context}/{ns}: {e}"))

@@ -27,7 +27,7 @@ pub(crate) fn check_command(settings: &Settings, args: &CheckArgs) -> Result<Out
     }
     let report = check::check(config, &observed, OffsetDateTime::now_utc());
     let text = match args.output {
-        CheckFormat::Text => check::render_text(&report, colour()),
+        CheckFormat::Text => check::render_text(&report, super::colour()),
         CheckFormat::Json => check::render_json(&report) + "\n",
     };
     let mut out = std::io::stdout().lock();
@@ -39,11 +39,4 @@ pub(crate) fn check_command(settings: &Settings, args: &CheckArgs) -> Result<Out
     } else {
         Outcome::Failed
     })
-}
-
-/// Colours on a terminal, unless `NO_COLOR` is set.
-fn colour() -> bool {
-    use std::io::IsTerminal as _;
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    std::io::stdout().is_terminal() && !no_color
 }

@@ -203,10 +203,15 @@ impl Settings {
 }
 
 /// Whether stdout gets colours: a terminal and no `NO_COLOR`.
-fn palette() -> crate::plan::render::Palette {
+pub(crate) fn colour() -> bool {
     use std::io::IsTerminal as _;
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    if std::io::stdout().is_terminal() && !no_color {
+    std::io::stdout().is_terminal() && !no_color
+}
+
+/// The plan palette for stdout.
+fn palette() -> crate::plan::render::Palette {
+    if colour() {
         crate::plan::render::Palette::ansi()
     } else {
         crate::plan::render::Palette::plain()

@@ -100,10 +100,10 @@ pub struct CertFacts {
     /// Serial number, lowercase hex with `:` separators.
     pub serial: String,
     /// Start of validity.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339_serde")]
     pub not_before: OffsetDateTime,
     /// End of validity.
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "rfc3339_serde")]
     pub not_after: OffsetDateTime,
     /// basicConstraints `CA:TRUE`.
     pub is_ca: bool,
@@ -152,11 +152,18 @@ impl CertFacts {
     }
 }
 
-fn rfc3339<S: Serializer>(time: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
+fn rfc3339_serde<S: Serializer>(time: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
     let text = time
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(serde::ser::Error::custom)?;
     serializer.serialize_str(&text)
+}
+
+/// A time as RFC 3339 (`2036-11-26T05:08:31Z`), the form every message and
+/// annotation uses.
+pub fn rfc3339(time: OffsetDateTime) -> String {
+    time.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| time.to_string())
 }
 
 /// Whether `key` is the private half of the certificate's public key.

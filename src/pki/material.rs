@@ -9,6 +9,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::model::Duration;
+use crate::pki::inspect::rfc3339;
 use crate::pki::inspect::{CertFacts, inspect_bundle, key_matches};
 use crate::pki::key::inspect_private_key;
 use crate::pki::renewal::human;
@@ -308,10 +309,8 @@ pub fn check_issued_by_root(intermediate_pem: &[u8], roots_pem: &[u8]) -> Vec<Ma
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
         return problems;
     };
-    let signed = roots.iter().any(|root| {
-        X509Certificate::from_der(root)
-            .is_ok_and(|(_, root)| cert.verify_signature(Some(root.public_key())).is_ok())
-    });
+    let roots: Vec<&[u8]> = roots.iter().map(Vec::as_slice).collect();
+    let signed = crate::pki::verify::issued_by(der, &roots);
     let subject = cert.subject().to_string();
     if !signed {
         problems.push(MaterialProblem::NotIssuedByRoot {
@@ -397,9 +396,4 @@ fn key_problems(cert: &CertFacts, key: Option<&SecretBytes>, problems: &mut Vec<
             reason: crate::error::error_chain(&error),
         }),
     }
-}
-
-fn rfc3339(time: OffsetDateTime) -> String {
-    time.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| time.to_string())
 }

@@ -39,4 +39,4 @@ pub use key::{
 };
 pub use material::MaterialProblem;
 pub use renewal::{renewal_due, renewal_threshold};
-pub use verify::{Usage, VerifyError, verify_chain};
+pub use verify::{Usage, VerifyError, issued_by, verify_chain};

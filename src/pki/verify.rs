@@ -153,3 +153,19 @@ pub fn verify_chain(
     }
     Ok(())
 }
+
+/// Whether the certificate `child_der` is signed by one of `issuer_ders` (and
+/// names it as issuer). For CA certificates, which a TLS verifier will not
+/// accept as end entities, this is the chain check.
+pub fn issued_by(child_der: &[u8], issuer_ders: &[&[u8]]) -> bool {
+    use x509_parser::prelude::{FromDer as _, X509Certificate};
+    let Ok((_, child)) = X509Certificate::from_der(child_der) else {
+        return false;
+    };
+    issuer_ders.iter().any(|der| {
+        X509Certificate::from_der(der).is_ok_and(|(_, issuer)| {
+            child.issuer() == issuer.subject()
+                && child.verify_signature(Some(issuer.public_key())).is_ok()
+        })
+    })
+}

@@ -26,6 +26,7 @@ use crate::observed::{
     ClusterObservation, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, Observed, Ownership,
     SecretObject,
 };
+use crate::pki::inspect::rfc3339;
 use crate::pki::{
     self, CaRequest, CertFacts, ClientRequest, Issuer, KeySource, PrivateKey, ServerRequest, Usage,
 };
@@ -41,6 +42,15 @@ pub const SERVER_SECRET: &str = "relay-server-tls-secret";
 pub const TOKEN_SECRET: &str = "relay-identity-token-secret";
 /// `relay-client-tls-secret`: an agent's client certificate (workloads).
 pub const CLIENT_SECRET: &str = "relay-client-tls-secret";
+
+/// Every relay Secret name, as the product expects them.
+pub const RELAY_SECRETS: [&str; 5] = [
+    ROOT_SECRET,
+    SIGNING_SECRET,
+    SERVER_SECRET,
+    TOKEN_SECRET,
+    CLIENT_SECRET,
+];
 
 /// Name of the inventory Secret on the management cluster: which workload
 /// clusters (and connections) this instance has written to, so that a cluster
@@ -550,11 +560,6 @@ fn same_value(a: &SecretBytes, b: &SecretBytes) -> bool {
     }
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 /// Canonical PEM of every certificate in `pem` (re-encoded from DER).
 fn canonical_bundle(pem: &[u8]) -> Option<(Vec<u8>, Vec<CertFacts>)> {
     let ders = pki::inspect::certificate_ders(pem).ok()?;
@@ -674,34 +679,6 @@ fn existing_ca(secret: &SecretObject, cert_key: &str) -> Result<Issuer, String> 
             crate::error::error_chain(&other)
         ),
     })
-}
-
-/// Whether `child` is signed by `issuer`'s key (for CA certificates, which a
-/// TLS verifier will not accept as end entities).
-fn signed_by(child: &CertFacts, child_pem: &[u8], issuer: &Issuer) -> bool {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let Ok(ders) = pki::inspect::certificate_ders(child_pem) else {
-        return false;
-    };
-    let Some(child_der) = ders.first() else {
-        return false;
-    };
-    let Ok(issuer_ders) = pki::inspect::certificate_ders(issuer.cert_pem().as_bytes()) else {
-        return false;
-    };
-    let Some(issuer_der) = issuer_ders.first() else {
-        return false;
-    };
-    let (Ok((_, child_cert)), Ok((_, issuer_cert))) = (
-        X509Certificate::from_der(child_der),
-        X509Certificate::from_der(issuer_der),
-    ) else {
-        return false;
-    };
-    child.issuer == issuer.facts().subject
-        && child_cert
-            .verify_signature(Some(issuer_cert.public_key()))
-            .is_ok()
 }
 
 fn plan_management(
@@ -864,7 +841,11 @@ fn plan_management(
                         .get("tls.crt")
                         .map(|c| c.expose().to_vec())
                         .unwrap_or_default();
-                    if !signed_by(issuer.facts(), &cert, root) {
+                    let child = pki::inspect::certificate_ders(&cert).unwrap_or_default();
+                    let root_der = pki::inspect::certificate_ders(root.cert_pem().as_bytes())
+                        .unwrap_or_default();
+                    let roots: Vec<&[u8]> = root_der.iter().map(Vec::as_slice).collect();
+                    if !child.first().is_some_and(|der| pki::issued_by(der, &roots)) {
                         return Err("not signed by the current root".to_owned());
                     }
                     if issuer.facts().path_len != Some(0) {
