@@ -328,46 +328,18 @@ fn ca_expiry(
     now: OffsetDateTime,
     hint: &str,
 ) -> (Status, String, String) {
-    let subject = &facts.subject;
-    let not_after = rfc3339(facts.not_after);
-    if now < facts.not_before {
-        return (
-            Status::Fail,
-            format!(
-                "{what} `{subject}` is not valid before {}",
-                rfc3339(facts.not_before)
-            ),
-            "check the clocks of the machine that issued it and of this one".to_owned(),
-        );
-    }
-    let remaining = facts.not_after - now;
-    if remaining <= time::Duration::ZERO {
-        (
-            Status::Fail,
-            format!(
-                "{what} `{subject}` expired {} ago ({not_after})",
-                pki::renewal::human(-remaining)
-            ),
-            hint.to_owned(),
-        )
-    } else if remaining < time::Duration::days(warn_days) {
-        (
-            Status::Warn,
-            format!(
-                "{what} `{subject}` expires in {}, under {warn_days} days ({not_after})",
-                pki::renewal::human(remaining)
-            ),
-            hint.to_owned(),
-        )
-    } else {
-        (
-            Status::Ok,
-            format!(
-                "{what} `{subject}` is valid for at least {warn_days} days (until {not_after})"
-            ),
-            String::new(),
-        )
-    }
+    let bound = Bound {
+        threshold: time::Duration::days(warn_days),
+        name: format!("{warn_days} days"),
+        ok: "at least",
+    };
+    expiry(
+        &format!("{what} `{}`", facts.subject),
+        facts,
+        &bound,
+        now,
+        hint,
+    )
 }
 
 /// A leaf's tier: × expired or not yet valid, ‼ under `renew_before`, √ otherwise.
@@ -375,6 +347,28 @@ fn leaf_expiry(
     what: &str,
     facts: &CertFacts,
     renew_before: Duration,
+    now: OffsetDateTime,
+    hint: &str,
+) -> (Status, String, String) {
+    let bound = Bound {
+        threshold: renew_before.to_time(),
+        name: format!("renewBefore {renew_before}"),
+        ok: "more than",
+    };
+    expiry(what, facts, &bound, now, hint)
+}
+
+/// The warning threshold of an expiry tier and how messages name it.
+struct Bound {
+    threshold: time::Duration,
+    name: String,
+    ok: &'static str,
+}
+
+fn expiry(
+    what: &str,
+    facts: &CertFacts,
+    bound: &Bound,
     now: OffsetDateTime,
     hint: &str,
 ) -> (Status, String, String) {
@@ -387,6 +381,7 @@ fn leaf_expiry(
         );
     }
     let remaining = facts.not_after - now;
+    let name = &bound.name;
     if remaining <= time::Duration::ZERO {
         (
             Status::Fail,
@@ -396,11 +391,11 @@ fn leaf_expiry(
             ),
             hint.to_owned(),
         )
-    } else if remaining < renew_before.to_time() {
+    } else if remaining < bound.threshold {
         (
             Status::Warn,
             format!(
-                "{what} expires in {}, under renewBefore {renew_before} ({not_after})",
+                "{what} expires in {}, under {name} ({not_after})",
                 pki::renewal::human(remaining)
             ),
             hint.to_owned(),
@@ -408,7 +403,10 @@ fn leaf_expiry(
     } else {
         (
             Status::Ok,
-            format!("{what} is valid for more than renewBefore {renew_before} (until {not_after})"),
+            format!(
+                "{what} is valid for {} {name} (until {not_after})",
+                bound.ok
+            ),
             String::new(),
         )
     }
