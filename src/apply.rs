@@ -58,24 +58,6 @@ pub fn apply(
 ) -> ApplyReport {
     let mut report = ApplyReport::default();
     let (mgmt, rest): (Vec<_>, Vec<_>) = writes.iter().partition(|w| w.role == Role::Management);
-    // The inventory is written last, and only when every orphan was pruned:
-    // an orphan whose delete failed must stay listed to be found next time.
-    let mut inventory = Vec::new();
-    let mgmt: Vec<ClusterWrites> = mgmt
-        .into_iter()
-        .map(|cluster| {
-            let (last, first): (Vec<_>, Vec<_>) = cluster
-                .writes
-                .iter()
-                .cloned()
-                .partition(|w| crate::plan::is_inventory(&w.object.name));
-            inventory.extend(last.into_iter().map(|w| (cluster.cluster.clone(), w)));
-            ClusterWrites {
-                writes: first,
-                ..cluster.clone()
-            }
-        })
-        .collect();
     for cluster in &mgmt {
         let outcome = apply_cluster(cluster, backends);
         on_done(&outcome);
@@ -107,18 +89,18 @@ pub fn apply(
         .outcomes
         .iter()
         .all(|o| o.role != Role::Orphan || o.error.is_none());
-    for (cluster, write) in inventory {
+    for cluster in writes.iter().filter(|w| !w.last.is_empty()) {
         let pending = ClusterWrites {
-            cluster,
-            role: Role::Management,
-            writes: vec![write],
+            writes: cluster.last.clone(),
+            last: Vec::new(),
+            ..cluster.clone()
         };
         let outcome = if orphans_pruned {
             apply_cluster(&pending, backends)
         } else {
             ClusterOutcome {
                 cluster: pending.cluster,
-                role: Role::Management,
+                role: pending.role,
                 written: 0,
                 error: Some("inventory kept: an orphan cluster could not be pruned; it is retried on the next run".to_owned()),
             }

@@ -59,11 +59,6 @@ pub fn inventory_secret(instance: &str) -> String {
     format!("relayctl-{instance}-inventory")
 }
 
-/// Whether a Secret name is an inventory Secret (of any instance).
-pub fn is_inventory(name: &str) -> bool {
-    name.starts_with("relayctl-") && name.ends_with("-inventory")
-}
-
 /// Data key of the inventory Secret.
 pub const INVENTORY_KEY: &str = "clusters.json";
 
@@ -117,6 +112,10 @@ pub struct ClusterWrites {
     pub role: Role,
     /// Writes in order.
     pub writes: Vec<Write>,
+    /// Writes carried out after every other cluster, and only when no orphan
+    /// cluster failed: the inventory, which must keep listing an orphan whose
+    /// prune did not go through so that the next run finds it again.
+    pub last: Vec<Write>,
 }
 
 /// A plan plus the objects that carry it out.
@@ -320,6 +319,11 @@ impl<'a> Cluster<'a> {
     }
 
     fn finish(self) -> (ClusterPlan, ClusterWrites) {
+        let inventory = inventory_secret(self.input.config.instance.as_str());
+        let (last, writes) = self
+            .writes
+            .into_iter()
+            .partition(|w| w.object.name == inventory);
         (
             ClusterPlan {
                 name: self.name.to_string(),
@@ -330,7 +334,8 @@ impl<'a> Cluster<'a> {
             ClusterWrites {
                 cluster: self.name,
                 role: self.role,
-                writes: self.writes,
+                writes,
+                last,
             },
         )
     }
