@@ -10,7 +10,7 @@
 //! a concurrent change is detected, and a rerun converges after any failure.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::backend::Backend;
 use crate::fleet::parallel_map;
@@ -57,9 +57,10 @@ pub fn apply(
     on_done: &(dyn Fn(&ClusterOutcome) + Sync),
 ) -> ApplyReport {
     let mut report = ApplyReport::default();
+    let written = Written::default();
     let (mgmt, rest): (Vec<_>, Vec<_>) = writes.iter().partition(|w| w.role == Role::Management);
     for cluster in &mgmt {
-        let outcome = apply_cluster(cluster, backends);
+        let outcome = apply_cluster(cluster, backends, &written);
         on_done(&outcome);
         report.outcomes.push(outcome);
     }
@@ -80,7 +81,7 @@ pub fn apply(
     }
     let pending: Vec<&ClusterWrites> = rest.into_iter().filter(|w| !w.writes.is_empty()).collect();
     let outcomes = parallel_map(pending, parallelism, |cluster| {
-        let outcome = apply_cluster(cluster, backends);
+        let outcome = apply_cluster(cluster, backends, &written);
         on_done(&outcome);
         outcome
     });
@@ -96,7 +97,7 @@ pub fn apply(
             ..cluster.clone()
         };
         let outcome = if orphans_pruned {
-            apply_cluster(&pending, backends)
+            apply_cluster(&pending, backends, &written)
         } else {
             ClusterOutcome {
                 cluster: pending.cluster,
@@ -121,9 +122,14 @@ pub fn apply(
     report
 }
 
+/// The version each object has after its write in this apply, for writes
+/// chained to an earlier one.
+type Written = Mutex<BTreeMap<(ClusterName, String, String), Option<String>>>;
+
 fn apply_cluster(
     cluster: &ClusterWrites,
     backends: &BTreeMap<ClusterName, Arc<dyn Backend>>,
+    written: &Written,
 ) -> ClusterOutcome {
     let mut outcome = ClusterOutcome {
         cluster: cluster.cluster.clone(),
@@ -139,8 +145,30 @@ fn apply_cluster(
         return outcome;
     };
     for write in &cluster.writes {
+        let key = (
+            cluster.cluster.clone(),
+            write.object.namespace.clone(),
+            write.object.name.clone(),
+        );
+        let chained;
+        let write = if write.chained {
+            let earlier = written.lock().ok().and_then(|w| w.get(&key).cloned());
+            chained = crate::plan::Write {
+                precondition: earlier.unwrap_or_else(|| write.precondition.clone()),
+                chained: false,
+                ..write.clone()
+            };
+            &chained
+        } else {
+            write
+        };
         match backend.write(write) {
-            Ok(()) => outcome.written += 1,
+            Ok(version) => {
+                outcome.written += 1;
+                if let Ok(mut w) = written.lock() {
+                    w.insert(key, version);
+                }
+            }
             Err(err) => {
                 outcome.error = Some(format!(
                     "{} {}/{}: {}",

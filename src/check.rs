@@ -1262,10 +1262,13 @@ mod tests {
         let text = format!(
             "apiVersion: relayctl.dev/v1alpha1\nkind: RelayTrust\nmetadata: {{ name: prod }}\nspec:\n  clientCerts: {{ mode: {client_mode}, validity: 2160h, renewBefore: 720h }}\n---\napiVersion: relayctl.dev/v1alpha1\nkind: ManagementCluster\nmetadata: {{ name: mgmt }}\n---\napiVersion: relayctl.dev/v1alpha1\nkind: WorkloadCluster\nmetadata: {{ name: cluster-1 }}\n---\napiVersion: relayctl.dev/v1alpha1\nkind: WorkloadCluster\nmetadata: {{ name: cluster-2 }}\n"
         );
-        validate(&[ManifestFile {
-            path: "fleet.yaml".into(),
-            text,
-        }])
+        validate(
+            &[ManifestFile {
+                path: "fleet.yaml".into(),
+                text,
+            }],
+            std::path::Path::new(""),
+        )
         .unwrap_or_else(|d| panic!("{d:?}"))
     }
 
@@ -1307,7 +1310,7 @@ mod tests {
                         cw.cluster,
                         Ok(ClusterObservation {
                             secrets,
-                            inputs: Default::default(),
+                            ..ClusterObservation::default()
                         }),
                     )
                 })

@@ -24,6 +24,11 @@ pub struct Reach {
     pub kubeconfig: Option<PathBuf>,
     /// Per-cluster timeout for API calls.
     pub timeout: std::time::Duration,
+    /// Tighten loose permissions in the state directory (with a warning)
+    /// instead of refusing them.
+    pub fix_permissions: bool,
+    /// Allow `directory` connections outside the state directory.
+    pub allow_outside_state_dir: bool,
 }
 
 /// Builds the backend for one cluster's connection.
@@ -33,14 +38,49 @@ pub fn backend_for(
     reach: &Reach,
 ) -> Result<Arc<dyn Backend>, BackendError> {
     match connection {
-        Connection::StateDir => Ok(Arc::new(DirectoryBackend::new(
-            reach.state_dir.join(name.as_str()),
-        ))),
-        Connection::Directory { path } => Ok(Arc::new(DirectoryBackend::new(path.clone()))),
+        Connection::StateDir => Ok(Arc::new(
+            DirectoryBackend::in_state_dir(reach.state_dir.join(name.as_str()), &reach.state_dir)
+                .fixing_permissions(reach.fix_permissions),
+        )),
+        Connection::Directory { path } => {
+            let backend = if within_state_dir(path, reach) {
+                DirectoryBackend::in_state_dir(path.clone(), &reach.state_dir)
+            } else {
+                DirectoryBackend::new(path.clone())
+            };
+            Ok(Arc::new(backend.fixing_permissions(reach.fix_permissions)))
+        }
         Connection::Kubeconfig { .. } | Connection::InCluster => {
             crate::backend::kube_backend(name, connection, reach)
         }
     }
+}
+
+/// Whether the folder `path` lies inside the state directory (after
+/// symlinks).
+pub fn within_state_dir(path: &Path, reach: &Reach) -> bool {
+    crate::files::resolve(path).starts_with(crate::files::resolve(&reach.state_dir))
+}
+
+/// Clusters of the config whose `directory` connection leaves the state
+/// directory, unless that is allowed: such a folder is not guarded like the
+/// state directory, and a manifest could point it at any folder of the host.
+pub fn outside_state_dir<'c>(
+    config: &'c TrustConfig,
+    reach: &Reach,
+) -> Vec<(&'c crate::model::ClusterConfig, &'c Path)> {
+    if reach.allow_outside_state_dir {
+        return Vec::new();
+    }
+    config
+        .clusters()
+        .filter_map(|cluster| match &cluster.connection {
+            Connection::Directory { path } if !within_state_dir(path, reach) => {
+                Some((cluster, path.as_path()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Maps `f` over `items` on at most `parallelism` threads, keeping order.
@@ -106,7 +146,13 @@ pub fn observe(
     let results = parallel_map(clusters.to_vec(), parallelism, |(name, backend)| {
         let names = names_for(config, &sources, name);
         let describe = |e: crate::backend::BackendError| {
-            format!("{}: {}", backend.describe(), error_chain(&e))
+            use crate::backend::BackendError as E;
+            let class = match e {
+                E::Read { .. } | E::Corrupt { .. } => "unreadable",
+                E::Refused { .. } => "refused",
+                _ => "unreachable",
+            };
+            format!("{class}: {}: {}", backend.describe(), error_chain(&e))
         };
         let mut result = backend
             .observe(namespace, instance, &names)
@@ -134,6 +180,38 @@ pub fn observe(
     Observed {
         clusters: results.into_iter().collect(),
     }
+}
+
+/// Two observed clusters that are one storage, as `(first, second, how)`:
+/// they share an identity (the same folder by device and inode, the same
+/// Secret uids), whatever paths or contexts reached them.
+pub fn shared_storage(observed: &Observed) -> Option<(ClusterName, ClusterName, String)> {
+    let mut seen: BTreeMap<&str, &ClusterName> = BTreeMap::new();
+    for (name, result) in &observed.clusters {
+        let Ok(observation) = result else { continue };
+        for identity in &observation.identities {
+            match seen.get(identity.as_str()) {
+                Some(first) if *first != name => {
+                    let how = match identity.split_once(':') {
+                        Some(("inode", _)) => "the same folder (same device and inode)".to_owned(),
+                        Some(("secret-uid", uid)) => {
+                            format!(
+                                "the same API server and namespace (both hold Secret uid {uid})"
+                            )
+                        }
+                        Some(("path", path)) => format!("the same folder `{path}`"),
+                        _ => identity.clone(),
+                    };
+                    return Some(((*first).clone(), name.clone(), how));
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(identity, name);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Clusters of one config that resolve to the same storage (directory or API

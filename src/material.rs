@@ -6,7 +6,7 @@
 //! [`check`] runs the PKI checks on what was loaded.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 
 use time::OffsetDateTime;
 
@@ -145,6 +145,7 @@ pub fn load(
     config: &TrustConfig,
     getenv: &dyn Fn(&str) -> Option<String>,
     observed: Option<&Observed>,
+    root: &Path,
 ) -> (Material, Vec<Diagnostic>) {
     let mut material = Material::default();
     let mut problems = Vec::new();
@@ -155,7 +156,7 @@ pub fn load(
             (SourceKind::Secret(_), None) => continue,
             (_, observed) => observed,
         };
-        let bytes = match read_one(source, getenv, observed.unwrap_or(&EMPTY)) {
+        let bytes = match read_one(source, getenv, observed.unwrap_or(&EMPTY), root) {
             Ok(bytes) => bytes,
             Err((message, hint)) => {
                 problems.push(diagnostic(
@@ -175,7 +176,23 @@ pub fn load(
             Role::IntermediateKey => material.intermediate_key = Some(bytes),
             Role::ServerCert => material.server_cert = Some(bytes),
             Role::ServerKey => material.server_key = Some(bytes),
-            Role::Token => material.token = Some(bytes),
+            Role::Token => {
+                let token = match &source.kind {
+                    SourceKind::File(_) => strip_one_newline(bytes),
+                    _ => bytes,
+                };
+                if let Some((message, hint)) = token_problem(&token) {
+                    problems.push(diagnostic(
+                        &source.location,
+                        &source.field,
+                        "weak-token",
+                        format!("the identity token from {source} {message}"),
+                        hint,
+                    ));
+                    continue;
+                }
+                material.token = Some(token);
+            }
             Role::ClientCert(cluster) => clients.entry(cluster).or_default().0 = Some(bytes),
             Role::ClientKey(cluster) => clients.entry(cluster).or_default().1 = Some(bytes),
         }
@@ -192,9 +209,10 @@ fn read_one(
     source: &MaterialSource,
     getenv: &dyn Fn(&str) -> Option<String>,
     observed: &Observed,
+    root: &Path,
 ) -> Result<SecretBytes, (String, String)> {
     let bytes = match &source.kind {
-        SourceKind::File(path) => read_file(path)?,
+        SourceKind::File(path) => read_file(path, root)?,
         SourceKind::Env(var) => match getenv(var) {
             Some(value) if !value.is_empty() => SecretBytes::from(value),
             Some(_) => {
@@ -264,26 +282,121 @@ fn read_one(
     Ok(bytes)
 }
 
-fn read_file(path: &PathBuf) -> Result<SecretBytes, (String, String)> {
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.len() > MAX_MATERIAL_BYTES as u64 => {
-            return Err((
-                format!(
-                    "file `{}` is {} bytes; at most {MAX_MATERIAL_BYTES} are read",
-                    path.display(),
-                    meta.len()
-                ),
+fn read_file(path: &Path, root: &Path) -> Result<SecretBytes, (String, String)> {
+    use crate::files::FileError;
+    let missing_hint = "paths in `file` sources are relative to the manifest that names them; for the examples run `examples/clusters/make-material.sh <scenario>/material`";
+    crate::files::read_confined(root, path, MAX_MATERIAL_BYTES)
+        .map(SecretBytes::new)
+        .map_err(|err| match err {
+            FileError::Outside { .. } => (
+                format!("file `{}` resolves outside the config folder (through a symlink)", path.display()),
+                "material files are read only inside the config folder or the Git checkout; keep other material in an `env` or `secret` source".to_owned(),
+            ),
+            FileError::NotRegular { kind, .. } => (
+                format!("file `{}` is {kind}, not a regular file", path.display()),
+                "point the source at a PEM file or a token file".to_owned(),
+            ),
+            FileError::TooLarge { max, .. } => (
+                format!("file `{}` holds more than {max} bytes", path.display()),
                 "point the source at one PEM file".to_owned(),
-            ));
-        }
-        _ => {}
+            ),
+            FileError::Io { source, .. } => (
+                format!("cannot read file `{}`: {source}", path.display()),
+                missing_hint.to_owned(),
+            ),
+        })
+}
+
+/// A token file's one trailing newline (`\n` or `\r\n`), which editors and
+/// `echo` add, is not part of the token.
+fn strip_one_newline(bytes: SecretBytes) -> SecretBytes {
+    let value = bytes.expose();
+    let cut = if value.ends_with(b"\r\n") {
+        2
+    } else if value.ends_with(b"\n") {
+        1
+    } else {
+        return bytes;
+    };
+    SecretBytes::new(value[..value.len() - cut].to_vec())
+}
+
+/// Fewest characters of a brought identity token.
+pub const MIN_TOKEN_LEN: usize = 32;
+/// Most characters of a brought identity token.
+pub const MAX_TOKEN_LEN: usize = 1024;
+/// Fewest bits a brought token must carry by its length and alphabet.
+pub const MIN_TOKEN_BITS: f64 = 128.0;
+
+/// What is wrong with a brought identity token, if anything: too short or
+/// too long, characters that are not printable ASCII (no spaces, no control
+/// characters), or too little entropy for its alphabet (e.g. 32 decimal
+/// digits carry 106 bits; fewer than 8 distinct characters is a pattern, not
+/// a secret). Never quotes the token.
+pub fn token_problem(token: &SecretBytes) -> Option<(String, String)> {
+    let value = token.expose();
+    let hint = "generate one with `openssl rand -hex 32` (64 hex characters), or remove `identityToken.value` and let relayctl generate it".to_owned();
+    if value.len() < MIN_TOKEN_LEN || value.len() > MAX_TOKEN_LEN {
+        return Some((
+            format!(
+                "is {} characters long; between {MIN_TOKEN_LEN} and {MAX_TOKEN_LEN} are accepted",
+                value.len()
+            ),
+            hint,
+        ));
     }
-    std::fs::read(path).map(SecretBytes::new).map_err(|err| {
-        (
-            format!("cannot read file `{}`: {err}", path.display()),
-            "paths in `file` sources are relative to the manifest that names them; for the examples run `examples/clusters/make-material.sh <scenario>/material`".to_owned(),
-        )
-    })
+    if let Some(position) = value.iter().position(|b| !(0x21..=0x7e).contains(b)) {
+        let what = if value[position].is_ascii_control() {
+            "a control character"
+        } else if value[position] == b' ' {
+            "a space"
+        } else {
+            "a non-ASCII byte"
+        };
+        return Some((
+            format!(
+                "holds {what} at byte {position}; only printable ASCII without spaces is accepted (one trailing newline of a file is stripped)"
+            ),
+            hint,
+        ));
+    }
+    let distinct = value
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let alphabet: f64 = if value.iter().all(u8::is_ascii_digit) {
+        10.0
+    } else if value.iter().all(u8::is_ascii_hexdigit) {
+        16.0
+    } else if value
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        || value
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
+        36.0
+    } else if value.iter().all(u8::is_ascii_alphanumeric) {
+        62.0
+    } else if value
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'/' | b'='))
+    {
+        64.0
+    } else {
+        94.0
+    };
+    let bits = value.len() as f64 * alphabet.log2();
+    if distinct < 8 || bits < MIN_TOKEN_BITS {
+        return Some((
+            format!(
+                "is too guessable: {} characters from an alphabet of {alphabet} ({bits:.0} bits, {distinct} distinct characters); at least {MIN_TOKEN_BITS} bits and 8 distinct characters are required",
+                value.len()
+            ),
+            hint,
+        ));
+    }
+    None
 }
 
 fn diagnostic(

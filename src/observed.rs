@@ -83,6 +83,12 @@ pub struct ClusterObservation {
     /// Secrets that `secret` material sources name in other namespaces, by
     /// `(namespace, name)`.
     pub inputs: BTreeMap<(String, String), SecretObject>,
+    /// What identifies the storage whatever path or context reached it (a
+    /// folder's device and inode, the uids of the Secrets seen): two
+    /// clusters of a config that share one are the same storage.
+    pub identities: std::collections::BTreeSet<String>,
+    /// Things seen that need attention but block nothing (a stray file).
+    pub warnings: Vec<String>,
 }
 
 /// The fleet as observed: per cluster, its Secrets or why it could not be read.

@@ -591,7 +591,7 @@ fn detailed_exitcode_rolls_up_error_over_changes_over_none() {
     let (code, run) = fixture.plan_code();
     assert_eq!(code, 1, "{}", run.stdout);
     assert!(
-        run.stdout.contains("cluster-2 (workload)\n  × unreachable"),
+        run.stdout.contains("cluster-2 (workload)\n  × unreadable"),
         "{}",
         run.stdout
     );
@@ -825,7 +825,7 @@ fn secrets_never_reach_any_output() {
 #[test]
 fn two_clusters_on_the_same_storage_are_refused_before_anything_is_written() {
     let fixture = Fixture::example("managed");
-    let shared = fixture.dir.path().join("shared");
+    let shared = fixture.state().join("shared");
     for (file, kind, name) in [
         ("mgmt.yaml", "ManagementCluster", "mgmt"),
         ("cluster-1.yaml", "WorkloadCluster", "mgmt-agent"),
@@ -855,7 +855,7 @@ fn two_clusters_on_the_same_storage_are_refused_before_anything_is_written() {
 #[test]
 fn a_renamed_cluster_is_not_pruned_as_an_orphan() {
     let fixture = Fixture::example("managed");
-    let physical = fixture.dir.path().join("physical-a");
+    let physical = fixture.state().join("physical-a");
     let trust = std::fs::read_to_string(fixture.config().join("relay-trust.yaml"))
         .unwrap()
         .replace("prune: false", "prune: true");
@@ -956,11 +956,11 @@ fn a_saved_plan_is_stale_when_the_material_it_was_made_with_changed() {
             "identityToken: { enabled: true, value: { file: token.txt } }",
         );
     fixture.write_config("relay-trust.yaml", &trust);
-    fixture.write_config("token.txt", &"a".repeat(64));
+    fixture.write_config("token.txt", &"0123456789abcdef".repeat(4));
     let plan_file = fixture.dir.path().join("p.json");
     let run = fixture.run(&["plan", "config", "--out", plan_file.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    fixture.write_config("token.txt", &"b".repeat(64));
+    fixture.write_config("token.txt", &"fedcba9876543210".repeat(4));
     let run = fixture.run(&["apply", plan_file.to_str().unwrap()]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(
@@ -975,10 +975,15 @@ fn a_saved_plan_is_stale_when_the_material_it_was_made_with_changed() {
     );
     let saved = std::fs::read_to_string(&plan_file).unwrap();
     assert!(
-        !saved.contains(&"a".repeat(64)),
+        !saved.contains(&"0123456789abcdef".repeat(4)),
         "the saved plan holds the token"
     );
-    assert!(!fixture.transcript.borrow().contains(&"a".repeat(64)));
+    assert!(
+        !fixture
+            .transcript
+            .borrow()
+            .contains(&"0123456789abcdef".repeat(4))
+    );
 }
 
 #[test]
@@ -989,7 +994,7 @@ fn secret_sources_are_read_from_their_own_namespace() {
         "identityToken: { enabled: true, value: { secret: { cluster: mgmt, namespace: vault-sync, name: relay-token, key: token } } }",
     );
     fixture.write_config("relay-trust.yaml", &trust);
-    let token = "c".repeat(64);
+    let token = "a1b2c3d4e5f60718".repeat(4);
     let backend = fixture.backend("mgmt");
     backend
         .write(&relayctl::plan::Write {
@@ -1003,6 +1008,7 @@ fn secret_sources_are_read_from_their_own_namespace() {
                 version: String::new(),
             },
             precondition: None,
+            chained: false,
         })
         .unwrap();
     fixture.apply();

@@ -177,6 +177,8 @@ fn reach(dir: &Path) -> Reach {
         state_dir: dir.join("state"),
         kubeconfig: None,
         timeout: Duration::from_secs(30),
+        fix_permissions: false,
+        allow_outside_state_dir: false,
     }
 }
 
@@ -733,9 +735,11 @@ fn writes_carry_preconditions_so_concurrent_changes_are_stale() {
         action,
         object: object(value),
         precondition,
+        chained: false,
     };
-    let is_stale =
-        |result: Result<(), BackendError>| matches!(result, Err(BackendError::Stale { .. }));
+    let is_stale = |result: Result<Option<String>, BackendError>| {
+        matches!(result, Err(BackendError::Stale { .. }))
+    };
     let observe = || {
         cluster
             .observe(ns, INSTANCE, &[])

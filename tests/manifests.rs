@@ -14,7 +14,8 @@ fn read(path: &Path) -> Vec<ManifestFile> {
 }
 
 fn render(files: &[ManifestFile]) -> (Vec<config::Diagnostic>, String) {
-    let diagnostics = config::validate(files).expect_err("fixture must be invalid");
+    let diagnostics =
+        config::validate(files, Path::new("tests/fixtures")).expect_err("fixture must be invalid");
     let sources: BTreeMap<PathBuf, String> = files
         .iter()
         .map(|f| (f.path.clone(), f.text.clone()))
@@ -83,7 +84,7 @@ fn every_example_is_valid() {
                 file.path.display()
             );
         }
-        let config = config::validate(&files).unwrap_or_else(|d| {
+        let config = config::validate(&files, &dir).unwrap_or_else(|d| {
             panic!("{} is invalid: {d:#?}", dir.display());
         });
         assert_eq!(config.management.name.as_str(), "mgmt");
@@ -137,7 +138,7 @@ proptest! {
 
     #[test]
     fn validation_never_panics_on_arbitrary_text(text in "\\PC{0,400}") {
-        let _ = config::validate(&[ManifestFile { path: "fuzz.yaml".into(), text }]);
+        let _ = config::validate(&[ManifestFile { path: "fuzz.yaml".into(), text }], Path::new(""));
     }
 
     #[test]
@@ -146,6 +147,6 @@ proptest! {
         let at = cut.min(text.len());
         let at = (0..=at).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
         text.insert_str(at, &insert);
-        let _ = config::validate(&[ManifestFile { path: "fuzz.yaml".into(), text }]);
+        let _ = config::validate(&[ManifestFile { path: "fuzz.yaml".into(), text }], Path::new(""));
     }
 }

@@ -14,6 +14,7 @@ use relayctl::pki::{self, CaRequest, Issuer, OsKeySource, ServerRequest};
 const BIN: &str = env!("CARGO_BIN_EXE_relayctl");
 
 fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join(name), text).unwrap();
 }
 
@@ -107,19 +108,19 @@ fn a_leaf_given_as_a_ca_an_expired_ca_and_a_short_ca_are_reported() {
         ("old", &old.cert_pem, &old.key),
         ("short", &short.cert_pem, &short.key),
     ] {
-        write(dir.path(), &format!("{name}.crt"), pem);
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(sub.join("material")).unwrap();
+        write(&sub.join("material"), &format!("{name}.crt"), pem);
         write(
-            dir.path(),
+            &sub.join("material"),
             &format!("{name}.key"),
             std::str::from_utf8(key.to_pkcs8_pem().expose()).unwrap(),
         );
-        let sub = dir.path().join(name);
-        std::fs::create_dir(&sub).unwrap();
         write(
-            &sub,
+            &sub.join("clusters"),
             "trust.yaml",
             &format!(
-                "apiVersion: relayctl.dev/v1alpha1\nkind: RelayTrust\nmetadata: {{ name: prod }}\nspec:\n  ca:\n    mode: custom\n    root:\n      cert: {{ file: ../{name}.crt }}\n      privateKey: {{ file: ../{name}.key }}\n{CLUSTERS}"
+                "apiVersion: relayctl.dev/v1alpha1\nkind: RelayTrust\nmetadata: {{ name: prod }}\nspec:\n  ca:\n    mode: custom\n    root:\n      cert: {{ file: ../material/{name}.crt }}\n      privateKey: {{ file: ../material/{name}.key }}\n{CLUSTERS}"
             ),
         );
     }

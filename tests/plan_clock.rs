@@ -18,7 +18,11 @@ use time::OffsetDateTime;
 fn config() -> relayctl::model::TrustConfig {
     let files = relayctl::source::read_local(Path::new("examples/clusters/managed-preprovisioned"))
         .unwrap();
-    let mut config = relayctl::config::validate(&files).unwrap();
+    let mut config = relayctl::config::validate(
+        &files,
+        Path::new("examples/clusters/managed-preprovisioned"),
+    )
+    .unwrap();
     config.ca.root.key = relayctl::model::KeyAlgorithm::EcdsaP256;
     config
 }
@@ -178,7 +182,10 @@ impl Backend for FailingDeletes {
     ) -> Result<relayctl::observed::ClusterObservation, relayctl::backend::BackendError> {
         self.0.observe(namespace, instance, names)
     }
-    fn write(&self, write: &relayctl::plan::Write) -> Result<(), relayctl::backend::BackendError> {
+    fn write(
+        &self,
+        write: &relayctl::plan::Write,
+    ) -> Result<Option<String>, relayctl::backend::BackendError> {
         if write.action == Action::Delete {
             return Err(relayctl::backend::BackendError::Connect {
                 reason: "injected failure".into(),
@@ -246,7 +253,9 @@ fn an_orphan_whose_prune_failed_stays_in_the_inventory() {
     assert!(!report.ok());
     // The inventory still lists cluster-2, so the next run finds and prunes it.
     let mgmt = DirectoryBackend::new(world.state.path().join("mgmt"));
-    let observed = mgmt.observe("gloo-mesh", "prod", &[]).unwrap();
+    let observed = mgmt
+        .observe("gloo-mesh", "prod", &[plan::inventory_secret("prod")])
+        .unwrap();
     let inventory = plan::read_inventory(&observed, "prod");
     assert!(
         inventory.iter().any(|e| e.name.as_str() == "cluster-2"),
@@ -259,7 +268,14 @@ fn an_orphan_whose_prune_failed_stays_in_the_inventory() {
     );
     let planned = plan_with(&backends);
     assert!(relayctl::apply::apply(&planned.writes, &backends, 4, &|_| {}).ok());
-    let observed = mgmt.observe("gloo-mesh", "prod", &[]).unwrap();
+    let observed = mgmt
+        .observe("gloo-mesh", "prod", &[plan::inventory_secret("prod")])
+        .unwrap();
+    assert!(
+        observed
+            .secrets
+            .contains_key(&plan::inventory_secret("prod"))
+    );
     assert!(
         !plan::read_inventory(&observed, "prod")
             .iter()

@@ -129,6 +129,49 @@ impl std::fmt::Debug for KubeBackend {
     }
 }
 
+/// Reads a kubeconfig file named by a manifest or `--kubeconfig`: a regular
+/// file of bounded size (a FIFO must not hang the run). The parser's
+/// message can quote the file, which may not be a kubeconfig at all, so the
+/// error names only what went wrong.
+fn read_kubeconfig(path: &std::path::Path) -> Result<Kubeconfig, String> {
+    const MAX_KUBECONFIG: usize = 4 * 1024 * 1024;
+    let real = std::fs::canonicalize(path).map_err(|e| e.to_string())?;
+    let bytes = zeroize::Zeroizing::new(
+        crate::files::read_regular(&real, MAX_KUBECONFIG).map_err(|e| match e {
+            crate::files::FileError::Io { source, .. } => source.to_string(),
+            other => other.to_string(),
+        })?,
+    );
+    let text = std::str::from_utf8(&bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+    Kubeconfig::from_yaml(text).map_err(|_| "not a valid kubeconfig".to_owned())
+}
+
+/// The credential plugin (`exec`, `auth-provider`) the user of `context`
+/// would run, if any.
+fn credential_plugin(kubeconfig: &Kubeconfig, context: &str) -> Option<&'static str> {
+    let user = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context)?
+        .context
+        .as_ref()?
+        .user
+        .as_ref()?;
+    let auth = kubeconfig
+        .auth_infos
+        .iter()
+        .find(|a| &a.name == user)?
+        .auth_info
+        .as_ref()?;
+    if auth.exec.is_some() {
+        Some("exec")
+    } else if auth.auth_provider.is_some() {
+        Some("auth-provider")
+    } else {
+        None
+    }
+}
+
 /// Where a kubeconfig came from, for messages.
 fn kubeconfig_source(explicit: Option<&std::path::Path>) -> String {
     match explicit {
@@ -159,15 +202,25 @@ impl KubeBackend {
                 let explicit = path.as_deref().or(reach.kubeconfig.as_deref());
                 let source = kubeconfig_source(explicit);
                 let kubeconfig = match explicit {
-                    Some(path) => Kubeconfig::read_from(path),
-                    None => Kubeconfig::read(),
+                    Some(path) => read_kubeconfig(path),
+                    None => Kubeconfig::read().map_err(|e| match e {
+                        kube::config::KubeconfigError::ReadConfig(io, _) => io.to_string(),
+                        _ => "not a valid kubeconfig".to_owned(),
+                    }),
                 }
-                .map_err(|e| {
-                    connect_error(format!(
-                        "cannot read the kubeconfig {source}: {}",
-                        crate::fleet::error_chain(&e)
-                    ))
+                .map_err(|what| {
+                    connect_error(format!("cannot read the kubeconfig {source}: {what}"))
                 })?;
+                if path.is_some()
+                    && let Some(plugin) = credential_plugin(&kubeconfig, context)
+                {
+                    // A kubeconfig named by a manifest is in the repository;
+                    // a plugin would run a command of the repository's
+                    // writers with relayctl's rights.
+                    return Err(connect_error(format!(
+                        "the kubeconfig {source} named by the manifest uses a credential plugin (`{plugin}`) for context `{context}`; plugins run commands, so only the operator's kubeconfig (`--kubeconfig`, `KUBECONFIG`) may use them"
+                    )));
+                }
                 if !kubeconfig.contexts.iter().any(|c| c.name == *context) {
                     let known: Vec<&str> = kubeconfig
                         .contexts
@@ -362,6 +415,21 @@ impl KubeBackend {
         }
     }
 
+    /// Remembers the uid for preconditions, and as an identity of the
+    /// storage: another context that sees the same Secret uid reaches the
+    /// same apiserver and namespace.
+    fn remember_identity(
+        &self,
+        object: &SecretObject,
+        uid: Option<String>,
+        observation: &mut ClusterObservation,
+    ) {
+        if let Some(uid) = &uid {
+            observation.identities.insert(format!("secret-uid:{uid}"));
+        }
+        self.remember_uid(object, uid);
+    }
+
     fn uid_for(&self, namespace: &str, name: &str, version: &str) -> Option<String> {
         self.uids.lock().ok().and_then(|uids| {
             uids.get(&(namespace.to_owned(), name.to_owned(), version.to_owned()))
@@ -469,7 +537,7 @@ impl KubeBackend {
         let mut observation = ClusterObservation::default();
         for secret in list.items {
             let (object, uid) = to_object(namespace, secret);
-            self.remember_uid(&object, uid);
+            self.remember_identity(&object, uid, &mut observation);
             observation.secrets.insert(object.name.clone(), object);
         }
         let missing: BTreeSet<&String> = names
@@ -494,13 +562,13 @@ impl KubeBackend {
             let secret: Secret =
                 decode(&text).map_err(|e| self.fail(operation(), CallError::Decode(e)))?;
             let (object, uid) = to_object(namespace, secret);
-            self.remember_uid(&object, uid);
+            self.remember_identity(&object, uid, &mut observation);
             observation.secrets.insert(object.name.clone(), object);
         }
         Ok(observation)
     }
 
-    async fn create(&self, object: &SecretObject) -> Result<(), BackendError> {
+    async fn create(&self, object: &SecretObject) -> Result<Option<String>, BackendError> {
         let (namespace, name) = (&object.namespace, &object.name);
         self.ensure_namespace(namespace).await?;
         let operation = || {
@@ -524,13 +592,17 @@ impl KubeBackend {
             })
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(text) => Ok(resource_version(text.as_bytes())),
             Err(CallError::Api(status)) if status.code == 409 => Err(Self::stale(namespace, name)),
             Err(e) => Err(self.fail(operation(), e)),
         }
     }
 
-    async fn update(&self, object: &SecretObject, version: &str) -> Result<(), BackendError> {
+    async fn update(
+        &self,
+        object: &SecretObject,
+        version: &str,
+    ) -> Result<Option<String>, BackendError> {
         let (namespace, name) = (&object.namespace, &object.name);
         let operation = || {
             format!(
@@ -568,7 +640,7 @@ impl KubeBackend {
             .collect();
         drop(applied.data);
         if extra.is_empty() {
-            return Ok(());
+            return Ok(applied.metadata.resource_version);
         }
         let removal = serde_json::json!({
             "metadata": {
@@ -586,7 +658,7 @@ impl KubeBackend {
             .secret_call(deadline, || request.patch(name, &params, &patch))
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(text) => Ok(resource_version(text.as_bytes())),
             Err(CallError::Api(status)) if status.code == 409 || status.code == 404 => {
                 Err(Self::stale(namespace, name))
             }
@@ -749,7 +821,7 @@ impl Backend for KubeBackend {
         block_on(self.observe_async(namespace, instance, names))
     }
 
-    fn write(&self, write: &Write) -> Result<(), BackendError> {
+    fn write(&self, write: &Write) -> Result<Option<String>, BackendError> {
         let object = &write.object;
         match (write.action, write.precondition.as_deref()) {
             (Action::Create | Action::Update, None) => block_on(self.create(object)),
@@ -757,11 +829,11 @@ impl Backend for KubeBackend {
                 block_on(self.update(object, version))
             }
             (Action::Delete, Some(version)) => {
-                block_on(self.delete(&object.namespace, &object.name, version))
+                block_on(self.delete(&object.namespace, &object.name, version)).map(|()| None)
             }
             // Nothing to delete was observed: it is absent, as wanted.
-            (Action::Delete, None) => Ok(()),
-            (Action::NoOp | Action::Conflict | Action::Error, _) => Ok(()),
+            (Action::Delete, None) => Ok(None),
+            (Action::NoOp | Action::Conflict | Action::Error, _) => Ok(write.precondition.clone()),
         }
     }
 
@@ -775,6 +847,17 @@ impl Backend for KubeBackend {
         let lock = block_on(self.acquire(namespace, instance, holder, timeout))?;
         Ok(Box::new(lock))
     }
+}
+
+/// The `resourceVersion` of the object in an API answer, if it has one.
+fn resource_version(text: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    }
+    serde_json::from_slice::<Answer>(text)
+        .ok()
+        .and_then(|a| a.metadata.resource_version)
 }
 
 /// The body of a Secret write: planned labels, annotations and data.

@@ -42,6 +42,15 @@ pub enum BackendError {
         /// What is wrong (never includes data values).
         reason: String,
     },
+    /// The storage is not guarded as a key store must be (a planted file,
+    /// loose permissions, a symlink out of the state directory).
+    #[error("refusing `{path}`: {reason}")]
+    Refused {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
     /// The object changed between observation and write.
     #[error("secret `{namespace}/{name}` changed since it was observed; run plan again")]
     Stale {
@@ -125,8 +134,11 @@ pub trait Backend: Send + Sync {
     /// other's Secrets, so the shell refuses that.
     fn target(&self) -> String;
 
-    /// Every Secret in `namespace` labelled for `instance`, plus those named in
-    /// `names` whatever their labels.
+    /// The Secrets of `namespace` named in `names` (the relay catalogue, the
+    /// inventory and named inputs), whatever their labels. A backend may
+    /// also return other Secrets labelled for `instance` (the Kubernetes
+    /// backend's label-scoped LIST does); the directory backend reads only
+    /// the named files.
     fn observe(
         &self,
         namespace: &str,
@@ -134,8 +146,17 @@ pub trait Backend: Send + Sync {
         names: &[String],
     ) -> Result<ClusterObservation, BackendError>;
 
-    /// Carries out one planned write, honouring its precondition.
-    fn write(&self, write: &Write) -> Result<(), BackendError>;
+    /// Carries out one planned write, honouring its precondition; returns
+    /// the version the object has afterwards (`None` once deleted).
+    fn write(&self, write: &Write) -> Result<Option<String>, BackendError>;
+
+    /// Removes what an interrupted earlier run left behind in `namespace`
+    /// (temporary files holding keys). Called under the apply lock; returns
+    /// how many leftovers were removed.
+    fn sweep(&self, namespace: &str) -> Result<usize, BackendError> {
+        let _ = namespace;
+        Ok(0)
+    }
 
     /// Takes the apply lock of `instance`, waiting up to `timeout`; fails
     /// naming the holder.

@@ -41,6 +41,14 @@ pub struct GlobalArgs {
     /// Per-cluster timeout of each Kubernetes API call, retries included [default: 30s].
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<std::time::Duration>,
+    /// Tighten loose permissions in the state directory (folders writable by
+    /// others, Secret files not 0600) with a warning, instead of refusing them.
+    #[arg(long, global = true)]
+    pub fix_permissions: bool,
+    /// Allow `directory` connections outside `--state-dir` (they are not
+    /// guarded like the state directory).
+    #[arg(long, global = true)]
+    pub allow_outside_state_dir: bool,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,

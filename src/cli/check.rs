@@ -2,29 +2,20 @@
 //! nothing and takes no lock.
 
 use std::io::Write as _;
-use std::sync::Arc;
 
 use time::OffsetDateTime;
 
 use super::args::{CheckArgs, CheckFormat};
 use super::{CliError, Outcome, Settings};
-use crate::backend::Backend;
 use crate::check;
-use crate::model::ClusterName;
 
 /// Runs `relayctl check`: exit 0 when no check failed (warnings do not
 /// fail), 1 otherwise.
 pub(crate) fn check_command(settings: &Settings, args: &CheckArgs) -> Result<Outcome, CliError> {
     let source = settings.config_source(args.path.as_deref(), &args.git)?;
-    let loaded = super::fleet::load_config(&source)?;
+    let loaded = super::fleet::load_config(settings, &source)?;
     let config = &loaded.config;
-    let (backends, failed) = crate::fleet::backends(config, &settings.reach);
-    super::fleet::refuse_shared_targets(&backends)?;
-    let clusters: Vec<(ClusterName, Arc<dyn Backend>)> = backends.into_iter().collect();
-    let mut observed = crate::fleet::observe(config, &clusters, settings.parallelism);
-    for (name, why) in failed {
-        observed.clusters.insert(name, Err(why));
-    }
+    let (_, observed) = super::fleet::observe_fleet(settings, config)?;
     let report = check::check(config, &observed, OffsetDateTime::now_utc());
     let text = match args.output {
         CheckFormat::Text => check::render_text(&report, super::colour()),

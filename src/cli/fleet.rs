@@ -38,26 +38,90 @@ pub(crate) struct LoadedConfig {
     pub(crate) files: Vec<ManifestFile>,
     pub(crate) config: TrustConfig,
     pub(crate) provenance: Provenance,
+    /// Paths in the manifests stay inside this folder.
+    pub(crate) root: PathBuf,
 }
 
-/// Reads and validates manifests, rendering diagnostics on failure.
-pub(crate) fn load_config(source: &ConfigSource) -> Result<LoadedConfig, CliError> {
+/// Reads and validates manifests, rendering diagnostics on failure. A
+/// `directory` connection outside the state directory is a problem of the
+/// manifests too, unless `--allow-outside-state-dir`.
+pub(crate) fn load_config(
+    settings: &Settings,
+    source: &ConfigSource,
+) -> Result<LoadedConfig, CliError> {
     let loaded = source.read()?;
     if let Some(commit) = &loaded.provenance.commit {
         tracing::debug!(source = %source.describe(), commit = %commit, "read the manifests");
     }
-    match config::validate(&loaded.files) {
-        Ok(config) => Ok(LoadedConfig {
-            files: loaded.files,
-            config,
-            provenance: loaded.provenance,
-        }),
-        Err(diagnostics) => Err(report_diagnostics_at(
-            &loaded.files,
-            &diagnostics,
-            Some(&loaded.provenance),
-        )),
+    let report = |diagnostics: &[config::Diagnostic]| {
+        report_diagnostics_at(&loaded.files, diagnostics, Some(&loaded.provenance))
+    };
+    let config = config::validate(&loaded.files, &loaded.root).map_err(|d| report(&d))?;
+    let outside: Vec<config::Diagnostic> = fleet::outside_state_dir(&config, &settings.reach)
+        .into_iter()
+        .map(|(cluster, path)| config::Diagnostic {
+            file: cluster.location.file.clone(),
+            position: Some(config::node::Position {
+                line: cluster.location.line,
+                column: cluster.location.column,
+            }),
+            field: "spec.connection.directory.path".to_owned(),
+            code: "directory-outside-state-dir",
+            message: format!(
+                "cluster `{}`: folder `{}` is outside the state directory `{}`",
+                cluster.name,
+                path.display(),
+                settings.reach.state_dir.display()
+            ),
+            hint: Some("keep cluster folders below `--state-dir` (guarded like a key store), or pass `--allow-outside-state-dir` if this folder is yours".to_owned()),
+        })
+        .collect();
+    if !outside.is_empty() {
+        return Err(report(&outside));
     }
+    Ok(LoadedConfig {
+        files: loaded.files,
+        config,
+        provenance: loaded.provenance,
+        root: loaded.root,
+    })
+}
+
+/// Every cluster's backend, by name.
+pub(crate) type Backends = BTreeMap<ClusterName, Arc<dyn Backend>>;
+
+/// Backends for every cluster of the config, and what they hold: the one
+/// observation pipeline of `plan`, `apply` and `check`. Refuses a config in
+/// which two clusters are one storage, whether their connections say so
+/// (the same folder or API server) or only what was observed does (a
+/// symlink or bind mount, two contexts for one API server).
+pub(crate) fn observe_fleet(
+    settings: &Settings,
+    config: &TrustConfig,
+) -> Result<(Backends, Observed), CliError> {
+    let (backends, failed) = fleet::backends(config, &settings.reach);
+    refuse_shared_targets(&backends)?;
+    let clusters: Vec<(ClusterName, Arc<dyn Backend>)> = backends
+        .iter()
+        .map(|(n, b)| (n.clone(), b.clone()))
+        .collect();
+    let mut observed = fleet::observe(config, &clusters, settings.parallelism);
+    for (name, why) in failed {
+        observed.clusters.insert(name, Err(why));
+    }
+    if let Some((first, second, target)) = fleet::shared_storage(&observed) {
+        return Err(CliError::SharedTarget {
+            first: first.to_string(),
+            second: second.to_string(),
+            target,
+        });
+    }
+    for (name, result) in &observed.clusters {
+        for warning in result.iter().flat_map(|o| &o.warnings) {
+            super::output::warning(&format!("{name}: {warning}"));
+        }
+    }
+    Ok((backends, observed))
 }
 
 /// Loads and checks file/env material (and, given observations, secret sources).
@@ -70,7 +134,7 @@ pub(crate) fn load_material(
     let report =
         |d: &[config::Diagnostic]| report_diagnostics_at(files, d, Some(&loaded.provenance));
     let getenv = |name: &str| std::env::var(name).ok();
-    let (material, mut problems) = material::load(config, &getenv, observed);
+    let (material, mut problems) = material::load(config, &getenv, observed, &loaded.root);
     problems.extend(material::check(config, &material, now));
     problems.sort();
     if problems.is_empty() {
@@ -97,18 +161,9 @@ pub(crate) fn prepare(
     fleet_args: &FleetArgs,
 ) -> Result<Prepared, CliError> {
     let now = OffsetDateTime::now_utc();
-    let loaded = load_config(source)?;
+    let loaded = load_config(settings, source)?;
     let config = &loaded.config;
-    let (mut backends, failed) = fleet::backends(config, &settings.reach);
-    refuse_shared_targets(&backends)?;
-    let clusters: Vec<(ClusterName, Arc<dyn Backend>)> = backends
-        .iter()
-        .map(|(n, b)| (n.clone(), b.clone()))
-        .collect();
-    let mut observed = fleet::observe(config, &clusters, settings.parallelism);
-    for (name, why) in failed {
-        observed.clusters.insert(name, Err(why));
-    }
+    let (mut backends, mut observed) = observe_fleet(settings, config)?;
     let material = load_material(&loaded, Some(&observed), now)?;
 
     // Clusters that left the config but are in the inventory.
@@ -128,6 +183,21 @@ pub(crate) fn prepare(
         .collect();
     let mut renamed = Vec::new();
     for (name, connection) in &orphans {
+        if let Connection::Directory { path } = connection
+            && !settings.reach.allow_outside_state_dir
+            && !fleet::within_state_dir(path, &settings.reach)
+        {
+            // The inventory lives on mgmt, which others may write: it must
+            // not be able to point a prune at any folder of this host.
+            observed.clusters.insert(
+                name.clone(),
+                Err(format!(
+                    "refused: its folder `{}` in the inventory is outside the state directory; not pruned (pass `--allow-outside-state-dir` if it is yours)",
+                    path.display()
+                )),
+            );
+            continue;
+        }
         match fleet::backend_for(name, connection, &settings.reach) {
             // A cluster renamed in its manifest is still reached the same way:
             // it is not an orphan, and pruning it would delete live Secrets.
@@ -150,8 +220,39 @@ pub(crate) fn prepare(
         orphans.remove(&name);
     }
     let orphan_observed = fleet::observe(config, &orphan_backends, settings.parallelism);
-    observed.clusters.extend(orphan_observed.clusters);
-    backends.extend(orphan_backends);
+    // An orphan that is the same storage as a live cluster (renamed, reached
+    // through a symlink) is not an orphan either.
+    let live_ids: BTreeMap<&str, &ClusterName> = observed
+        .clusters
+        .iter()
+        .filter_map(|(n, r)| r.as_ref().ok().map(|o| (n, o)))
+        .flat_map(|(n, o)| o.identities.iter().map(move |i| (i.as_str(), n)))
+        .collect();
+    let mut renamed_by_identity = Vec::new();
+    for (name, result) in &orphan_observed.clusters {
+        if let Some(live) = result
+            .iter()
+            .flat_map(|o| &o.identities)
+            .find_map(|i| live_ids.get(i.as_str()))
+        {
+            super::output::status(&format!(
+                "note: `{name}` left the inventory: it is the same cluster as `{live}` (renamed?)"
+            ));
+            renamed_by_identity.push(name.clone());
+        }
+    }
+    for (name, result) in orphan_observed.clusters {
+        if renamed_by_identity.contains(&name) {
+            orphans.remove(&name);
+        } else {
+            observed.clusters.insert(name, result);
+        }
+    }
+    backends.extend(
+        orphan_backends
+            .into_iter()
+            .filter(|(n, _)| !renamed_by_identity.contains(n)),
+    );
 
     let label = settings.source_label(&loaded.provenance);
     let keys = crate::pki::OsKeySource;
@@ -203,7 +304,7 @@ pub(crate) fn lock_and_prepare(
     fleet_args: &FleetArgs,
     lock_timeout: std::time::Duration,
 ) -> Result<(Box<dyn crate::backend::LockGuard>, Prepared), CliError> {
-    let loaded = load_config(source)?;
+    let loaded = load_config(settings, source)?;
     let config = &loaded.config;
     let (backends, _) = fleet::backends(config, &settings.reach);
     refuse_shared_targets(&backends)?;
@@ -443,6 +544,21 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
         ),
     };
 
+    // Without a terminal and without `--auto-approve` an apply with changes
+    // can only be refused: find that out before the lock is taken, so a
+    // refused apply leaves nothing behind (no lock file, no folder).
+    if saved.is_none() && !args.auto_approve && !std::io::stdin().is_terminal() {
+        let preview = prepare(settings, &source, &fleet_args)?;
+        if preview.planned.plan.summary.has_changes() {
+            print_stdout(&render_plan(
+                &preview.planned.plan,
+                args.output,
+                fleet_args.show_unchanged,
+            ))?;
+            return Err(no_confirmation());
+        }
+    }
+
     // Lock first, then observe: what is planned is what is applied.
     let (_lock, prepared) = lock_and_prepare(
         settings,
@@ -450,6 +566,7 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
         &fleet_args,
         std::time::Duration::from_secs(lock_timeout.as_secs()),
     )?;
+    sweep(settings, &prepared);
     let plan = &prepared.planned.plan;
     if let Some(saved) = &saved {
         check_not_stale(saved, &prepared)?;
@@ -478,21 +595,50 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
             Some(err) => super::output::status(&format!("{}: failed: {err}", outcome.cluster)),
         },
     );
+    let complete = report.ok() && !plan.summary.has_errors();
     super::output::status(&format!(
         "Apply {}: {} Secret{} written.",
-        if report.ok() {
-            "complete"
-        } else {
-            "incomplete"
-        },
+        if complete { "complete" } else { "incomplete" },
         report.written(),
         if report.written() == 1 { "" } else { "s" }
     ));
-    Ok(if report.ok() && !plan.summary.has_errors() {
+    Ok(if complete {
         Outcome::Success
     } else {
         Outcome::Failed
     })
+}
+
+/// Removes what interrupted runs left on every cluster (temporary files
+/// holding keys and tokens). Runs under the apply lock; a failure is only
+/// reported, it blocks nothing.
+fn sweep(settings: &Settings, prepared: &Prepared) {
+    let namespace = prepared.planned.plan.namespace.clone();
+    let backends: Vec<(ClusterName, Arc<dyn Backend>)> = prepared
+        .backends
+        .iter()
+        .map(|(n, b)| (n.clone(), b.clone()))
+        .collect();
+    let results = fleet::parallel_map(backends, settings.parallelism, |(name, backend)| {
+        (name.clone(), backend.sweep(&namespace))
+    });
+    for (name, result) in results {
+        match result {
+            Ok(0) => {}
+            Ok(n) => super::output::status(&format!(
+                "{name}: removed {n} temporary file{} left by an interrupted run",
+                if n == 1 { "" } else { "s" }
+            )),
+            Err(e) => super::output::warning(&format!(
+                "{name}: cannot remove what an interrupted run left: {}",
+                fleet::error_chain(&e)
+            )),
+        }
+    }
+}
+
+fn no_confirmation() -> CliError {
+    CliError::Usage { message: "refusing to apply without confirmation: stdin is not a terminal; pass `--auto-approve` (or apply a saved plan)".to_owned() }
 }
 
 fn check_not_stale(saved: &SavedPlan, prepared: &Prepared) -> Result<(), CliError> {
@@ -566,7 +712,7 @@ fn check_not_stale(saved: &SavedPlan, prepared: &Prepared) -> Result<(), CliErro
 
 fn confirm() -> Result<(), CliError> {
     if !std::io::stdin().is_terminal() {
-        return Err(CliError::Usage { message: "refusing to apply without confirmation: stdin is not a terminal; pass `--auto-approve` (or apply a saved plan)".to_owned() });
+        return Err(no_confirmation());
     }
     let mut err = std::io::stderr();
     let _ = write!(err, "\nApply these changes? Only `yes` is accepted: ");

@@ -129,6 +129,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&cli.global);
+    output::set_quiet(cli.global.quiet);
     match run(cli) {
         Ok(outcome) => outcome.into(),
         Err(err) => {
@@ -157,6 +158,8 @@ impl Settings {
                     .unwrap_or_else(|| std::path::PathBuf::from(".relayctl/state")),
                 kubeconfig: global.kubeconfig.clone(),
                 timeout: global.timeout.unwrap_or(std::time::Duration::from_secs(30)),
+                fix_permissions: global.fix_permissions,
+                allow_outside_state_dir: global.allow_outside_state_dir,
             },
             parallelism: global.parallelism.unwrap_or(16).max(1),
         }
@@ -227,7 +230,7 @@ fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Check(args) => check::check_command(&settings, &args),
         Command::Validate(args) => {
             let source = settings.config_source(args.path.as_deref(), &args.git)?;
-            let loaded = fleet::load_config(&source)?;
+            let loaded = fleet::load_config(&settings, &source)?;
             let config = &loaded.config;
             fleet::load_material(&loaded, None, time::OffsetDateTime::now_utc())?;
             {

@@ -5,9 +5,23 @@ use std::io::Write as _;
 
 use super::CliError;
 
-/// A status line for humans, on stderr.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `-q`: status lines are not printed (warnings and errors still are).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A status line for humans, on stderr; silent under `-q`.
 pub fn status(message: &str) {
-    let _ = writeln!(std::io::stderr(), "{message}");
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = writeln!(std::io::stderr(), "{message}");
+    }
+}
+
+/// A warning for humans, on stderr (`-q` keeps it: it needs attention).
+pub fn warning(message: &str) {
+    let _ = writeln!(std::io::stderr(), "warning: {message}");
 }
 
 /// Prints `error: <top>`, one `caused by:` per source, then hints.

@@ -6,6 +6,7 @@
 
 pub mod diag;
 pub mod node;
+pub mod paths;
 pub mod raw;
 pub mod validate;
 

@@ -33,9 +33,14 @@ pub struct ManifestFile {
     pub text: String,
 }
 
-/// Validates a set of manifest files as one configuration.
-pub fn validate(files: &[ManifestFile]) -> Result<TrustConfig, Vec<Diagnostic>> {
-    let mut v = Validator::default();
+/// Validates a set of manifest files as one configuration. `root` is the
+/// folder they were read from (the config folder, or the Git checkout):
+/// paths in the manifests may not leave it.
+pub fn validate(files: &[ManifestFile], root: &Path) -> Result<TrustConfig, Vec<Diagnostic>> {
+    let mut v = Validator {
+        root: root.to_path_buf(),
+        ..Validator::default()
+    };
     if files.is_empty() {
         v.diagnostics.push(Diagnostic {
             file: PathBuf::from("."),
@@ -70,6 +75,8 @@ struct Doc<T> {
 
 #[derive(Default)]
 struct Validator {
+    /// Paths in manifests must stay inside this folder.
+    root: PathBuf,
     diagnostics: Vec<Diagnostic>,
     trusts: Vec<Doc<RawRelayTrust>>,
     managements: Vec<Doc<RawManagementCluster>>,
@@ -256,6 +263,7 @@ impl Validator {
         let trusts = std::mem::take(&mut self.trusts);
         let managements = std::mem::take(&mut self.managements);
         let workloads = std::mem::take(&mut self.workloads);
+        let config_root = self.root.clone();
         let out = &mut self.diagnostics;
 
         let first_file = || {
@@ -389,6 +397,7 @@ impl Validator {
         let mut sources = SourceReader {
             known_clusters: &known_clusters,
             namespace: &ns_for_sources,
+            root: &config_root,
         };
 
         let mode: CaMode = parse_enum(
@@ -602,6 +611,7 @@ impl Validator {
             let mut sources = SourceReader {
                 known_clusters: &known_clusters,
                 namespace: &ns_for_sources,
+                root: &config_root,
             };
             let (mut client_cert, mut client_key) = (None, None);
             if let Some(source) = &doc.raw.spec.client_cert {
@@ -1144,6 +1154,7 @@ fn material_rules(
 struct SourceReader<'a> {
     known_clusters: &'a BTreeSet<String>,
     namespace: &'a DnsLabel,
+    root: &'a Path,
 }
 
 impl SourceReader<'_> {
@@ -1174,6 +1185,18 @@ impl SourceReader<'_> {
                 return None;
             }
             let base = r.file.parent().unwrap_or(Path::new(""));
+            if !super::paths::confine(self.root, base, Path::new(file)) {
+                r.at_value(
+                    &[steps, &[key("file")]].concat(),
+                    "path-outside-config",
+                    format!("`{file}` is outside the config folder"),
+                    Some(outside_hint(
+                        "material files",
+                        "keep other material in an `env` or `secret` source",
+                    )),
+                );
+                return None;
+            }
             SourceKind::File(base.join(file))
         } else if let Some(var) = &raw.env {
             let valid = !var.is_empty()
@@ -1257,6 +1280,13 @@ impl SourceReader<'_> {
             location,
         })
     }
+}
+
+/// The hint for a path that leaves the config folder.
+fn outside_hint(what: &str, instead: &str) -> String {
+    format!(
+        "{what} are read only inside the config folder or the Git checkout (absolute paths and `..` that leave it are refused); {instead}"
+    )
 }
 
 fn connection(r: &mut Reporter<'_>, raw: Option<&RawConnection>) -> Option<Connection> {

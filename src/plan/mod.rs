@@ -101,6 +101,9 @@ pub struct Write {
     pub object: SecretObject,
     /// The version the write expects to replace (`None`: must not exist).
     pub precondition: Option<String>,
+    /// The object was written earlier in the same apply: the precondition
+    /// is the version that earlier write left (known only then).
+    pub chained: bool,
 }
 
 /// The writes for one cluster, in order.
@@ -171,7 +174,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
     let trust = match mgmt_obs {
         Some(Ok(obs)) => plan_management(input, obs, &mut mgmt)?,
         Some(Err(why)) => {
-            mgmt.error = Some(format!("unreachable: {why}"));
+            mgmt.error = Some(why.clone());
             None
         }
         None => {
@@ -200,7 +203,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
         let name = &workload.cluster.name;
         let mut cluster = Cluster::new(input, &digest, name.clone(), Role::Workload);
         match (input.observed.clusters.get(name), &trust, &blocked) {
-            (Some(Err(why)), _, _) => cluster.error = Some(format!("unreachable: {why}")),
+            (Some(Err(why)), _, _) => cluster.error = Some(why.clone()),
             (None, _, _) => cluster.error = Some("not observed".to_owned()),
             (_, _, Some(why)) => cluster.error = Some(why.clone()),
             (Some(Ok(obs)), Some(trust), None) => plan_workload(input, obs, trust, &mut cluster)?,
@@ -244,7 +247,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
                 }
             }
             Some(Err(why)) => {
-                cluster.error = Some(format!("unreachable: {why}"));
+                cluster.error = Some(why.clone());
                 kept_orphans.insert(name.clone(), connection.clone());
             }
             None => {
@@ -256,7 +259,12 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
 
     // The inventory on mgmt, once everything else on mgmt is known.
     if let (Some(Ok(obs)), None) = (mgmt_obs, &mgmt.error) {
-        plan_inventory(input, obs, &kept_orphans, &mut mgmt);
+        let written: BTreeSet<&ClusterName> = workload_plans
+            .iter()
+            .filter(|c| !c.writes.is_empty())
+            .map(|c| &c.name)
+            .collect();
+        plan_inventory(input, obs, &kept_orphans, &written, &mut mgmt);
     }
 
     for cluster in std::iter::once(mgmt)
@@ -294,6 +302,8 @@ struct Cluster<'a> {
     error: Option<String>,
     changes: Vec<Change>,
     writes: Vec<Write>,
+    /// Writes after every other cluster's (see [`ClusterWrites::last`]).
+    last: Vec<Write>,
 }
 
 impl<'a> Cluster<'a> {
@@ -311,6 +321,7 @@ impl<'a> Cluster<'a> {
             error: None,
             changes: Vec::new(),
             writes: Vec::new(),
+            last: Vec::new(),
         }
     }
 
@@ -319,11 +330,7 @@ impl<'a> Cluster<'a> {
     }
 
     fn finish(self) -> (ClusterPlan, ClusterWrites) {
-        let inventory = inventory_secret(self.input.config.instance.as_str());
-        let (last, writes) = self
-            .writes
-            .into_iter()
-            .partition(|w| w.object.name == inventory);
+        let (writes, last) = (self.writes, self.last);
         (
             ClusterPlan {
                 name: self.name.to_string(),
@@ -369,6 +376,19 @@ impl<'a> Cluster<'a> {
         data: BTreeMap<String, SecretBytes>,
         shown: BTreeMap<String, Value>,
     ) {
+        // Data keys the Secret should not hold are drift too.
+        let mut reasons = reasons;
+        if let Some(existing) = slot.usable() {
+            for key in existing.data.keys().filter(|k| !data.contains_key(*k)) {
+                let quoted = format!("`{key}`");
+                if !reasons.iter().any(|r| r.contains(&quoted)) {
+                    reasons.push(format!(
+                        "unexpected data key `{}`",
+                        crate::text::printable(key)
+                    ));
+                }
+            }
+        }
         let (action, reasons, version) = match slot {
             Slot::Missing => (Action::Create, vec!["missing".to_owned()], None),
             Slot::Conflict(secret, why) => (
@@ -403,6 +423,7 @@ impl<'a> Cluster<'a> {
                 action,
                 object: self.object(name, data),
                 precondition: version.clone(),
+                chained: false,
             });
         }
         self.changes.push(Change {
@@ -463,6 +484,7 @@ impl<'a> Cluster<'a> {
                 version: String::new(),
             },
             precondition: Some(secret.version.clone()),
+            chained: false,
         });
     }
 
@@ -1334,6 +1356,23 @@ fn plan_workload(
     let config = input.config;
     let name = cluster.name.clone();
 
+    // A workload is never written over a CA key: its storage may be mgmt's
+    // reached through another path, and a workload-shaped root Secret
+    // would drop the root key.
+    if let Some(holder) = [ROOT_SECRET, SIGNING_SECRET, SERVER_SECRET]
+        .into_iter()
+        .find(|n| {
+            obs.secrets
+                .get(*n)
+                .is_some_and(|s| s.get("tls.key").is_some())
+        })
+    {
+        cluster.error = Some(format!(
+            "refused: `{holder}` here holds a private key (`tls.key`), as only the management cluster's does; relayctl never writes a workload's Secrets over a CA key: check that this cluster's connection does not reach the management cluster (if it really is a workload given a key by hand, an insecure setup, remove `tls.key` from it yourself)"
+        ));
+        return Ok(());
+    }
+
     // Root bundle.
     let slot = cluster.slot(obs, ROOT_SECRET);
     let mut reasons = Vec::new();
@@ -1345,11 +1384,6 @@ fn plan_workload(
             Some((_, facts)) if fingerprints(&facts) == fingerprints(&trust.bundle_facts) => {}
             Some(_) => reasons.push("root bundle differs from mgmt".to_owned()),
             None => reasons.push("`ca.crt` is missing or unreadable".to_owned()),
-        }
-        if existing.get("tls.key").is_some() {
-            reasons.push(
-                "holds a root key; workload clusters get the root certificate only".to_owned(),
-            );
         }
     }
     cluster.decide(
@@ -1548,10 +1582,17 @@ pub fn read_inventory(obs: &ClusterObservation, instance: &str) -> Vec<Inventory
         .unwrap_or_default()
 }
 
+/// The inventory on mgmt. It is written last, once every orphan was
+/// pruned, so that an orphan whose prune failed is still listed. But a
+/// cluster about to be written for the first time is added *before* (at
+/// the end of mgmt's writes, ahead of every workload): a crash in between
+/// must never leave a cluster written and unlisted, which `--prune` could
+/// then never find.
 fn plan_inventory(
     input: &PlanInput<'_>,
     obs: &ClusterObservation,
     kept_orphans: &BTreeMap<ClusterName, Connection>,
+    written: &BTreeSet<&ClusterName>,
     mgmt: &mut Cluster<'_>,
 ) {
     let instance = input.config.instance.as_str();
@@ -1594,6 +1635,19 @@ fn plan_inventory(
         }
         reasons.push(format!("inventory: {}", parts.join(" ")));
     }
+    let unlisted = written
+        .iter()
+        .any(|name| !current.iter().any(|e| &e.name == *name));
+    let ahead = unlisted.then(|| {
+        let mut ahead: Vec<InventoryEntry> = current
+            .iter()
+            .filter(|e| !entries.iter().any(|n| n.name == e.name))
+            .cloned()
+            .chain(entries.iter().cloned())
+            .collect();
+        ahead.sort_by(|a, b| a.name.cmp(&b.name));
+        ahead
+    });
     let text = serde_json::to_string_pretty(&entries).unwrap_or_default();
     let names = entries
         .iter()
@@ -1619,4 +1673,25 @@ fn plan_inventory(
             },
         )]),
     );
+    // `decide` queued the final write last; place it.
+    let Some(last) = mgmt.writes.pop_if(|w| w.object.name == name) else {
+        return;
+    };
+    match ahead {
+        Some(ahead) if ahead != entries => {
+            let text = serde_json::to_string_pretty(&ahead).unwrap_or_default();
+            let mut early = last.clone();
+            early
+                .object
+                .data
+                .insert(INVENTORY_KEY.to_owned(), SecretBytes::from(text));
+            mgmt.writes.push(early);
+            mgmt.last.push(Write {
+                chained: true,
+                ..last
+            });
+        }
+        Some(_) => mgmt.writes.push(last),
+        None => mgmt.last.push(last),
+    }
 }

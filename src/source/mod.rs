@@ -52,6 +52,9 @@ pub struct Loaded {
     pub files: Vec<ManifestFile>,
     /// Their provenance.
     pub provenance: Provenance,
+    /// The folder that paths in the manifests must stay inside: the config
+    /// folder (a single file's folder), or the whole Git checkout.
+    pub root: PathBuf,
 }
 
 impl ConfigSource {
@@ -65,6 +68,14 @@ impl ConfigSource {
                     commit: None,
                     root: None,
                 },
+                root: if path.is_dir() {
+                    path.clone()
+                } else {
+                    match path.parent() {
+                        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                        _ => PathBuf::from("."),
+                    }
+                },
             }),
             Self::Git(git) => {
                 let read = git.read().map_err(|e| SourceError::Git(Box::new(e)))?;
@@ -73,8 +84,9 @@ impl ConfigSource {
                     provenance: Provenance {
                         label: format!("{}@{}", git.url.without_credentials(), read.commit),
                         commit: Some(read.commit),
-                        root: Some(read.root),
+                        root: Some(read.root.clone()),
                     },
+                    root: read.root,
                 })
             }
         }
@@ -119,6 +131,16 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    /// A manifest file cannot be read: outside the config folder, not a
+    /// regular file, too large.
+    #[error("cannot read manifest `{path}`")]
+    Manifest {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::files::FileError,
+    },
     /// A manifest file is not UTF-8.
     #[error("manifest `{path}` is not UTF-8 text")]
     NotUtf8 {
@@ -127,14 +149,20 @@ pub enum SourceError {
     },
 }
 
+/// Largest manifest file read.
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
 /// Reads one manifest file, or every `*.yaml`/`*.yml` below a folder
-/// (recursively, hidden entries skipped), sorted by path.
+/// (recursively, hidden entries skipped), sorted by path. Below a folder,
+/// symlinks are followed only while they stay inside it, and every manifest
+/// must be a regular file of at most [`MAX_MANIFEST_BYTES`].
 pub fn read_local(path: &Path) -> Result<Vec<ManifestFile>, SourceError> {
     let meta = std::fs::metadata(path).map_err(|source| SourceError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     let mut files = Vec::new();
+    let root = meta.is_dir().then_some(path);
     if meta.is_dir() {
         collect(path, &mut files)?;
         files.sort();
@@ -144,7 +172,16 @@ pub fn read_local(path: &Path) -> Result<Vec<ManifestFile>, SourceError> {
     files
         .into_iter()
         .map(|file| {
-            let bytes = std::fs::read(&file).map_err(|source| SourceError::Read {
+            let read = match root {
+                Some(root) => crate::files::read_confined(root, &file, MAX_MANIFEST_BYTES),
+                None => std::fs::canonicalize(&file)
+                    .map_err(|source| crate::files::FileError::Io {
+                        path: file.clone(),
+                        source,
+                    })
+                    .and_then(|real| crate::files::read_regular(&real, MAX_MANIFEST_BYTES)),
+            };
+            let bytes = read.map_err(|source| SourceError::Manifest {
                 path: file.clone(),
                 source,
             })?;
@@ -169,7 +206,11 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
-        if path.is_dir() {
+        // Folders are entered only when they are folders, not symlinks to
+        // one: a link to `/` would otherwise make every YAML file of the host
+        // part of the config.
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir {
             collect(&path, out)?;
         } else if matches!(
             path.extension().and_then(|e| e.to_str()),

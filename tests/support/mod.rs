@@ -134,6 +134,7 @@ impl Fixture {
                 action,
                 object,
                 precondition: current,
+                chained: false,
             })
             .unwrap();
     }
