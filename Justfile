@@ -2,6 +2,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 import? 'just/kube-env.just'
+import? 'just/relay-sim.just'
 
 # Everything CI checks.
 ci: fmt-check lint schema-check test
