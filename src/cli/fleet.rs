@@ -5,7 +5,6 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::args::{ApplyArgs, FleetArgs, GitArgs, OutputFormat, PlanArgs};
@@ -15,7 +14,8 @@ use crate::config::{self, ManifestFile};
 use crate::fleet;
 use crate::material::{self, Material};
 use crate::model::{ClusterName, Connection, TrustConfig};
-use crate::observed::{ObjectVersion, Observed};
+use crate::observed::Observed;
+use crate::plan::saved::{SavedGitSource, SavedPlan};
 use crate::plan::{self, Plan, Planned, render};
 use crate::secret::SecretBytes;
 use crate::source::{ConfigSource, Provenance};
@@ -345,43 +345,6 @@ fn print_stdout(text: &str) -> Result<(), CliError> {
         .map_err(CliError::Output)
 }
 
-/// What `plan --out` writes: the plan and every observed object version.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct SavedPlan {
-    kind: String,
-    format_version: u32,
-    /// The local manifest path, or the folder inside the repository for Git.
-    #[serde(default)]
-    config_path: PathBuf,
-    /// For manifests read from Git: where, and the commit that `apply FILE` reads again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    git: Option<SavedGitSource>,
-    adopt: bool,
-    prune: bool,
-    observed: Vec<ObjectVersion>,
-    /// Digest prefixes of the material the plan was made with (never the values).
-    #[serde(default)]
-    material: BTreeMap<String, String>,
-    plan: Plan,
-}
-
-/// The Git source of a saved plan (no credentials).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct SavedGitSource {
-    /// The repository URL without credentials.
-    url: String,
-    /// The ref given to `plan`.
-    reference: String,
-    /// The folder inside the repository.
-    path: PathBuf,
-    /// The commit that was planned.
-    commit: String,
-}
-
-const SAVED_PLAN_KIND: &str = "relayctl.dev/SavedPlan";
-
 /// What a saved plan records of its source.
 fn saved_source(prepared: &Prepared) -> (PathBuf, Option<SavedGitSource>) {
     match (&prepared.source, &prepared.provenance.commit) {
@@ -440,24 +403,6 @@ fn source_of_saved(
     })
 }
 
-fn versions(observed: &Observed) -> Vec<ObjectVersion> {
-    let mut out = Vec::new();
-    for (cluster, result) in &observed.clusters {
-        if let Ok(obs) = result {
-            for secret in obs.secrets.values().chain(obs.inputs.values()) {
-                out.push(ObjectVersion {
-                    cluster: cluster.to_string(),
-                    namespace: secret.namespace.clone(),
-                    name: secret.name.clone(),
-                    version: Some(secret.version.clone()),
-                });
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 pub(crate) fn plan_command(settings: &Settings, args: &PlanArgs) -> Result<Outcome, CliError> {
     let source = settings.config_source(args.path.as_deref(), &args.git)?;
     let prepared = prepare(settings, &source, &args.fleet)?;
@@ -466,13 +411,13 @@ pub(crate) fn plan_command(settings: &Settings, args: &PlanArgs) -> Result<Outco
     if let Some(out) = &args.out {
         let (config_path, git) = saved_source(&prepared);
         let saved = SavedPlan {
-            kind: SAVED_PLAN_KIND.to_owned(),
+            kind: plan::saved::KIND.to_owned(),
             format_version: plan::FORMAT_VERSION,
             config_path,
             git,
             adopt: args.fleet.adopt,
             prune: args.fleet.prune,
-            observed: versions(&prepared.observed),
+            observed: plan::saved::versions(&prepared.observed),
             material: prepared.material.clone(),
             plan: plan.clone(),
         };
@@ -495,18 +440,16 @@ pub(crate) fn plan_command(settings: &Settings, args: &PlanArgs) -> Result<Outco
     })
 }
 
+/// The saved plan at `path`, if it is one (`None`: a manifest path).
 fn read_saved_plan(path: &Path) -> Option<Result<SavedPlan, CliError>> {
-    let bytes = std::fs::read(path).ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    if value.get("kind").and_then(|k| k.as_str()) != Some(SAVED_PLAN_KIND) {
-        return None;
-    }
-    Some(
-        serde_json::from_value(value).map_err(|e| CliError::ReadPlan {
+    // A FIFO or a device must not hang or fill memory.
+    let bytes = crate::files::read_regular(path, plan::saved::MAX_BYTES).ok()?;
+    plan::saved::parse(&bytes).map(|result| {
+        result.map_err(|reason| CliError::ReadPlan {
             path: path.to_path_buf(),
-            reason: e.to_string(),
-        }),
-    )
+            reason,
+        })
+    })
 }
 
 pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Outcome, CliError> {
@@ -642,67 +585,12 @@ fn no_confirmation() -> CliError {
 }
 
 fn check_not_stale(saved: &SavedPlan, prepared: &Prepared) -> Result<(), CliError> {
-    let mut moved = Vec::new();
-    if saved.plan.config_digest != prepared.planned.plan.config_digest {
-        moved.push(format!(
-            "the config at {} changed (sha256:{} → sha256:{})",
-            saved.plan.source,
-            &saved.plan.config_digest[..12],
-            &prepared.planned.plan.config_digest[..12]
-        ));
-    }
-    for role in saved
-        .material
-        .keys()
-        .chain(prepared.material.keys())
-        .collect::<BTreeSet<_>>()
-    {
-        if saved.material.get(role) != prepared.material.get(role) {
-            moved.push(format!("material `{role}` changed since the plan was made"));
-        }
-    }
-    let before: BTreeMap<(String, String, String), Option<String>> = saved
-        .observed
-        .iter()
-        .map(|v| {
-            (
-                (v.cluster.clone(), v.namespace.clone(), v.name.clone()),
-                v.version.clone(),
-            )
-        })
-        .collect();
-    let after: BTreeMap<(String, String, String), Option<String>> = versions(&prepared.observed)
-        .into_iter()
-        .map(|v| ((v.cluster, v.namespace, v.name), v.version))
-        .collect();
-    for key in before.keys().chain(after.keys()).collect::<BTreeSet<_>>() {
-        let (cluster, namespace, name) = key;
-        match (before.get(key), after.get(key)) {
-            (Some(a), Some(b)) if a == b => {}
-            (Some(_), Some(_)) => moved.push(format!("{cluster}: {namespace}/{name} was modified")),
-            (Some(_), None) => moved.push(format!("{cluster}: {namespace}/{name} was deleted")),
-            (None, Some(_)) => moved.push(format!("{cluster}: {namespace}/{name} was created")),
-            (None, None) => {}
-        }
-    }
-    if moved.is_empty() {
-        let actions = |p: &Plan| -> BTreeMap<(String, String), plan::Action> {
-            p.clusters
-                .iter()
-                .flat_map(|c| {
-                    c.changes
-                        .iter()
-                        .map(move |ch| ((c.name.clone(), ch.name.clone()), ch.action))
-                })
-                .collect()
-        };
-        let (a, b) = (actions(&saved.plan), actions(&prepared.planned.plan));
-        for key in a.keys().chain(b.keys()).collect::<BTreeSet<_>>() {
-            if a.get(key) != b.get(key) {
-                moved.push(format!("{}: {} would now be {:?} instead of {:?} (time passed: a certificate entered its renewal window?)", key.0, key.1, b.get(key), a.get(key)));
-            }
-        }
-    }
+    let moved = plan::saved::moved(
+        saved,
+        &prepared.planned.plan,
+        &prepared.observed,
+        &prepared.material,
+    );
     if moved.is_empty() {
         Ok(())
     } else {

@@ -10,6 +10,7 @@
 
 pub mod model;
 pub mod render;
+pub mod saved;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -117,6 +117,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// The word for the action, as JSON spells it (`create`, `no-op`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+            Self::NoOp => "no-op",
+            Self::Conflict => "conflict",
+            Self::Error => "error",
+        }
+    }
+
     /// Whether the action writes.
     pub fn writes(self) -> bool {
         matches!(self, Self::Create | Self::Update | Self::Delete)
