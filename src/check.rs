@@ -554,6 +554,20 @@ fn mgmt_root(
             ca_expiry("root CA", facts, ROOT_WARN_DAYS, now, rotate),
         );
     }
+    if config.ca.mode == CaMode::Managed
+        && let (Some(root), Some((facts, _))) = (secret(obs, ROOT_SECRET), bundle.certs.first())
+    {
+        // relayctl keeps the root key in `managed` mode: without it no
+        // intermediate can ever be issued again.
+        key_line(
+            lines,
+            "root-ca-key",
+            "root CA",
+            root,
+            facts,
+            "restore `tls.key` of `relay-root-tls-secret` from a backup; relayctl never replaces a root on its own (a new root would need every agent to trust it)",
+        );
+    }
     Ok(bundle)
 }
 
@@ -1376,6 +1390,7 @@ mod tests {
             ids,
             [
                 "root-ca",
+                "root-ca-key",
                 "signing-ca-chain",
                 "signing-ca-key",
                 "signing-ca-expiry",

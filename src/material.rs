@@ -425,9 +425,17 @@ fn diagnostic(
 /// not naming its cluster. Each problem is located at the source's field.
 pub fn check(config: &TrustConfig, material: &Material, now: OffsetDateTime) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    let mut report = |source: &Option<MaterialSource>, problems: Vec<MaterialProblem>| {
-        if let Some(source) = source {
-            for problem in problems {
+    // A problem of the key is reported at the key's own source (its file
+    // and field), every other at the certificate's.
+    let mut report_pair = |cert: &Option<MaterialSource>,
+                           key: &Option<MaterialSource>,
+                           problems: Vec<MaterialProblem>| {
+        for problem in problems {
+            let at = match (problem.is_about_the_key(), key) {
+                (true, Some(key)) => Some(key),
+                _ => cert.as_ref(),
+            };
+            if let Some(source) = at {
                 out.push(diagnostic(
                     &source.location,
                     &source.field,
@@ -451,20 +459,23 @@ pub fn check(config: &TrustConfig, material: &Material, now: OffsetDateTime) -> 
         } else {
             None
         };
-        report(
+        report_pair(
             &ca.root.cert,
+            &ca.root.private_key,
             pki::material::check_ca(root.expose(), key, must_cover, now),
         );
     }
     if let (Some(intermediate), Some(root)) = (&material.intermediate_cert, &material.root_cert) {
-        report(
+        report_pair(
             &ca.intermediate.cert,
+            &None,
             pki::material::check_issued_by_root(intermediate.expose(), root.expose()),
         );
     }
     if let Some(intermediate) = &material.intermediate_cert {
-        report(
+        report_pair(
             &ca.intermediate.cert,
+            &ca.intermediate.private_key,
             pki::material::check_ca(
                 intermediate.expose(),
                 material.intermediate_key.as_ref(),
@@ -474,8 +485,9 @@ pub fn check(config: &TrustConfig, material: &Material, now: OffsetDateTime) -> 
         );
     }
     if let Some(server) = &material.server_cert {
-        report(
+        report_pair(
             &config.server.cert,
+            &config.server.private_key,
             pki::material::check_server(
                 server.expose(),
                 material.server_key.as_ref(),
@@ -486,8 +498,9 @@ pub fn check(config: &TrustConfig, material: &Material, now: OffsetDateTime) -> 
     }
     for workload in &config.workloads {
         if let Some((cert, key)) = material.clients.get(&workload.cluster.name) {
-            report(
+            report_pair(
                 &workload.client_cert,
+                &workload.client_key,
                 pki::material::check_client(
                     cert.expose(),
                     Some(key),

@@ -991,6 +991,54 @@ fn in_cluster_config_outside_a_pod_is_a_clear_error() {
 }
 
 #[test]
+fn two_contexts_for_one_api_server_never_strip_mgmts_root_key() {
+    // `cluster-1` is mgmt's apiserver again, reached as `localhost` instead
+    // of `127.0.0.1`: another URL, the same storage.
+    let ns = "kb-alias";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let port = env().cluster("mgmt").expect("mgmt").port();
+    let kubeconfig = extended_kubeconfig(
+        tmp.path(),
+        &[(
+            "mgmt-alias",
+            &format!("https://localhost:{port}"),
+            Some("mgmt"),
+        )],
+        &[("mgmt-alias", "mgmt-alias", "mgmt-admin")],
+    );
+    let dir = scenario(
+        "managed",
+        ns,
+        &[
+            Target::via("mgmt", "mgmt", &kubeconfig),
+            Target::via("cluster-1", "mgmt-alias", &kubeconfig),
+            Target::via("cluster-2", "cluster-2", &kubeconfig),
+        ],
+    );
+    // First run: nothing exists yet, so nothing tells the two apart; mgmt
+    // is written first and the alias's create finds its Secret taken.
+    let first = apply(dir.path(), &[]);
+    first.expect(1, "the alias's writes are stale");
+    let root = |secrets: &BTreeMap<String, SecretObject>| {
+        secrets
+            .get(ROOT_SECRET)
+            .map(|s| s.data.contains_key("tls.key"))
+    };
+    assert_eq!(root(&secrets("mgmt", ns)), Some(true), "{}", first.all());
+    // Every later run sees the same Secret uids from both contexts.
+    for run in [plan(dir.path(), &[]), apply(dir.path(), &[])] {
+        run.expect(1, "the same storage is refused");
+        let text = run.all();
+        assert!(
+            text.contains("are the same cluster")
+                && text.contains("the same API server and namespace"),
+            "{text}"
+        );
+    }
+    assert_eq!(root(&secrets("mgmt", ns)), Some(true));
+}
+
+#[test]
 fn a_missing_context_names_the_cluster_and_the_kubeconfig() {
     let ns = "kb-no-context";
     let dir = scenario(

@@ -41,11 +41,22 @@ fn now() -> OffsetDateTime {
 }
 
 fn issue_pki(key: KeyAlgorithm) -> Pki {
+    issue_pki_named(key, "relay-root-ca")
+}
+
+/// A second, unrelated PKI. Its root has another name: the pooled test keys
+/// are shared by every test of the process, so its key may be the first
+/// PKI's, and only the name keeps "another root" another root.
+fn issue_other_pki(key: KeyAlgorithm) -> Pki {
+    issue_pki_named(key, "other-root-ca")
+}
+
+fn issue_pki_named(key: KeyAlgorithm, root_name: &str) -> Pki {
     let keys = PooledKeySource;
     let start = now() - time::Duration::days(30);
     let root = issue_root(
         &CaRequest {
-            common_name: "relay-root-ca".to_owned(),
+            common_name: root_name.to_owned(),
             validity: Duration::from_hours(87_600),
             key,
         },
@@ -169,7 +180,7 @@ fn openssl_verify(root: &Path, intermediate: &Path, leaf: &Path, purpose: &str) 
 fn openssl_verifies_every_chain_for_its_purpose_only() {
     for key in KeyAlgorithm::ALL {
         let pki = issue_pki(key);
-        let other = issue_pki(key);
+        let other = issue_other_pki(key);
         let files = Files::new();
         let root = files.write("root.crt", pki.root.cert_pem.as_bytes());
         let other_root = files.write("other-root.crt", other.root.cert_pem.as_bytes());
@@ -492,7 +503,7 @@ fn rustls_handshake(
 fn rustls_mtls_succeeds_with_matching_certs_and_fails_otherwise() {
     for key in KeyAlgorithm::ALL {
         let pki = issue_pki(key);
-        let other = issue_pki(key);
+        let other = issue_other_pki(key);
         let root = pki.root.cert_pem.as_str();
         let server_chain = pki.chain(&pki.server);
         let client_chain = pki.chain(&pki.client);
@@ -764,7 +775,7 @@ fn s_client(
 fn openssl_mtls_over_loopback_succeeds_with_matching_certs_and_fails_otherwise() {
     for key in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa3072] {
         let pki = issue_pki(key);
-        let other = issue_pki(key);
+        let other = issue_other_pki(key);
         let root = pki.root.cert_pem.clone();
         let files = Files::new();
 

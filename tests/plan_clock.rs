@@ -290,3 +290,155 @@ fn an_orphan_whose_prune_failed_stays_in_the_inventory() {
             client_key: None,
         });
 }
+
+/// A directory backend whose writes succeed `ok` times and then fail, as a
+/// run killed between two writes would leave it.
+struct DiesAfter {
+    inner: DirectoryBackend,
+    ok: std::sync::atomic::AtomicUsize,
+}
+
+impl Backend for DiesAfter {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn target(&self) -> String {
+        self.inner.target()
+    }
+    fn observe(
+        &self,
+        namespace: &str,
+        instance: &str,
+        names: &[String],
+    ) -> Result<relayctl::observed::ClusterObservation, relayctl::backend::BackendError> {
+        self.inner.observe(namespace, instance, names)
+    }
+    fn write(
+        &self,
+        write: &relayctl::plan::Write,
+    ) -> Result<Option<String>, relayctl::backend::BackendError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .ok
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(relayctl::backend::BackendError::Connect {
+                reason: "the process died here".into(),
+            });
+        }
+        self.inner.write(write)
+    }
+    fn lock(
+        &self,
+        namespace: &str,
+        instance: &str,
+        holder: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Box<dyn relayctl::backend::LockGuard>, relayctl::backend::BackendError> {
+        self.inner.lock(namespace, instance, holder, timeout)
+    }
+}
+
+#[test]
+fn a_new_cluster_is_in_the_inventory_before_its_first_write() {
+    let mut world = World {
+        state: tempfile::tempdir().unwrap(),
+        config: config(),
+    };
+    let t0 = OffsetDateTime::now_utc();
+    world.apply(&world.plan(t0));
+    // cluster-3 joins the config.
+    let mut joining = world.config.workloads[0].clone();
+    joining.cluster.name = ClusterName::parse("cluster-3").unwrap();
+    world.config.workloads.push(joining.clone());
+    let inventory = plan::inventory_secret("prod");
+    let planned = world.plan(t0);
+    let mgmt = &planned.writes[0];
+    assert_eq!(mgmt.role, plan::Role::Management);
+    let ahead = mgmt
+        .writes
+        .iter()
+        .find(|w| w.object.name == inventory)
+        .expect("the inventory is written with mgmt, ahead of every workload");
+    assert!(
+        String::from_utf8_lossy(ahead.object.data["clusters.json"].expose()).contains("cluster-3")
+    );
+    // The run dies right after cluster-3's first write: mgmt gets no write
+    // beyond its own (a last-written inventory would be lost).
+    let mut backends = world.backends();
+    backends.insert(
+        world.config.management.name.clone(),
+        Arc::new(DiesAfter {
+            inner: DirectoryBackend::new(world.state.path().join("mgmt")),
+            ok: mgmt.writes.len().into(),
+        }),
+    );
+    backends.insert(
+        joining.cluster.name.clone(),
+        Arc::new(DiesAfter {
+            inner: DirectoryBackend::new(world.state.path().join("cluster-3")),
+            ok: 1.into(),
+        }),
+    );
+    let report = relayctl::apply::apply(&planned.writes, &backends, 4, &|_| {});
+    assert!(!report.ok());
+    assert!(
+        world
+            .state
+            .path()
+            .join("cluster-3/gloo-mesh/relay-root-tls-secret.yaml")
+            .exists()
+    );
+    // cluster-3 leaves the config again before any rerun: the inventory
+    // still finds it, so `--prune` cleans it up.
+    world.config.workloads.pop();
+    let mgmt = DirectoryBackend::new(world.state.path().join("mgmt"));
+    let observed = mgmt
+        .observe("gloo-mesh", "prod", std::slice::from_ref(&inventory))
+        .unwrap();
+    let listed = plan::read_inventory(&observed, "prod");
+    let entry = listed
+        .iter()
+        .find(|e| e.name.as_str() == "cluster-3")
+        .expect("cluster-3 is in the inventory");
+    let orphans = BTreeMap::from([(entry.name.clone(), entry.connection.clone())]);
+    let mut backends = world.backends();
+    backends.insert(
+        entry.name.clone(),
+        Arc::new(DirectoryBackend::new(world.state.path().join("cluster-3"))),
+    );
+    let clusters: Vec<_> = backends.clone().into_iter().collect();
+    let observed = relayctl::fleet::observe(&world.config, &clusters, 4);
+    let keys = relayctl::pki::testing::PooledKeySource;
+    let input = PlanInput {
+        config: &world.config,
+        material: &Material::default(),
+        observed: &observed,
+        orphans: &orphans,
+        adopt: false,
+        prune: true,
+        source: "test",
+        now: t0,
+        random: Randomness {
+            keys: &keys,
+            token: &token,
+        },
+    };
+    let planned = plan::plan(&input).unwrap();
+    assert!(
+        actions(&planned).iter().any(|(c, n, a, _)| c == "cluster-3"
+            && n == "relay-root-tls-secret"
+            && *a == Action::Delete),
+        "{:?}",
+        actions(&planned)
+    );
+    assert!(relayctl::apply::apply(&planned.writes, &backends, 4, &|_| {}).ok());
+    assert!(
+        !world
+            .state
+            .path()
+            .join("cluster-3/gloo-mesh/relay-root-tls-secret.yaml")
+            .exists()
+    );
+}

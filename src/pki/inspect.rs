@@ -52,6 +52,14 @@ pub enum InspectError {
         /// The label found.
         label: String,
     },
+    /// More certificates than any chain or bundle holds.
+    #[error("certificate input holds {count} certificates; at most {max} are read")]
+    TooMany {
+        /// How many there are.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// One certificate was expected.
     #[error("certificate input holds {count} certificates; expected exactly one")]
     NotOne {
@@ -126,6 +134,14 @@ pub struct CertFacts {
     pub subject_key_id: Option<String>,
     /// Authority key identifier (key id part), lowercase hex.
     pub authority_key_id: Option<String>,
+    /// The signature is made with SHA-1 or MD5, which no verifier should
+    /// accept any more.
+    #[serde(skip)]
+    pub weak_signature: bool,
+    /// A name (subject, issuer, DNS SAN) held control or invisible
+    /// characters; the fields above show them escaped.
+    #[serde(skip)]
+    pub odd_names: bool,
 }
 
 impl CertFacts {
@@ -144,6 +160,11 @@ impl CertFacts {
         self.dns_names
             .iter()
             .any(|pattern| crate::model::dns_name_covers(pattern, host))
+    }
+
+    /// The RSA modulus size, for an RSA key.
+    pub fn rsa_bits(&self) -> Option<u32> {
+        self.key_algorithm.strip_prefix("rsa-")?.parse().ok()
     }
 
     /// Whether the EKU extension lists `purpose` (`serverAuth`, `clientAuth`).
@@ -218,6 +239,12 @@ pub fn certificate_ders(input: &[u8]) -> Result<Vec<Vec<u8>>, InspectError> {
             complete: blocks.len(),
         });
     }
+    if blocks.len() > MAX_CERTIFICATES {
+        return Err(InspectError::TooMany {
+            count: blocks.len(),
+            max: MAX_CERTIFICATES,
+        });
+    }
     blocks
         .into_iter()
         .enumerate()
@@ -233,6 +260,22 @@ pub fn certificate_ders(input: &[u8]) -> Result<Vec<Vec<u8>>, InspectError> {
         })
         .collect()
 }
+
+/// Most certificates read from one PEM input: a chain or a root bundle
+/// during a rotation holds a handful; more is a mistake or an attack, and
+/// every one of them would be checked, shown and handshaked against.
+pub const MAX_CERTIFICATES: usize = 64;
+
+/// Signature algorithms no verifier should accept: SHA-1 and MD5 with RSA,
+/// ECDSA and DSA.
+const WEAK_SIGNATURES: [&str; 6] = [
+    "1.2.840.113549.1.1.4", // md5WithRSAEncryption
+    "1.2.840.113549.1.1.5", // sha1WithRSAEncryption
+    "1.3.14.3.2.29",        // sha1WithRSA (OIW)
+    "1.2.840.10045.4.1",    // ecdsa-with-SHA1
+    "1.2.840.10040.4.3",    // dsa-with-sha1
+    "1.2.840.113549.1.1.2", // md2WithRSAEncryption
+];
 
 /// Facts of one DER certificate; `index` only labels errors.
 pub fn facts_from_der(index: usize, der: &[u8]) -> Result<CertFacts, InspectError> {
@@ -319,12 +362,25 @@ pub fn facts_from_der(index: usize, der: &[u8]) -> Result<CertFacts, InspectErro
         .map(str::to_owned);
     let spki = cert.public_key();
     let digest = Sha256::digest(der);
+    // Names are chosen by whoever made the certificate: escaped here, once,
+    // so no output can be forged by them (see `crate::text`).
+    let (subject, issuer) = (render_name(cert.subject()), render_name(cert.issuer()));
+    let odd_names = std::iter::once(&subject)
+        .chain(std::iter::once(&issuer))
+        .chain(&dns_names)
+        .chain(common_name.iter())
+        .any(|name| matches!(crate::text::printable(name), std::borrow::Cow::Owned(_)));
+    let escape = |name: &str| crate::text::printable(name).into_owned();
+    let dns_names = dns_names.iter().map(|n| escape(n)).collect();
+    let common_name = common_name.as_deref().map(escape);
+    let weak_signature =
+        WEAK_SIGNATURES.contains(&cert.signature_algorithm.algorithm.to_id_string().as_str());
     Ok(CertFacts {
-        subject: render_name(cert.subject()),
+        subject: escape(&subject),
         common_name,
         dns_names,
         ip_addresses,
-        issuer: render_name(cert.issuer()),
+        issuer: escape(&issuer),
         serial: colon_hex(cert.raw_serial(), false),
         not_before: cert.validity().not_before.to_datetime(),
         not_after: cert.validity().not_after.to_datetime(),
@@ -338,6 +394,8 @@ pub fn facts_from_der(index: usize, der: &[u8]) -> Result<CertFacts, InspectErro
         key_algorithm: classify_spki(spki).describe(),
         subject_key_id,
         authority_key_id,
+        weak_signature,
+        odd_names,
     })
 }
 

@@ -103,9 +103,35 @@ pub enum MaterialProblem {
         /// Certificate subject.
         subject: String,
     },
+    /// An RSA key shorter than 2048 bits.
+    WeakKey {
+        /// Certificate subject.
+        subject: String,
+        /// Its modulus size.
+        bits: u32,
+    },
+    /// A signature with SHA-1 or MD5.
+    WeakSignature {
+        /// Certificate subject.
+        subject: String,
+    },
+    /// Control or invisible characters in a name of the certificate.
+    OddNames {
+        /// Certificate subject (escaped).
+        subject: String,
+    },
 }
 
+/// The smallest RSA key accepted.
+pub const MIN_RSA_BITS: u32 = 2048;
+
 impl MaterialProblem {
+    /// Whether the problem is the private key's (unreadable, or not the
+    /// certificate's): it is then reported at the key's own source.
+    pub fn is_about_the_key(&self) -> bool {
+        matches!(self, Self::UnreadableKey { .. } | Self::KeyMismatch { .. })
+    }
+
     /// One-line message, lowercase, naming the certificate.
     pub fn message(&self) -> String {
         match self {
@@ -158,6 +184,15 @@ impl MaterialProblem {
             Self::CannotSign { subject } => {
                 format!("CA `{subject}` has no `keyCertSign` key usage")
             }
+            Self::WeakKey { subject, bits } => format!(
+                "certificate `{subject}` has a {bits}-bit RSA key; at least {MIN_RSA_BITS} bits are required"
+            ),
+            Self::WeakSignature { subject } => {
+                format!("certificate `{subject}` is signed with SHA-1 or MD5")
+            }
+            Self::OddNames { subject } => format!(
+                "certificate `{subject}` has control or invisible characters in its names (shown escaped)"
+            ),
         }
     }
 
@@ -194,6 +229,9 @@ impl MaterialProblem {
             }
             Self::NotIssuedByRoot { .. } => "give the intermediate that your root signed, or the root that signed it: every agent verifies the server through the root bundle".to_owned(),
             Self::CannotSign { .. } => "use a CA certificate with `keyUsage: keyCertSign`".to_owned(),
+            Self::WeakKey { .. } => "reissue it with an RSA key of 2048 bits or more, or an ECDSA P-256/P-384 key".to_owned(),
+            Self::WeakSignature { .. } => "reissue it signed with SHA-256 or stronger".to_owned(),
+            Self::OddNames { .. } => "reissue it with printable names; a name that can move the cursor or reorder text is not one relayctl will distribute".to_owned(),
         }
     }
 }
@@ -224,6 +262,7 @@ pub fn check_ca(
                 subject: cert.subject.clone(),
             });
         }
+        strength_problems(cert, &mut problems);
         validity_problems(cert, now, &mut problems);
         if let Some(required) = must_cover {
             let remaining = cert.not_after - now;
@@ -253,6 +292,9 @@ pub fn check_server(
         return problems;
     };
     let leaf = &certs[0];
+    certs
+        .iter()
+        .for_each(|c| strength_problems(c, &mut problems));
     validity_problems(leaf, now, &mut problems);
     if !leaf.covers_dns_name(authority) {
         problems.push(MaterialProblem::SanMissesAuthority {
@@ -279,6 +321,9 @@ pub fn check_client(
         return problems;
     };
     let leaf = &certs[0];
+    certs
+        .iter()
+        .for_each(|c| strength_problems(c, &mut problems));
     validity_problems(leaf, now, &mut problems);
     if leaf.dns_names != [cluster] {
         problems.push(MaterialProblem::SanNotClusterName {
@@ -353,6 +398,30 @@ fn read(cert_pem: &[u8], problems: &mut Vec<MaterialProblem>) -> Option<Vec<Cert
             });
             None
         }
+    }
+}
+
+/// Weak keys and signatures and unprintable names. The signature of a
+/// self-issued root is not checked: nobody verifies a trust anchor's own
+/// signature.
+fn strength_problems(cert: &CertFacts, problems: &mut Vec<MaterialProblem>) {
+    if let Some(bits) = cert.rsa_bits()
+        && bits < MIN_RSA_BITS
+    {
+        problems.push(MaterialProblem::WeakKey {
+            subject: cert.subject.clone(),
+            bits,
+        });
+    }
+    if cert.weak_signature && !cert.is_self_issued() {
+        problems.push(MaterialProblem::WeakSignature {
+            subject: cert.subject.clone(),
+        });
+    }
+    if cert.odd_names {
+        problems.push(MaterialProblem::OddNames {
+            subject: cert.subject.clone(),
+        });
     }
 }
 
