@@ -13,7 +13,6 @@ use crate::backend::directory::DirectoryBackend;
 use crate::backend::{Backend, BackendError};
 use crate::model::{ClusterName, Connection, TrustConfig};
 use crate::observed::Observed;
-use crate::plan;
 
 /// How the shell reaches clusters: the resolved global flags.
 #[derive(Debug, Clone)]
@@ -120,11 +119,7 @@ fn names_for(
     sources: &[&crate::model::SecretRef],
     cluster: &ClusterName,
 ) -> Vec<String> {
-    let mut names: Vec<String> = plan::RELAY_SECRETS
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    names.push(plan::inventory_secret(config.instance.as_str()));
+    let mut names = crate::relay::observed_names(config.instance.as_str());
     for source in sources {
         if &source.cluster == cluster {
             names.push(source.name.clone());

@@ -60,6 +60,7 @@ pub mod model;
 pub mod observed;
 pub mod pki;
 pub mod plan;
+pub mod relay;
 pub mod secret;
 pub mod source;
 pub mod text;

@@ -280,10 +280,13 @@ fn a_client_cert_with_the_wrong_san_fails() {
 #[test]
 fn an_expiring_client_cert_warns_and_check_still_passes() {
     let fixture = Fixture::applied("managed-preprovisioned");
-    // renewBefore is 720h in this example; 47-48h left is inside it.
-    let (issued, signing) = fixture.client_cert("cluster-1", Duration::from_hours(48));
+    // renewBefore is 720h in this example: a 2160h certificate has 48h left
+    // 2112h from now, inside it, and `plan` would renew it then too.
+    let now = time::OffsetDateTime::now_utc();
+    let (issued, signing) = fixture.client_cert("cluster-1", Duration::from_hours(2160));
     fixture.write_client_cert("cluster-1", &issued, &signing);
-    let run = fixture.check();
+    let at = relayctl::pki::inspect::rfc3339(now + time::Duration::hours(2112));
+    let run = fixture.run(&["check", "config", "--at", &at]);
     assert_eq!(run.code, 0, "warnings do not fail:\n{}", run.stdout);
     assert_line(&run, "cluster-1", "‼ client certificate expires in 1d23h");
     assert_line(&run, "cluster-1", "under renewBefore 720h");

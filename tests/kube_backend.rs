@@ -21,11 +21,16 @@ use relayctl::backend::{Backend, BackendError, kube_backend};
 use relayctl::fleet::Reach;
 use relayctl::model::{Connection, DnsLabel};
 use relayctl::observed::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, SecretObject};
-use relayctl::plan::{
-    Action, CLIENT_SECRET, ROOT_SECRET, SERVER_SECRET, SIGNING_SECRET, TOKEN_SECRET, Write,
-};
+use relayctl::plan::{Action, Write};
+use relayctl::relay::RelaySecret;
 use relayctl::secret::SecretBytes;
 use relayctl_kube_env::KubeEnv;
+
+const ROOT_SECRET: &str = RelaySecret::Root.name();
+const SIGNING_SECRET: &str = RelaySecret::Signing.name();
+const SERVER_SECRET: &str = RelaySecret::Server.name();
+const TOKEN_SECRET: &str = RelaySecret::Token.name();
+const CLIENT_SECRET: &str = RelaySecret::Client.name();
 
 /// Apiservers of this binary's shared environment: mgmt, cluster-1, cluster-2.
 const APISERVERS: usize = 3;
@@ -195,9 +200,9 @@ fn backend(context: &str) -> Arc<dyn Backend> {
 
 /// The relay Secrets of `ns` on `context`, by name.
 fn secrets(context: &str, ns: &str) -> BTreeMap<String, SecretObject> {
-    let names: Vec<String> = relayctl::plan::RELAY_SECRETS
+    let names: Vec<String> = relayctl::relay::RelaySecret::ALL
         .iter()
-        .map(|s| (*s).to_owned())
+        .map(|s| s.name().to_owned())
         .collect();
     backend(context)
         .observe(ns, INSTANCE, &names)

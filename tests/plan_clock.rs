@@ -123,7 +123,7 @@ fn certificates_in_their_renewal_window_are_renewed_and_nothing_else() {
         assert!(
             reasons
                 .iter()
-                .any(|r| r.starts_with("expires in 28d") && r.contains("< renewBefore 30d")),
+                .any(|r| r.starts_with("expires in 28d") && r.contains("< renewBefore 720h")),
             "{reasons:?}"
         );
     }
@@ -254,7 +254,11 @@ fn an_orphan_whose_prune_failed_stays_in_the_inventory() {
     // The inventory still lists cluster-2, so the next run finds and prunes it.
     let mgmt = DirectoryBackend::new(world.state.path().join("mgmt"));
     let observed = mgmt
-        .observe("gloo-mesh", "prod", &[plan::inventory_secret("prod")])
+        .observe(
+            "gloo-mesh",
+            "prod",
+            &[relayctl::relay::inventory_secret("prod")],
+        )
         .unwrap();
     let inventory = plan::read_inventory(&observed, "prod");
     assert!(
@@ -269,12 +273,16 @@ fn an_orphan_whose_prune_failed_stays_in_the_inventory() {
     let planned = plan_with(&backends);
     assert!(relayctl::apply::apply(&planned.writes, &backends, 4, &|_| {}).ok());
     let observed = mgmt
-        .observe("gloo-mesh", "prod", &[plan::inventory_secret("prod")])
+        .observe(
+            "gloo-mesh",
+            "prod",
+            &[relayctl::relay::inventory_secret("prod")],
+        )
         .unwrap();
     assert!(
         observed
             .secrets
-            .contains_key(&plan::inventory_secret("prod"))
+            .contains_key(&relayctl::relay::inventory_secret("prod"))
     );
     assert!(
         !plan::read_inventory(&observed, "prod")
@@ -352,7 +360,7 @@ fn a_new_cluster_is_in_the_inventory_before_its_first_write() {
     let mut joining = world.config.workloads[0].clone();
     joining.cluster.name = ClusterName::parse("cluster-3").unwrap();
     world.config.workloads.push(joining.clone());
-    let inventory = plan::inventory_secret("prod");
+    let inventory = relayctl::relay::inventory_secret("prod");
     let planned = world.plan(t0);
     let mgmt = &planned.writes[0];
     assert_eq!(mgmt.role, plan::Role::Management);

@@ -39,7 +39,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "N")]
     pub parallelism: Option<usize>,
     /// Per-cluster timeout of each Kubernetes API call, retries included [default: 30s].
-    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_timeout)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_positive_duration)]
     pub timeout: Option<std::time::Duration>,
     /// Tighten loose permissions in the state directory (folders writable by
     /// others, Secret files not 0600) with a warning, instead of refusing them.
@@ -60,13 +60,30 @@ pub struct GlobalArgs {
     pub quiet: bool,
 }
 
-/// A positive duration such as `30s` or `2m`.
-fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+/// A duration in Go notation such as `0s`, `30s` or `2m`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let duration: crate::model::Duration = text.parse()?;
-    match duration.as_secs() {
-        0 => Err("must be at least 1s".to_owned()),
-        secs => Ok(std::time::Duration::from_secs(secs)),
+    Ok(std::time::Duration::from_secs(duration.as_secs()))
+}
+
+/// A positive duration such as `30s` or `2m`.
+fn parse_positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be at least 1s".to_owned()),
+        d => Ok(d),
     }
+}
+
+/// An instant in RFC 3339 (`2027-06-01T00:00:00Z`).
+fn parse_instant(text: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(
+        |_| {
+            format!(
+                "`{}` is not an RFC 3339 time such as `2027-06-01T00:00:00Z`",
+                crate::text::printable(text)
+            )
+        },
+    )
 }
 
 /// Log output format.
@@ -185,6 +202,10 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = CheckFormat::Text)]
     pub output: CheckFormat,
+    /// Check as of TIME (RFC 3339) instead of now: what will have expired, or
+    /// be due for renewal, by then.
+    #[arg(long, value_name = "TIME", value_parser = parse_instant)]
+    pub at: Option<time::OffsetDateTime>,
 }
 
 /// Flags shared by `plan` and `apply`.
@@ -225,6 +246,10 @@ pub struct PlanArgs {
     /// Exit 0 when there are no changes, 2 when there are changes, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Plan as of TIME (RFC 3339) instead of now: what would be renewed
+    /// then. A plan made for another time cannot be applied.
+    #[arg(long, value_name = "TIME", value_parser = parse_instant)]
+    pub at: Option<time::OffsetDateTime>,
     /// Shared fleet flags.
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -245,8 +270,8 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub auto_approve: bool,
     /// How long to wait for another apply's lock, e.g. `30s`, `5m`.
-    #[arg(long, value_name = "DURATION", default_value = "0s")]
-    pub lock_timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: std::time::Duration,
     /// Output format of the plan shown before applying.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -267,14 +292,14 @@ pub struct ReconcileArgs {
     #[arg(long)]
     pub once: bool,
     /// Fetch, plan and apply every DURATION (e.g. `1m`) until SIGTERM or SIGINT.
-    #[arg(long, value_name = "DURATION")]
-    pub interval: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub interval: Option<std::time::Duration>,
     /// Stop after N ticks, exiting with the last tick's code (for tests).
     #[arg(long, value_name = "N", hide = true)]
     pub max_ticks: Option<u64>,
     /// How long to wait for another apply's lock, e.g. `30s`, `5m`.
-    #[arg(long, value_name = "DURATION", default_value = "0s")]
-    pub lock_timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: std::time::Duration,
     /// Shared fleet flags.
     #[command(flatten)]
     pub fleet: FleetArgs,

@@ -16,7 +16,8 @@ pub(crate) fn check_command(settings: &Settings, args: &CheckArgs) -> Result<Out
     let loaded = super::fleet::load_config(settings, &source)?;
     let config = &loaded.config;
     let (_, observed) = super::fleet::observe_fleet(settings, config)?;
-    let report = check::check(config, &observed, OffsetDateTime::now_utc());
+    let now = args.at.unwrap_or_else(OffsetDateTime::now_utc);
+    let report = check::check(config, &observed, now);
     let text = match args.output {
         CheckFormat::Text => check::render_text(&report, super::colour()),
         CheckFormat::Json => check::render_json(&report) + "\n",

@@ -155,12 +155,13 @@ pub(crate) fn os_token() -> SecretBytes {
     SecretBytes::from(hex::encode(bytes.as_ref()))
 }
 
+/// Reads, observes and plans as of `now`.
 pub(crate) fn prepare(
     settings: &Settings,
     source: &ConfigSource,
     fleet_args: &FleetArgs,
+    now: OffsetDateTime,
 ) -> Result<Prepared, CliError> {
-    let now = OffsetDateTime::now_utc();
     let loaded = load_config(settings, source)?;
     let config = &loaded.config;
     let (mut backends, mut observed) = observe_fleet(settings, config)?;
@@ -326,7 +327,12 @@ pub(crate) fn lock_and_prepare(
             lock_timeout,
         )
         .map_err(|source| CliError::Lock { source })?;
-    let prepared = prepare(settings, &source.pinned(&loaded.provenance), fleet_args)?;
+    let prepared = prepare(
+        settings,
+        &source.pinned(&loaded.provenance),
+        fleet_args,
+        OffsetDateTime::now_utc(),
+    )?;
     Ok((lock, prepared))
 }
 
@@ -405,7 +411,14 @@ fn source_of_saved(
 
 pub(crate) fn plan_command(settings: &Settings, args: &PlanArgs) -> Result<Outcome, CliError> {
     let source = settings.config_source(args.path.as_deref(), &args.git)?;
-    let prepared = prepare(settings, &source, &args.fleet)?;
+    if args.at.is_some() && args.out.is_some() {
+        return Err(CliError::Usage {
+            message: "a plan made `--at` another time cannot be saved: it could not be applied"
+                .to_owned(),
+        });
+    }
+    let now = args.at.unwrap_or_else(OffsetDateTime::now_utc);
+    let prepared = prepare(settings, &source, &args.fleet, now)?;
     let plan = &prepared.planned.plan;
     print_stdout(&render_plan(plan, args.output, args.fleet.show_unchanged))?;
     if let Some(out) = &args.out {
@@ -453,10 +466,6 @@ fn read_saved_plan(path: &Path) -> Option<Result<SavedPlan, CliError>> {
 }
 
 pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Outcome, CliError> {
-    let lock_timeout: crate::model::Duration =
-        args.lock_timeout.parse().map_err(|why| CliError::Usage {
-            message: format!("--lock-timeout: {why}"),
-        })?;
     let saved = match args.path.as_deref().and_then(read_saved_plan) {
         Some(result) => Some(result?),
         None => None,
@@ -491,7 +500,7 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
     // can only be refused: find that out before the lock is taken, so a
     // refused apply leaves nothing behind (no lock file, no folder).
     if saved.is_none() && !args.auto_approve && !std::io::stdin().is_terminal() {
-        let preview = prepare(settings, &source, &fleet_args)?;
+        let preview = prepare(settings, &source, &fleet_args, OffsetDateTime::now_utc())?;
         if preview.planned.plan.summary.has_changes() {
             print_stdout(&render_plan(
                 &preview.planned.plan,
@@ -503,12 +512,7 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
     }
 
     // Lock first, then observe: what is planned is what is applied.
-    let (_lock, prepared) = lock_and_prepare(
-        settings,
-        &source,
-        &fleet_args,
-        std::time::Duration::from_secs(lock_timeout.as_secs()),
-    )?;
+    let (_lock, prepared) = lock_and_prepare(settings, &source, &fleet_args, args.lock_timeout)?;
     sweep(settings, &prepared);
     let plan = &prepared.planned.plan;
     if let Some(saved) = &saved {

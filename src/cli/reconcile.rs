@@ -47,25 +47,8 @@ pub(crate) fn reconcile_command(
             message: "`reconcile` reads the manifests from Git: pass `--git URL`".to_owned(),
         });
     };
-    let parse = |flag: &str, text: &str| -> Result<Duration, CliError> {
-        let d: crate::model::Duration = text.parse().map_err(|why| CliError::Usage {
-            message: format!("{flag}: {why}"),
-        })?;
-        Ok(Duration::from_secs(d.as_secs()))
-    };
-    let lock_timeout = parse("--lock-timeout", &args.lock_timeout)?;
-    let interval = match &args.interval {
-        Some(text) => {
-            let interval = parse("--interval", text)?;
-            if interval.is_zero() {
-                return Err(CliError::Usage {
-                    message: "--interval: must be at least `1s`".to_owned(),
-                });
-            }
-            Some(interval)
-        }
-        None => None,
-    };
+    let lock_timeout = args.lock_timeout;
+    let interval = args.interval;
     let stop = Stop::install()?;
     let mut reconciler = Reconciler {
         settings,

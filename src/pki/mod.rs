@@ -13,9 +13,12 @@
 //! - [`verify`]: chains against root bundles with rustls-webpki.
 //! - [`handshake`]: a real mTLS handshake between two certificates, in memory.
 //! - [`renewal`]: cert-manager's renewal rule.
+//! - [`assess`]: one judgement of a leaf (key, SANs, chain, validity, renewal).
 //! - [`material`]: problems with material the user provides.
 //! - [`testing`]: a pooled [`KeySource`] that keeps tests fast.
 
+pub mod assess;
+pub mod bundle;
 pub mod handshake;
 pub mod inspect;
 pub mod issue;
@@ -28,6 +31,8 @@ pub mod testing;
 mod tests;
 pub mod verify;
 
+pub use assess::{Assessment, Expect, KeyMatch, Names, Window, assess, identity_is};
+pub use bundle::Bundle;
 pub use handshake::{Endpoint, Established, HandshakeError, Side, mtls_handshake};
 pub use inspect::{CertFacts, InspectError, inspect_bundle, inspect_certificate, key_matches};
 pub use issue::{
@@ -38,5 +43,5 @@ pub use key::{
     KeyError, KeyFacts, KeySource, MAX_PEM_INPUT, OsKeySource, PrivateKey, inspect_private_key,
 };
 pub use material::MaterialProblem;
-pub use renewal::{renewal_due, renewal_threshold};
+pub use renewal::{Basis, Renewal, renewal, renewal_due};
 pub use verify::{Usage, VerifyError, issued_by, verify_chain};

@@ -1,26 +1,71 @@
-//! When to renew a certificate: cert-manager's rule.
+//! When to renew a certificate: cert-manager's rule, the one relayctl uses
+//! everywhere (the planner renews by it, `check` warns by it, metrics
+//! publish its renewal time).
 //!
-//! Renew when the remaining lifetime is shorter than `min(renewBefore,
-//! lifetime / 3)`, both taken from the certificate's real notBefore/notAfter.
-//! Capping by a third of the *actual* lifetime means a certificate issued
-//! shorter than configured (e.g. by an external CA) is not renewed again right
-//! after issuance, which would loop forever.
+//! Renew when less than `renewBefore` of the certificate is left. When
+//! `renewBefore` is not shorter than the certificate's *actual* lifetime
+//! (notAfter − notBefore, e.g. a certificate an external CA issued shorter
+//! than configured), renew when less than a third of its lifetime is left
+//! instead: renewing at once would loop forever.
 
 use time::OffsetDateTime;
 
 use crate::model::Duration;
 use crate::pki::inspect::CertFacts;
 
-/// The remaining lifetime below which `facts` is due: `min(renew_before,
-/// (notAfter - notBefore) / 3)`.
-pub fn renewal_threshold(facts: &CertFacts, renew_before: Duration) -> time::Duration {
+/// Where a certificate's renewal threshold comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// The configured `renewBefore`, shorter than the lifetime.
+    RenewBefore(Duration),
+    /// A third of the lifetime: `renewBefore` was not shorter than it.
+    LifetimeThird,
+}
+
+/// When a certificate is due for renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    /// Renew when less than this is left.
+    pub threshold: time::Duration,
+    /// Why that threshold.
+    pub basis: Basis,
+    /// The instant it becomes due: notAfter − threshold.
+    pub at: OffsetDateTime,
+}
+
+impl Renewal {
+    /// Whether the certificate is due at `now` (also when it has expired).
+    pub fn is_due(&self, now: OffsetDateTime) -> bool {
+        now >= self.at
+    }
+
+    /// How the threshold is named in messages: `renewBefore 720h` (as
+    /// configured) or `lifetime/3 3d`.
+    pub fn bound(&self) -> String {
+        match self.basis {
+            Basis::RenewBefore(renew_before) => format!("renewBefore {renew_before}"),
+            Basis::LifetimeThird => format!("lifetime/3 {}", human(self.threshold)),
+        }
+    }
+}
+
+/// The renewal of `facts` under `renew_before`.
+pub fn renewal(facts: &CertFacts, renew_before: Duration) -> Renewal {
     let lifetime = facts.not_after - facts.not_before;
-    let third = lifetime / 3;
-    renew_before.to_time().min(third)
+    let (threshold, basis) = if renew_before.to_time() < lifetime {
+        (renew_before.to_time(), Basis::RenewBefore(renew_before))
+    } else {
+        (lifetime / 3, Basis::LifetimeThird)
+    };
+    Renewal {
+        threshold,
+        basis,
+        at: facts.not_after - threshold,
+    }
 }
 
 /// `Some(reason)` when the certificate must be renewed at `now`, e.g.
-/// `expires in 12d < renewBefore 30d`, `expires in 2d3h < lifetime/3 4d`,
+/// `expires in 12d < renewBefore 720h`, `expires in 2d3h < lifetime/3 4d`,
 /// or `expired 3d ago`; `None` when it is fine.
 pub fn renewal_due(
     facts: &CertFacts,
@@ -31,20 +76,15 @@ pub fn renewal_due(
     if remaining <= time::Duration::ZERO {
         return Some(format!("expired {} ago", human(-remaining)));
     }
-    let threshold = renewal_threshold(facts, renew_before);
-    if remaining >= threshold {
-        return None;
-    }
-    let bound = if threshold == renew_before.to_time() {
-        format!("renewBefore {}", human(threshold))
-    } else {
-        format!("lifetime/3 {}", human(threshold))
-    };
-    Some(format!("expires in {} < {bound}", human(remaining)))
+    let renewal = renewal(facts, renew_before);
+    renewal
+        .is_due(now)
+        .then(|| format!("expires in {} < {}", human(remaining), renewal.bound()))
 }
 
-/// A duration for people: the two largest of days, hours, minutes, seconds,
-/// rounded down (`12d`, `2d3h`, `5h30m`, `45s`).
+/// A remaining or elapsed time for people: the two largest of days, hours,
+/// minutes, seconds, rounded down (`12d`, `2d3h`, `5h30m`, `45s`). Configured
+/// durations print as configured (`720h`, see [`Duration`]'s `Display`).
 pub fn human(duration: time::Duration) -> String {
     let total = duration.whole_seconds().max(0);
     let parts = [

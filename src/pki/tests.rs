@@ -453,13 +453,13 @@ fn renewal_follows_cert_managers_rule_and_explains_itself() {
     );
     assert_eq!(
         renewal_due(&facts, renew_before, NOW + time::Duration::days(353)).as_deref(),
-        Some("expires in 12d < renewBefore 30d")
+        Some("expires in 12d < renewBefore 720h")
     );
     assert_eq!(
         renewal_due(&facts, renew_before, NOW + time::Duration::days(368)).as_deref(),
         Some("expired 3d ago")
     );
-    // A cert shorter than renewBefore: the lifetime/3 cap prevents a loop.
+    // A cert not longer than renewBefore: renewed at lifetime/3, not in a loop.
     let short = facts_with(NOW, time::Duration::days(9));
     assert_eq!(
         renewal_due(&short, renew_before, NOW + time::Duration::days(1)),
@@ -699,8 +699,9 @@ fn algorithm() -> impl Strategy<Value = KeyAlgorithm> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-    /// The rule, restated: due exactly when remaining < min(renewBefore, lifetime/3),
-    /// and never at issuance (no renewal loop), whatever renewBefore says.
+    /// The rule, restated: due exactly when remaining < renewBefore, or
+    /// < lifetime/3 when renewBefore is not shorter than the lifetime; never
+    /// at issuance (no renewal loop), whatever renewBefore says.
     #[test]
     fn renewal_rule(
         lifetime_secs in 3_600i64..20 * 365 * 86_400,
@@ -713,7 +714,8 @@ proptest! {
         facts.not_after = NOW + lifetime;
         let now = NOW + lifetime * elapsed_permille as f64 / 1000.0;
         let renew_before = Duration::from_secs(renew_before_secs);
-        let threshold = time::Duration::seconds(renew_before_secs as i64).min(lifetime / 3);
+        let configured = time::Duration::seconds(renew_before_secs as i64);
+        let threshold = if configured < lifetime { configured } else { lifetime / 3 };
         let remaining = facts.not_after - now;
         let due = renewal_due(&facts, renew_before, now);
         prop_assert_eq!(due.is_some(), remaining < threshold || remaining <= time::Duration::ZERO);

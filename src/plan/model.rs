@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{CaMode, ClientCertMode};
-use crate::observed::ObjectVersion;
+pub use crate::relay::Role;
 
 /// Version of the JSON form; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -54,18 +54,6 @@ pub struct ClusterPlan {
     pub changes: Vec<Change>,
 }
 
-/// A cluster's role in the fleet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Role {
-    /// The management cluster.
-    Management,
-    /// A workload cluster of the config.
-    Workload,
-    /// A cluster that left the config but still holds this instance's Secrets.
-    Orphan,
-}
-
 /// What happens to one Secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -84,18 +72,6 @@ pub struct Change {
     /// What each data key will hold (or holds, for no-ops), by key.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub data: BTreeMap<String, Value>,
-}
-
-impl Change {
-    /// The observed version as recorded for stale-plan detection.
-    pub fn version_record(&self, cluster: &str) -> ObjectVersion {
-        ObjectVersion {
-            cluster: cluster.to_owned(),
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-            version: self.observed_version.clone(),
-        }
-    }
 }
 
 /// The action on one Secret.
@@ -267,17 +243,6 @@ impl Summary {
 }
 
 impl Plan {
-    /// Every observed object version the plan depends on.
-    pub fn observed_versions(&self) -> Vec<ObjectVersion> {
-        let mut out: Vec<ObjectVersion> = self
-            .clusters
-            .iter()
-            .flat_map(|c| c.changes.iter().map(|ch| ch.version_record(&c.name)))
-            .collect();
-        out.sort();
-        out
-    }
-
     /// The exit status `--detailed-exitcode` asks for: error > changes > none.
     pub fn detailed_status(&self) -> DetailedStatus {
         if self.summary.has_errors() {
