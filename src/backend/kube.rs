@@ -56,8 +56,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use super::{Backend, BackendError, LockGuard};
-use crate::fleet::Reach;
+use super::{Backend, BackendError, LockGuard, Reach};
 use crate::model::{ClusterName, Connection};
 use crate::observed::{ClusterObservation, LABEL_INSTANCE, SecretObject};
 use crate::plan::{Action, Write};
@@ -245,7 +244,7 @@ impl KubeBackend {
                     .map_err(|e| {
                         connect_error(format!(
                             "context `{context}` of the kubeconfig {source} is unusable: {}",
-                            crate::fleet::error_chain(&e)
+                            crate::error::error_chain(&e)
                         ))
                     })?;
                 (config, format!("context `{context}`"))
@@ -254,7 +253,7 @@ impl KubeBackend {
                 let config = Config::incluster().map_err(|e| {
                     connect_error(format!(
                         "no in-cluster configuration (is relayctl running in a pod with a service account?): {}",
-                        crate::fleet::error_chain(&e)
+                        crate::error::error_chain(&e)
                     ))
                 })?;
                 (config, "in-cluster service account".to_owned())
@@ -285,7 +284,7 @@ impl KubeBackend {
         .map_err(|e| {
             connect_error(format!(
                 "cannot set up a client for {server}: {}",
-                crate::fleet::error_chain(&e)
+                crate::error::error_chain(&e)
             ))
         })?;
         Ok(Self {
@@ -1016,7 +1015,7 @@ fn sanitized(error: &kube::Error) -> Box<dyn std::error::Error + Send + Sync> {
         kube::Error::FromUtf8(_) => Box::new(DecodeError {
             what: "the API server's answer is not UTF-8".to_owned(),
         }),
-        other => Box::new(Flattened(crate::fleet::error_chain(other))),
+        other => Box::new(Flattened(crate::error::error_chain(other))),
     }
 }
 
