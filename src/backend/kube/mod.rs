@@ -207,7 +207,7 @@ impl Backend for KubeBackend {
                 block_on(self.update(object, version))
             }
             (Action::Delete, Some(version)) => {
-                block_on(self.delete(&object.namespace, &object.name, version)).map(|()| None)
+                block_on(self.delete(object, version)).map(|()| None)
             }
             // Nothing to delete was observed: it is absent, as wanted.
             (Action::Delete, None) => Ok(None),

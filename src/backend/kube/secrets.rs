@@ -15,6 +15,7 @@ use kube::api::{
 };
 use kube::core::Request;
 use serde::Serialize;
+use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::call::{CallError, DecodeError, decode};
@@ -94,14 +95,9 @@ impl KubeBackend {
         &self,
         object: &SecretObject,
     ) -> Result<Option<String>, BackendError> {
-        let (namespace, name) = (&object.namespace, &object.name);
+        let namespace = &object.namespace;
         self.ensure_namespace(namespace).await?;
-        let operation = || {
-            format!(
-                "creating Secret `{namespace}/{name}` on cluster `{}`",
-                self.cluster
-            )
-        };
+        let operation = || self.writing("creating", object);
         let body = Zeroizing::new(
             serde_json::to_vec(&SecretBody::new(object, None, None, true))
                 .map_err(|e| self.fail(operation(), CallError::Decode(DecodeError::encode(&e))))?,
@@ -111,16 +107,16 @@ impl KubeBackend {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PostParams::default()
         };
-        match self
-            .secret_call(self.deadline(), || {
-                request.create(&params, body.as_slice().to_vec())
-            })
-            .await
-        {
-            Ok(text) => Ok(resource_version(text.as_bytes())),
-            Err(CallError::Api(status)) if status.code == 409 => Err(Self::stale(namespace, name)),
-            Err(e) => Err(self.fail(operation(), e)),
-        }
+        let text = self
+            .write_call(
+                object,
+                Precondition::Absent,
+                self.deadline(),
+                operation,
+                || request.create(&params, body.as_slice().to_vec()),
+            )
+            .await?;
+        Ok(resource_version(text.as_bytes()))
     }
 
     pub(super) async fn update(
@@ -129,28 +125,18 @@ impl KubeBackend {
         version: &str,
     ) -> Result<Option<String>, BackendError> {
         let (namespace, name) = (&object.namespace, &object.name);
-        let operation = || {
-            format!(
-                "updating Secret `{namespace}/{name}` on cluster `{}`",
-                self.cluster
-            )
-        };
+        let operation = || self.writing("updating", object);
         let uid = self.uid_for(namespace, name, version);
         let body = SecretBody::new(object, Some(version), uid.as_deref(), false);
         let request = Request::new(Secret::url_path(&(), Some(namespace)));
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let patch = Patch::Apply(&body);
         let deadline = self.deadline();
-        let text = match self
-            .secret_call(deadline, || request.patch(name, &params, &patch))
-            .await
-        {
-            Ok(text) => text,
-            Err(CallError::Api(status)) if status.code == 409 || status.code == 404 => {
-                return Err(Self::stale(namespace, name));
-            }
-            Err(e) => return Err(self.fail(operation(), e)),
-        };
+        let text = self
+            .write_call(object, Precondition::Observed, deadline, operation, || {
+                request.patch(name, &params, &patch)
+            })
+            .await?;
         let applied: Secret =
             decode(&text).map_err(|e| self.fail(operation(), CallError::Decode(e)))?;
         drop(text);
@@ -179,35 +165,32 @@ impl KubeBackend {
             ..PatchParams::default()
         };
         let patch = Patch::Merge(&removal);
-        match self
-            .secret_call(deadline, || request.patch(name, &params, &patch))
-            .await
-        {
-            Ok(text) => Ok(resource_version(text.as_bytes())),
-            Err(CallError::Api(status)) if status.code == 409 || status.code == 404 => {
-                Err(Self::stale(namespace, name))
-            }
-            Err(e) => Err(self.fail(
-                format!(
-                    "removing data keys {} from Secret `{namespace}/{name}` on cluster `{}`",
-                    extra
-                        .iter()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    self.cluster
-                ),
-                e,
-            )),
-        }
+        let removing = || {
+            format!(
+                "removing data keys {} from Secret `{namespace}/{name}` on cluster `{}`",
+                extra
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.cluster
+            )
+        };
+        let text = self
+            .write_call(object, Precondition::Observed, deadline, removing, || {
+                request.patch(name, &params, &patch)
+            })
+            .await?;
+        Ok(resource_version(text.as_bytes()))
     }
 
     pub(super) async fn delete(
         &self,
-        namespace: &str,
-        name: &str,
+        object: &SecretObject,
         version: &str,
     ) -> Result<(), BackendError> {
+        let (namespace, name) = (&object.namespace, &object.name);
+        let operation = || self.writing("deleting", object);
         let request = Request::new(Secret::url_path(&(), Some(namespace)));
         let params = DeleteParams {
             preconditions: Some(Preconditions {
@@ -216,28 +199,46 @@ impl KubeBackend {
             }),
             ..DeleteParams::default()
         };
-        match self
-            .secret_call(self.deadline(), || request.delete(name, &params))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(CallError::Api(status)) if status.code == 409 || status.code == 404 => {
-                Err(Self::stale(namespace, name))
-            }
-            Err(e) => Err(self.fail(
-                format!(
-                    "deleting Secret `{namespace}/{name}` on cluster `{}`",
-                    self.cluster
-                ),
-                e,
-            )),
-        }
+        self.write_call(
+            object,
+            Precondition::Observed,
+            self.deadline(),
+            operation,
+            || request.delete(name, &params),
+        )
+        .await?;
+        Ok(())
     }
 
-    fn stale(namespace: &str, name: &str) -> BackendError {
-        BackendError::Stale {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
+    /// Names a write of `object` for its error: "`verb` Secret `ns/name` on
+    /// cluster `c`".
+    fn writing(&self, verb: &str, object: &SecretObject) -> String {
+        format!(
+            "{verb} Secret `{}/{}` on cluster `{}`",
+            object.namespace, object.name, self.cluster
+        )
+    }
+
+    /// Sends one Secret write that carries `precondition`. An answer saying
+    /// the precondition no longer holds is [`BackendError::Stale`]: the
+    /// Secret changed since it was observed. Any other failure is reported
+    /// as `operation`.
+    async fn write_call(
+        &self,
+        object: &SecretObject,
+        precondition: Precondition,
+        deadline: Instant,
+        operation: impl FnOnce() -> String,
+        make: impl Fn() -> Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+    ) -> Result<Zeroizing<String>, BackendError> {
+        match self.secret_call(deadline, make).await {
+            Err(CallError::Api(status)) if precondition.failed_by(status.code) => {
+                Err(BackendError::Stale {
+                    namespace: object.namespace.clone(),
+                    name: object.name.clone(),
+                })
+            }
+            result => result.map_err(|e| self.fail(operation(), e)),
         }
     }
 
@@ -274,6 +275,29 @@ impl KubeBackend {
             uids.get(&(namespace.to_owned(), name.to_owned(), version.to_owned()))
                 .cloned()
         })
+    }
+}
+
+/// What a Secret write requires of the stored object.
+#[derive(Debug, Clone, Copy)]
+enum Precondition {
+    /// It must not exist (create): a 409 says it appeared meanwhile. A 404
+    /// is not stale: it is a missing namespace, an error of its own.
+    Absent,
+    /// It must still be the observed version of the same object (update,
+    /// delete, by `resourceVersion` and `uid`): a 409 says it changed, a 404
+    /// that it was deleted.
+    Observed,
+}
+
+impl Precondition {
+    /// Whether an error answer with HTTP status `code` says the
+    /// precondition failed.
+    fn failed_by(self, code: u16) -> bool {
+        match self {
+            Self::Absent => code == 409,
+            Self::Observed => code == 409 || code == 404,
+        }
     }
 }
 
@@ -413,5 +437,17 @@ mod tests {
         assert_eq!(created["type"], "Opaque");
         assert!(created["metadata"].get("resourceVersion").is_none());
         assert!(!format!("{body:?}").contains("abc"));
+    }
+
+    #[test]
+    fn a_create_is_stale_on_conflict_only_never_on_a_missing_namespace() {
+        assert!(Precondition::Absent.failed_by(409));
+        assert!(!Precondition::Absent.failed_by(404), "404: no namespace");
+        assert!(Precondition::Observed.failed_by(409));
+        assert!(Precondition::Observed.failed_by(404), "404: deleted");
+        for code in [400, 403, 422, 500] {
+            assert!(!Precondition::Absent.failed_by(code), "{code}");
+            assert!(!Precondition::Observed.failed_by(code), "{code}");
+        }
     }
 }
