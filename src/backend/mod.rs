@@ -97,11 +97,25 @@ pub enum BackendError {
         /// The server's message, naming the verb and resource.
         message: String,
     },
-    /// The cluster cannot be reached or configured.
-    #[error("cannot connect: {reason}")]
+    /// A Kubernetes cluster's connection cannot be set up (its kubeconfig,
+    /// context or client, or a refused credential plugin); nothing was
+    /// contacted yet.
+    #[error("cannot connect to cluster `{cluster}`: {what}")]
     Connect {
-        /// Why.
-        reason: String,
+        /// The cluster.
+        cluster: String,
+        /// What is wrong with its connection; the cause is `source`.
+        what: String,
+        /// What failed underneath, if anything did.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The async runtime the Kubernetes clients run on cannot be started.
+    #[error("cannot start the async runtime for Kubernetes clients")]
+    Runtime {
+        /// Why (shared: the runtime is started once per process).
+        #[source]
+        source: Arc<std::io::Error>,
     },
     /// The API server did not answer: connection refused, TLS failure, reset.
     #[error("cannot reach the API server of cluster `{cluster}` at {server} (gave up after {attempts} attempt{s})", s = if *attempts == 1 { "" } else { "s" })]

@@ -3,31 +3,61 @@
 //! context, or the pod's service account. Nothing is contacted here.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::{Client, Config};
 
 use super::{KubeBackend, runtime};
 use crate::backend::{BackendError, Reach};
+use crate::files::FileError;
 use crate::model::{ClusterName, Connection};
 
+/// What failed underneath a connection that cannot be set up.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a kubeconfig cannot be read. The parser's message can quote the
+/// file, which may not be a kubeconfig at all, so this names only what went
+/// wrong.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    /// The operating system refused.
+    #[error(transparent)]
+    Io(std::io::Error),
+    /// Not a regular file of bounded size.
+    #[error(transparent)]
+    File(FileError),
+    /// Not text.
+    #[error("not UTF-8 text")]
+    NotUtf8,
+    /// Text, but not a kubeconfig.
+    #[error("not a valid kubeconfig")]
+    Invalid,
+}
+
 /// Reads a kubeconfig file named by a manifest or `--kubeconfig`: a regular
-/// file of bounded size (a FIFO must not hang the run). The parser's
-/// message can quote the file, which may not be a kubeconfig at all, so the
-/// error names only what went wrong.
-fn read_kubeconfig(path: &std::path::Path) -> Result<Kubeconfig, String> {
+/// file of bounded size (a FIFO must not hang the run).
+fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, Unreadable> {
     const MAX_KUBECONFIG: usize = 4 * 1024 * 1024;
-    let real = std::fs::canonicalize(path).map_err(|e| e.to_string())?;
+    let real = std::fs::canonicalize(path).map_err(Unreadable::Io)?;
     let bytes = zeroize::Zeroizing::new(
         crate::files::read_regular(&real, MAX_KUBECONFIG).map_err(|e| match e {
-            crate::files::FileError::Io { source, .. } => source.to_string(),
-            other => other.to_string(),
+            FileError::Io { source, .. } => Unreadable::Io(source),
+            other => Unreadable::File(other),
         })?,
     );
-    let text = std::str::from_utf8(&bytes).map_err(|_| "not UTF-8 text".to_owned())?;
-    Kubeconfig::from_yaml(text).map_err(|_| "not a valid kubeconfig".to_owned())
+    let text = std::str::from_utf8(&bytes).map_err(|_| Unreadable::NotUtf8)?;
+    Kubeconfig::from_yaml(text).map_err(|_| Unreadable::Invalid)
+}
+
+/// The kubeconfig of `KUBECONFIG` or `~/.kube/config`.
+fn read_default_kubeconfig() -> Result<Kubeconfig, Unreadable> {
+    Kubeconfig::read().map_err(|e| match e {
+        KubeconfigError::ReadConfig(io, _) => Unreadable::Io(io),
+        _ => Unreadable::Invalid,
+    })
 }
 
 /// The credential plugin (`exec`, `auth-provider`) the user of `context`
@@ -57,7 +87,7 @@ fn credential_plugin(kubeconfig: &Kubeconfig, context: &str) -> Option<&'static 
 }
 
 /// Where a kubeconfig came from, for messages.
-fn kubeconfig_source(explicit: Option<&std::path::Path>) -> String {
+fn kubeconfig_source(explicit: Option<&Path>) -> String {
     match explicit {
         Some(path) => format!("`{}`", path.display()),
         None => match std::env::var_os("KUBECONFIG") {
@@ -78,8 +108,10 @@ impl KubeBackend {
         reach: &Reach,
     ) -> Result<Self, BackendError> {
         let runtime = runtime()?;
-        let connect_error = |reason: String| BackendError::Connect {
-            reason: format!("cluster `{name}`: {reason}"),
+        let cannot = |what: String, source: Option<Cause>| BackendError::Connect {
+            cluster: name.to_string(),
+            what,
+            source,
         };
         let (mut config, via) = match connection {
             Connection::Kubeconfig { context, path } => {
@@ -87,13 +119,13 @@ impl KubeBackend {
                 let source = kubeconfig_source(explicit);
                 let kubeconfig = match explicit {
                     Some(path) => read_kubeconfig(path),
-                    None => Kubeconfig::read().map_err(|e| match e {
-                        kube::config::KubeconfigError::ReadConfig(io, _) => io.to_string(),
-                        _ => "not a valid kubeconfig".to_owned(),
-                    }),
+                    None => read_default_kubeconfig(),
                 }
-                .map_err(|what| {
-                    connect_error(format!("cannot read the kubeconfig {source}: {what}"))
+                .map_err(|e| {
+                    cannot(
+                        format!("cannot read the kubeconfig {source}"),
+                        Some(Box::new(e)),
+                    )
                 })?;
                 if path.is_some()
                     && let Some(plugin) = credential_plugin(&kubeconfig, context)
@@ -101,9 +133,12 @@ impl KubeBackend {
                     // A kubeconfig named by a manifest is in the repository;
                     // a plugin would run a command of the repository's
                     // writers with relayctl's rights.
-                    return Err(connect_error(format!(
-                        "the kubeconfig {source} named by the manifest uses a credential plugin (`{plugin}`) for context `{context}`; plugins run commands, so only the operator's kubeconfig (`--kubeconfig`, `KUBECONFIG`) may use them"
-                    )));
+                    return Err(cannot(
+                        format!(
+                            "the kubeconfig {source} named by the manifest uses a credential plugin (`{plugin}`) for context `{context}`; plugins run commands, so only the operator's kubeconfig (`--kubeconfig`, `KUBECONFIG`) may use them"
+                        ),
+                        None,
+                    ));
                 }
                 if !kubeconfig.contexts.iter().any(|c| c.name == *context) {
                     let known: Vec<&str> = kubeconfig
@@ -111,14 +146,17 @@ impl KubeBackend {
                         .iter()
                         .map(|c| c.name.as_str())
                         .collect();
-                    return Err(connect_error(format!(
-                        "context `{context}` is not in the kubeconfig {source} (it has: {})",
-                        if known.is_empty() {
-                            "no contexts".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    )));
+                    return Err(cannot(
+                        format!(
+                            "context `{context}` is not in the kubeconfig {source} (it has: {})",
+                            if known.is_empty() {
+                                "no contexts".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                        None,
+                    ));
                 }
                 let options = KubeConfigOptions {
                     context: Some(context.clone()),
@@ -127,26 +165,27 @@ impl KubeBackend {
                 let config = runtime
                     .block_on(Config::from_custom_kubeconfig(kubeconfig, &options))
                     .map_err(|e| {
-                        connect_error(format!(
-                            "context `{context}` of the kubeconfig {source} is unusable: {}",
-                            crate::error::error_chain(&e)
-                        ))
+                        cannot(
+                            format!("context `{context}` of the kubeconfig {source} is unusable"),
+                            Some(Box::new(e)),
+                        )
                     })?;
                 (config, format!("context `{context}`"))
             }
             Connection::InCluster => {
                 let config = Config::incluster().map_err(|e| {
-                    connect_error(format!(
-                        "no in-cluster configuration (is relayctl running in a pod with a service account?): {}",
-                        crate::error::error_chain(&e)
-                    ))
+                    cannot(
+                        "no in-cluster configuration (is relayctl running in a pod with a service account?)".to_owned(),
+                        Some(Box::new(e)),
+                    )
                 })?;
                 (config, "in-cluster service account".to_owned())
             }
             Connection::Directory { .. } | Connection::StateDir => {
-                return Err(connect_error(
+                return Err(cannot(
                     "not a Kubernetes connection (a bug: directory connections use the directory backend)"
                         .to_owned(),
+                    None,
                 ));
             }
         };
@@ -167,10 +206,10 @@ impl KubeBackend {
             Client::try_from(config)
         }
         .map_err(|e| {
-            connect_error(format!(
-                "cannot set up a client for {server}: {}",
-                crate::error::error_chain(&e)
-            ))
+            cannot(
+                format!("cannot set up a client for {server}"),
+                Some(Box::new(e)),
+            )
         })?;
         Ok(Self {
             cluster: name.to_string(),
@@ -181,5 +220,65 @@ impl KubeBackend {
             namespaces: Mutex::new(BTreeSet::new()),
             uids: Mutex::new(BTreeMap::new()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::error_chain;
+
+    fn connect(context: &str, path: &Path) -> BackendError {
+        let name = ClusterName::parse("mgmt").unwrap();
+        let connection = Connection::Kubeconfig {
+            context: context.to_owned(),
+            path: Some(path.to_path_buf()),
+        };
+        let reach = Reach {
+            state_dir: path.to_path_buf(),
+            kubeconfig: None,
+            timeout: Duration::from_secs(1),
+            fix_permissions: false,
+            allow_outside_state_dir: false,
+        };
+        KubeBackend::connect(&name, &connection, &reach).unwrap_err()
+    }
+
+    #[test]
+    fn an_unreadable_kubeconfig_names_the_cluster_and_carries_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.kubeconfig");
+        let err = connect("mgmt", &path);
+        let top = err.to_string();
+        assert_eq!(
+            top,
+            format!(
+                "cannot connect to cluster `mgmt`: cannot read the kubeconfig `{}`",
+                path.display()
+            )
+        );
+        let cause = std::error::Error::source(&err).expect("the cause is attached");
+        assert!(!top.contains(&cause.to_string()), "{top}");
+        assert_eq!(error_chain(&err), format!("{top}: {cause}"));
+    }
+
+    #[test]
+    fn a_missing_context_lists_the_contexts_the_kubeconfig_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts:\n- name: other\n  context: { cluster: c, user: u }\n",
+        )
+        .unwrap();
+        let err = connect("mgmt", &path);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot connect to cluster `mgmt`: context `mgmt` is not in the kubeconfig `{}` (it has: other)",
+                path.display()
+            )
+        );
+        assert!(std::error::Error::source(&err).is_none());
     }
 }

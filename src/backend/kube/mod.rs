@@ -47,7 +47,7 @@ mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -64,7 +64,7 @@ use crate::plan::{Action, Write};
 /// The field manager of every write.
 pub const FIELD_MANAGER: &str = "relayctl";
 
-static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, Arc<std::io::Error>>> = OnceLock::new();
 
 /// The process-wide runtime every Kubernetes call runs on.
 fn runtime() -> Result<&'static tokio::runtime::Runtime, BackendError> {
@@ -75,11 +75,11 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, BackendError> {
                 .thread_name("relayctl-kube")
                 .enable_all()
                 .build()
-                .map_err(|e| e.to_string())
+                .map_err(Arc::new)
         })
         .as_ref()
-        .map_err(|why| BackendError::Connect {
-            reason: format!("cannot start the async runtime for Kubernetes clients: {why}"),
+        .map_err(|source| BackendError::Runtime {
+            source: source.clone(),
         })
 }
 
