@@ -179,7 +179,7 @@ fn apply_cluster(
                     },
                     write.object.namespace,
                     write.object.name,
-                    crate::fleet::error_chain(&err)
+                    crate::error::error_chain(&err)
                 ));
                 break;
             }

@@ -1,86 +1,16 @@
-//! The shell around the pure core for a whole fleet: backends per cluster,
-//! observation with bounded concurrency, and the pieces `plan`, `apply` and
-//! `check` share.
+//! The fleet-wide observation: every cluster observed through its backend
+//! with bounded concurrency, and what the observations say together (two
+//! clusters that are one storage). Which backend a cluster gets is
+//! [`crate::backend::backend_for`].
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub use crate::error::error_chain;
-
-use crate::backend::directory::DirectoryBackend;
-use crate::backend::{Backend, BackendError};
-use crate::model::{ClusterName, Connection, TrustConfig};
+use crate::backend::Backend;
+use crate::error::error_chain;
+use crate::model::{ClusterName, TrustConfig};
 use crate::observed::Observed;
-
-/// How the shell reaches clusters: the resolved global flags.
-#[derive(Debug, Clone)]
-pub struct Reach {
-    /// Root of the directory backend.
-    pub state_dir: PathBuf,
-    /// `--kubeconfig`.
-    pub kubeconfig: Option<PathBuf>,
-    /// Per-cluster timeout for API calls.
-    pub timeout: std::time::Duration,
-    /// Tighten loose permissions in the state directory (with a warning)
-    /// instead of refusing them.
-    pub fix_permissions: bool,
-    /// Allow `directory` connections outside the state directory.
-    pub allow_outside_state_dir: bool,
-}
-
-/// Builds the backend for one cluster's connection.
-pub fn backend_for(
-    name: &ClusterName,
-    connection: &Connection,
-    reach: &Reach,
-) -> Result<Arc<dyn Backend>, BackendError> {
-    match connection {
-        Connection::StateDir => Ok(Arc::new(
-            DirectoryBackend::in_state_dir(reach.state_dir.join(name.as_str()), &reach.state_dir)
-                .fixing_permissions(reach.fix_permissions),
-        )),
-        Connection::Directory { path } => {
-            let backend = if within_state_dir(path, reach) {
-                DirectoryBackend::in_state_dir(path.clone(), &reach.state_dir)
-            } else {
-                DirectoryBackend::new(path.clone())
-            };
-            Ok(Arc::new(backend.fixing_permissions(reach.fix_permissions)))
-        }
-        Connection::Kubeconfig { .. } | Connection::InCluster => {
-            crate::backend::kube_backend(name, connection, reach)
-        }
-    }
-}
-
-/// Whether the folder `path` lies inside the state directory (after
-/// symlinks).
-pub fn within_state_dir(path: &Path, reach: &Reach) -> bool {
-    crate::files::resolve(path).starts_with(crate::files::resolve(&reach.state_dir))
-}
-
-/// Clusters of the config whose `directory` connection leaves the state
-/// directory, unless that is allowed: such a folder is not guarded like the
-/// state directory, and a manifest could point it at any folder of the host.
-pub fn outside_state_dir<'c>(
-    config: &'c TrustConfig,
-    reach: &Reach,
-) -> Vec<(&'c crate::model::ClusterConfig, &'c Path)> {
-    if reach.allow_outside_state_dir {
-        return Vec::new();
-    }
-    config
-        .clusters()
-        .filter_map(|cluster| match &cluster.connection {
-            Connection::Directory { path } if !within_state_dir(path, reach) => {
-                Some((cluster, path.as_path()))
-            }
-            _ => None,
-        })
-        .collect()
-}
 
 /// Maps `f` over `items` on at most `parallelism` threads, keeping order.
 pub fn parallel_map<T: Sync, R: Send>(
@@ -207,55 +137,4 @@ pub fn shared_storage(observed: &Observed) -> Option<(ClusterName, ClusterName, 
         }
     }
     None
-}
-
-/// Clusters of one config that resolve to the same storage (directory or API
-/// server), as `(first, second, target)`. Such a config would have two
-/// clusters overwrite each other's Secrets: a workload's root Secret would
-/// strip mgmt's root key and the next run would replace the CA. relayctl does
-/// not support registering the management cluster as its own workload yet.
-pub fn shared_targets(
-    backends: &BTreeMap<ClusterName, Arc<dyn Backend>>,
-) -> Vec<(ClusterName, ClusterName, String)> {
-    let mut seen: BTreeMap<String, &ClusterName> = BTreeMap::new();
-    let mut shared = Vec::new();
-    for (name, backend) in backends {
-        let target = backend.target();
-        match seen.get(&target) {
-            Some(first) => shared.push(((*first).clone(), name.clone(), target)),
-            None => {
-                seen.insert(target, name);
-            }
-        }
-    }
-    shared
-}
-
-/// Backends for every cluster of the config; a connection that cannot be set
-/// up becomes that cluster's observation error.
-pub fn backends(
-    config: &TrustConfig,
-    reach: &Reach,
-) -> (
-    BTreeMap<ClusterName, Arc<dyn Backend>>,
-    BTreeMap<ClusterName, String>,
-) {
-    let mut ok = BTreeMap::new();
-    let mut failed = BTreeMap::new();
-    for cluster in config.clusters() {
-        match backend_for(&cluster.name, &cluster.connection, reach) {
-            Ok(b) => {
-                ok.insert(cluster.name.clone(), b);
-            }
-            Err(e) => {
-                failed.insert(cluster.name.clone(), error_chain(&e));
-            }
-        }
-    }
-    (ok, failed)
-}
-
-/// Makes a path relative to the current directory shorter for messages.
-pub fn display_path(path: &Path) -> String {
-    path.display().to_string()
 }

@@ -33,8 +33,8 @@
 //!   `plan_management` and `plan_workload` list for each mode what each
 //!   cluster holds, and [`check`].
 //! - A new certificate rule: [`pki`].
-//! - A new place clusters live: a [`backend::Backend`] implementation and its
-//!   [`model::Connection`].
+//! - A new place clusters live: a [`backend::Backend`] implementation, its
+//!   [`model::Connection`], and its arm in [`backend::backend_for`].
 //! - A new output of the plan: [`plan::render`].
 //!
 //! # Glossary

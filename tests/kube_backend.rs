@@ -17,8 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use relayctl::backend::{Backend, BackendError, kube_backend};
-use relayctl::fleet::Reach;
+use relayctl::backend::{Backend, BackendError, Reach, kube_backend};
 use relayctl::model::{Connection, DnsLabel};
 use relayctl::observed::{LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, SecretObject};
 use relayctl::plan::{Action, Write};

@@ -188,7 +188,9 @@ impl Backend for FailingDeletes {
     ) -> Result<Option<String>, relayctl::backend::BackendError> {
         if write.action == Action::Delete {
             return Err(relayctl::backend::BackendError::Connect {
-                reason: "injected failure".into(),
+                cluster: "test".into(),
+                what: "injected failure".into(),
+                source: None,
             });
         }
         self.0.write(write)
@@ -332,7 +334,9 @@ impl Backend for DiesAfter {
             .is_err()
         {
             return Err(relayctl::backend::BackendError::Connect {
-                reason: "the process died here".into(),
+                cluster: "test".into(),
+                what: "the process died here".into(),
+                source: None,
             });
         }
         self.inner.write(write)

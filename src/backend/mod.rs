@@ -1,4 +1,5 @@
-//! Where Secrets live: one trait, a Kubernetes and a directory implementation.
+//! Where Secrets live: one trait, a Kubernetes and a directory implementation,
+//! and which of them each cluster's connection gets ([`backend_for`]).
 //!
 //! The planner never sees a backend; the shell observes through one, hands
 //! plain [`ClusterObservation`]s to the planner, and carries out the planned
@@ -8,8 +9,14 @@
 pub mod directory;
 pub mod kube;
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use self::directory::DirectoryBackend;
+use crate::error::error_chain;
+use crate::model::{ClusterConfig, ClusterName, Connection, TrustConfig};
 use crate::observed::ClusterObservation;
 use crate::plan::Write;
 
@@ -20,7 +27,7 @@ pub enum BackendError {
     #[error("cannot read `{path}`")]
     Read {
         /// The file or folder.
-        path: std::path::PathBuf,
+        path: PathBuf,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -29,7 +36,7 @@ pub enum BackendError {
     #[error("cannot write `{path}`")]
     Write {
         /// The file or folder.
-        path: std::path::PathBuf,
+        path: PathBuf,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -38,7 +45,7 @@ pub enum BackendError {
     #[error("`{path}` is not a valid Secret manifest: {reason}")]
     Corrupt {
         /// The file.
-        path: std::path::PathBuf,
+        path: PathBuf,
         /// What is wrong (never includes data values).
         reason: String,
     },
@@ -47,7 +54,7 @@ pub enum BackendError {
     #[error("refusing `{path}`: {reason}")]
     Refused {
         /// The file or folder.
-        path: std::path::PathBuf,
+        path: PathBuf,
         /// What is wrong and how to fix it.
         reason: String,
     },
@@ -90,11 +97,25 @@ pub enum BackendError {
         /// The server's message, naming the verb and resource.
         message: String,
     },
-    /// The cluster cannot be reached or configured.
-    #[error("cannot connect: {reason}")]
+    /// A Kubernetes cluster's connection cannot be set up (its kubeconfig,
+    /// context or client, or a refused credential plugin); nothing was
+    /// contacted yet.
+    #[error("cannot connect to cluster `{cluster}`: {what}")]
     Connect {
-        /// Why.
-        reason: String,
+        /// The cluster.
+        cluster: String,
+        /// What is wrong with its connection; the cause is `source`.
+        what: String,
+        /// What failed underneath, if anything did.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The async runtime the Kubernetes clients run on cannot be started.
+    #[error("cannot start the async runtime for Kubernetes clients")]
+    Runtime {
+        /// Why (shared: the runtime is started once per process).
+        #[source]
+        source: Arc<std::io::Error>,
     },
     /// The API server did not answer: connection refused, TLS failure, reset.
     #[error("cannot reach the API server of cluster `{cluster}` at {server} (gave up after {attempts} attempt{s})", s = if *attempts == 1 { "" } else { "s" })]
@@ -169,15 +190,129 @@ pub trait Backend: Send + Sync {
     ) -> Result<Box<dyn LockGuard>, BackendError>;
 }
 
+/// How the shell reaches clusters: the resolved global flags.
+#[derive(Debug, Clone)]
+pub struct Reach {
+    /// Root of the directory backend.
+    pub state_dir: PathBuf,
+    /// `--kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Per-cluster timeout for API calls.
+    pub timeout: Duration,
+    /// Tighten loose permissions in the state directory (with a warning)
+    /// instead of refusing them.
+    pub fix_permissions: bool,
+    /// Allow `directory` connections outside the state directory.
+    pub allow_outside_state_dir: bool,
+}
+
+/// Builds the backend for one cluster's connection.
+pub fn backend_for(
+    name: &ClusterName,
+    connection: &Connection,
+    reach: &Reach,
+) -> Result<Arc<dyn Backend>, BackendError> {
+    match connection {
+        Connection::StateDir => Ok(Arc::new(
+            DirectoryBackend::in_state_dir(reach.state_dir.join(name.as_str()), &reach.state_dir)
+                .fixing_permissions(reach.fix_permissions),
+        )),
+        Connection::Directory { path } => {
+            let backend = if within_state_dir(path, reach) {
+                DirectoryBackend::in_state_dir(path.clone(), &reach.state_dir)
+            } else {
+                DirectoryBackend::new(path.clone())
+            };
+            Ok(Arc::new(backend.fixing_permissions(reach.fix_permissions)))
+        }
+        Connection::Kubeconfig { .. } | Connection::InCluster => {
+            kube_backend(name, connection, reach)
+        }
+    }
+}
+
 /// The Kubernetes backend for a `kubeconfig` or `inCluster` connection:
 /// see [`kube::KubeBackend`]. Fails, naming the cluster, when the kubeconfig
 /// or its context is missing or unusable; nothing is contacted yet.
 pub fn kube_backend(
-    name: &crate::model::ClusterName,
-    connection: &crate::model::Connection,
-    reach: &crate::fleet::Reach,
-) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
-    Ok(std::sync::Arc::new(kube::KubeBackend::connect(
+    name: &ClusterName,
+    connection: &Connection,
+    reach: &Reach,
+) -> Result<Arc<dyn Backend>, BackendError> {
+    Ok(Arc::new(kube::KubeBackend::connect(
         name, connection, reach,
     )?))
+}
+
+/// Backends for every cluster of the config; a connection that cannot be set
+/// up becomes that cluster's observation error.
+pub fn backends(
+    config: &TrustConfig,
+    reach: &Reach,
+) -> (
+    BTreeMap<ClusterName, Arc<dyn Backend>>,
+    BTreeMap<ClusterName, String>,
+) {
+    let mut ok = BTreeMap::new();
+    let mut failed = BTreeMap::new();
+    for cluster in config.clusters() {
+        match backend_for(&cluster.name, &cluster.connection, reach) {
+            Ok(b) => {
+                ok.insert(cluster.name.clone(), b);
+            }
+            Err(e) => {
+                failed.insert(cluster.name.clone(), error_chain(&e));
+            }
+        }
+    }
+    (ok, failed)
+}
+
+/// Clusters of one config that resolve to the same storage (directory or API
+/// server), as `(first, second, target)`. Such a config would have two
+/// clusters overwrite each other's Secrets: a workload's root Secret would
+/// strip mgmt's root key and the next run would replace the CA. relayctl does
+/// not support registering the management cluster as its own workload yet.
+pub fn shared_targets(
+    backends: &BTreeMap<ClusterName, Arc<dyn Backend>>,
+) -> Vec<(ClusterName, ClusterName, String)> {
+    let mut seen: BTreeMap<String, &ClusterName> = BTreeMap::new();
+    let mut shared = Vec::new();
+    for (name, backend) in backends {
+        let target = backend.target();
+        match seen.get(&target) {
+            Some(first) => shared.push(((*first).clone(), name.clone(), target)),
+            None => {
+                seen.insert(target, name);
+            }
+        }
+    }
+    shared
+}
+
+/// Whether the folder `path` lies inside the state directory (after
+/// symlinks).
+pub fn within_state_dir(path: &Path, reach: &Reach) -> bool {
+    crate::files::resolve(path).starts_with(crate::files::resolve(&reach.state_dir))
+}
+
+/// Clusters of the config whose `directory` connection leaves the state
+/// directory, unless that is allowed: such a folder is not guarded like the
+/// state directory, and a manifest could point it at any folder of the host.
+pub fn outside_state_dir<'c>(
+    config: &'c TrustConfig,
+    reach: &Reach,
+) -> Vec<(&'c ClusterConfig, &'c Path)> {
+    if reach.allow_outside_state_dir {
+        return Vec::new();
+    }
+    config
+        .clusters()
+        .filter_map(|cluster| match &cluster.connection {
+            Connection::Directory { path } if !within_state_dir(path, reach) => {
+                Some((cluster, path.as_path()))
+            }
+            _ => None,
+        })
+        .collect()
 }

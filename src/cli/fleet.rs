@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::args::{ApplyArgs, FleetArgs, GitArgs, OutputFormat, PlanArgs};
 use super::{CliError, Outcome, Settings, report_diagnostics_at};
-use crate::backend::Backend;
+use crate::backend::{self, Backend};
 use crate::config::{self, ManifestFile};
 use crate::fleet;
 use crate::material::{self, Material};
@@ -57,7 +57,7 @@ pub(crate) fn load_config(
         report_diagnostics_at(&loaded.files, diagnostics, Some(&loaded.provenance))
     };
     let config = config::validate(&loaded.files, &loaded.root).map_err(|d| report(&d))?;
-    let outside: Vec<config::Diagnostic> = fleet::outside_state_dir(&config, &settings.reach)
+    let outside: Vec<config::Diagnostic> = backend::outside_state_dir(&config, &settings.reach)
         .into_iter()
         .map(|(cluster, path)| config::Diagnostic {
             file: cluster.location.file.clone(),
@@ -99,7 +99,7 @@ pub(crate) fn observe_fleet(
     settings: &Settings,
     config: &TrustConfig,
 ) -> Result<(Backends, Observed), CliError> {
-    let (backends, failed) = fleet::backends(config, &settings.reach);
+    let (backends, failed) = backend::backends(config, &settings.reach);
     refuse_shared_targets(&backends)?;
     let clusters: Vec<(ClusterName, Arc<dyn Backend>)> = backends
         .iter()
@@ -186,7 +186,7 @@ pub(crate) fn prepare(
     for (name, connection) in &orphans {
         if let Connection::Directory { path } = connection
             && !settings.reach.allow_outside_state_dir
-            && !fleet::within_state_dir(path, &settings.reach)
+            && !backend::within_state_dir(path, &settings.reach)
         {
             // The inventory lives on mgmt, which others may write: it must
             // not be able to point a prune at any folder of this host.
@@ -199,7 +199,7 @@ pub(crate) fn prepare(
             );
             continue;
         }
-        match fleet::backend_for(name, connection, &settings.reach) {
+        match backend::backend_for(name, connection, &settings.reach) {
             // A cluster renamed in its manifest is still reached the same way:
             // it is not an orphan, and pruning it would delete live Secrets.
             Ok(b) if live_targets.contains_key(&b.target()) => {
@@ -213,7 +213,7 @@ pub(crate) fn prepare(
             Err(e) => {
                 observed
                     .clusters
-                    .insert(name.clone(), Err(fleet::error_chain(&e)));
+                    .insert(name.clone(), Err(crate::error::error_chain(&e)));
             }
         }
     }
@@ -286,7 +286,7 @@ pub(crate) fn prepare(
 pub(crate) fn refuse_shared_targets(
     backends: &BTreeMap<ClusterName, Arc<dyn Backend>>,
 ) -> Result<(), CliError> {
-    match fleet::shared_targets(backends).into_iter().next() {
+    match backend::shared_targets(backends).into_iter().next() {
         Some((first, second, target)) => Err(CliError::SharedTarget {
             first: first.to_string(),
             second: second.to_string(),
@@ -307,7 +307,7 @@ pub(crate) fn lock_and_prepare(
 ) -> Result<(Box<dyn crate::backend::LockGuard>, Prepared), CliError> {
     let loaded = load_config(settings, source)?;
     let config = &loaded.config;
-    let (backends, _) = fleet::backends(config, &settings.reach);
+    let (backends, _) = backend::backends(config, &settings.reach);
     refuse_shared_targets(&backends)?;
     let mgmt = backends
         .get(&config.management.name)
@@ -578,7 +578,7 @@ fn sweep(settings: &Settings, prepared: &Prepared) {
             )),
             Err(e) => super::output::warning(&format!(
                 "{name}: cannot remove what an interrupted run left: {}",
-                fleet::error_chain(&e)
+                crate::error::error_chain(&e)
             )),
         }
     }

@@ -143,7 +143,7 @@ pub fn main() -> ExitCode {
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// How to reach clusters.
-    pub reach: crate::fleet::Reach,
+    pub reach: crate::backend::Reach,
     /// Bound on concurrent clusters.
     pub parallelism: usize,
 }
@@ -151,7 +151,7 @@ pub struct Settings {
 impl Settings {
     fn resolve(global: &args::GlobalArgs) -> Self {
         Self {
-            reach: crate::fleet::Reach {
+            reach: crate::backend::Reach {
                 state_dir: global
                     .state_dir
                     .clone()

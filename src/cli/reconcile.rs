@@ -130,7 +130,7 @@ impl Reconciler<'_> {
                     CliError::InvalidConfig { .. } => {
                         tracing::error!(tick, "{err}; nothing was written");
                     }
-                    _ => tracing::error!(tick, "{}", crate::fleet::error_chain(&err)),
+                    _ => tracing::error!(tick, "{}", crate::error::error_chain(&err)),
                 }
                 Outcome::Failed
             }

@@ -1,0 +1,284 @@
+//! Setting a client up for one cluster: the kubeconfig (named by the
+//! manifest, `--kubeconfig`, `KUBECONFIG` or `~/.kube/config`) and its
+//! context, or the pod's service account. Nothing is contacted here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
+use kube::{Client, Config};
+
+use super::{KubeBackend, runtime};
+use crate::backend::{BackendError, Reach};
+use crate::files::FileError;
+use crate::model::{ClusterName, Connection};
+
+/// What failed underneath a connection that cannot be set up.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a kubeconfig cannot be read. The parser's message can quote the
+/// file, which may not be a kubeconfig at all, so this names only what went
+/// wrong.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    /// The operating system refused.
+    #[error(transparent)]
+    Io(std::io::Error),
+    /// Not a regular file of bounded size.
+    #[error(transparent)]
+    File(FileError),
+    /// Not text.
+    #[error("not UTF-8 text")]
+    NotUtf8,
+    /// Text, but not a kubeconfig.
+    #[error("not a valid kubeconfig")]
+    Invalid,
+}
+
+/// Reads a kubeconfig file named by a manifest or `--kubeconfig`: a regular
+/// file of bounded size (a FIFO must not hang the run).
+fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, Unreadable> {
+    const MAX_KUBECONFIG: usize = 4 * 1024 * 1024;
+    let real = std::fs::canonicalize(path).map_err(Unreadable::Io)?;
+    let bytes = zeroize::Zeroizing::new(
+        crate::files::read_regular(&real, MAX_KUBECONFIG).map_err(|e| match e {
+            FileError::Io { source, .. } => Unreadable::Io(source),
+            other => Unreadable::File(other),
+        })?,
+    );
+    let text = std::str::from_utf8(&bytes).map_err(|_| Unreadable::NotUtf8)?;
+    Kubeconfig::from_yaml(text).map_err(|_| Unreadable::Invalid)
+}
+
+/// The kubeconfig of `KUBECONFIG` or `~/.kube/config`.
+fn read_default_kubeconfig() -> Result<Kubeconfig, Unreadable> {
+    Kubeconfig::read().map_err(|e| match e {
+        KubeconfigError::ReadConfig(io, _) => Unreadable::Io(io),
+        _ => Unreadable::Invalid,
+    })
+}
+
+/// The credential plugin (`exec`, `auth-provider`) the user of `context`
+/// would run, if any.
+fn credential_plugin(kubeconfig: &Kubeconfig, context: &str) -> Option<&'static str> {
+    let user = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context)?
+        .context
+        .as_ref()?
+        .user
+        .as_ref()?;
+    let auth = kubeconfig
+        .auth_infos
+        .iter()
+        .find(|a| &a.name == user)?
+        .auth_info
+        .as_ref()?;
+    if auth.exec.is_some() {
+        Some("exec")
+    } else if auth.auth_provider.is_some() {
+        Some("auth-provider")
+    } else {
+        None
+    }
+}
+
+/// Where a kubeconfig came from, for messages.
+fn kubeconfig_source(explicit: Option<&Path>) -> String {
+    match explicit {
+        Some(path) => format!("`{}`", path.display()),
+        None => match std::env::var_os("KUBECONFIG") {
+            Some(value) if !value.is_empty() => {
+                format!("`KUBECONFIG` (`{}`)", value.to_string_lossy())
+            }
+            _ => "`~/.kube/config`".to_owned(),
+        },
+    }
+}
+
+impl KubeBackend {
+    /// Sets up the client for `connection` of cluster `name`. Nothing is
+    /// contacted yet; a missing kubeconfig or context is reported here.
+    pub fn connect(
+        name: &ClusterName,
+        connection: &Connection,
+        reach: &Reach,
+    ) -> Result<Self, BackendError> {
+        let runtime = runtime()?;
+        let cannot = |what: String, source: Option<Cause>| BackendError::Connect {
+            cluster: name.to_string(),
+            what,
+            source,
+        };
+        let (mut config, via) = match connection {
+            Connection::Kubeconfig { context, path } => {
+                let explicit = path.as_deref().or(reach.kubeconfig.as_deref());
+                let source = kubeconfig_source(explicit);
+                let kubeconfig = match explicit {
+                    Some(path) => read_kubeconfig(path),
+                    None => read_default_kubeconfig(),
+                }
+                .map_err(|e| {
+                    cannot(
+                        format!("cannot read the kubeconfig {source}"),
+                        Some(Box::new(e)),
+                    )
+                })?;
+                if path.is_some()
+                    && let Some(plugin) = credential_plugin(&kubeconfig, context)
+                {
+                    // A kubeconfig named by a manifest is in the repository;
+                    // a plugin would run a command of the repository's
+                    // writers with relayctl's rights.
+                    return Err(cannot(
+                        format!(
+                            "the kubeconfig {source} named by the manifest uses a credential plugin (`{plugin}`) for context `{context}`; plugins run commands, so only the operator's kubeconfig (`--kubeconfig`, `KUBECONFIG`) may use them"
+                        ),
+                        None,
+                    ));
+                }
+                if !kubeconfig.contexts.iter().any(|c| c.name == *context) {
+                    let known: Vec<&str> = kubeconfig
+                        .contexts
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    return Err(cannot(
+                        format!(
+                            "context `{context}` is not in the kubeconfig {source} (it has: {})",
+                            if known.is_empty() {
+                                "no contexts".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                        None,
+                    ));
+                }
+                let options = KubeConfigOptions {
+                    context: Some(context.clone()),
+                    ..KubeConfigOptions::default()
+                };
+                let config = runtime
+                    .block_on(Config::from_custom_kubeconfig(kubeconfig, &options))
+                    .map_err(|e| {
+                        cannot(
+                            format!("context `{context}` of the kubeconfig {source} is unusable"),
+                            Some(Box::new(e)),
+                        )
+                    })?;
+                (config, format!("context `{context}`"))
+            }
+            Connection::InCluster => {
+                let config = Config::incluster().map_err(|e| {
+                    cannot(
+                        "no in-cluster configuration (is relayctl running in a pod with a service account?)".to_owned(),
+                        Some(Box::new(e)),
+                    )
+                })?;
+                (config, "in-cluster service account".to_owned())
+            }
+            Connection::Directory { .. } | Connection::StateDir => {
+                return Err(cannot(
+                    "not a Kubernetes connection (a bug: directory connections use the directory backend)"
+                        .to_owned(),
+                    None,
+                ));
+            }
+        };
+        // Retries are ours, bounded by the per-cluster timeout; the client's
+        // own timeouts are only a backstop behind it, so that a silent server
+        // is reported as a timeout.
+        config.default_retry = false;
+        let backstop = reach.timeout + Duration::from_secs(1);
+        config.connect_timeout = Some(backstop);
+        config.read_timeout = Some(backstop);
+        config.write_timeout = Some(backstop);
+        config.reset_reader_on_write = true;
+        let server = config.cluster_url.to_string();
+        let server = server.trim_end_matches('/').to_owned();
+        // The client spawns its request buffer on the runtime.
+        let client = {
+            let _entered = runtime.enter();
+            Client::try_from(config)
+        }
+        .map_err(|e| {
+            cannot(
+                format!("cannot set up a client for {server}"),
+                Some(Box::new(e)),
+            )
+        })?;
+        Ok(Self {
+            cluster: name.to_string(),
+            via,
+            server,
+            client,
+            timeout: reach.timeout,
+            namespaces: Mutex::new(BTreeSet::new()),
+            uids: Mutex::new(BTreeMap::new()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::error_chain;
+
+    fn connect(context: &str, path: &Path) -> BackendError {
+        let name = ClusterName::parse("mgmt").unwrap();
+        let connection = Connection::Kubeconfig {
+            context: context.to_owned(),
+            path: Some(path.to_path_buf()),
+        };
+        let reach = Reach {
+            state_dir: path.to_path_buf(),
+            kubeconfig: None,
+            timeout: Duration::from_secs(1),
+            fix_permissions: false,
+            allow_outside_state_dir: false,
+        };
+        KubeBackend::connect(&name, &connection, &reach).unwrap_err()
+    }
+
+    #[test]
+    fn an_unreadable_kubeconfig_names_the_cluster_and_carries_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.kubeconfig");
+        let err = connect("mgmt", &path);
+        let top = err.to_string();
+        assert_eq!(
+            top,
+            format!(
+                "cannot connect to cluster `mgmt`: cannot read the kubeconfig `{}`",
+                path.display()
+            )
+        );
+        let cause = std::error::Error::source(&err).expect("the cause is attached");
+        assert!(!top.contains(&cause.to_string()), "{top}");
+        assert_eq!(error_chain(&err), format!("{top}: {cause}"));
+    }
+
+    #[test]
+    fn a_missing_context_lists_the_contexts_the_kubeconfig_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts:\n- name: other\n  context: { cluster: c, user: u }\n",
+        )
+        .unwrap();
+        let err = connect("mgmt", &path);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot connect to cluster `mgmt`: context `mgmt` is not in the kubeconfig `{}` (it has: other)",
+                path.display()
+            )
+        );
+        assert!(std::error::Error::source(&err).is_none());
+    }
+}

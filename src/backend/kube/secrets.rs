@@ -1,0 +1,453 @@
+//! Secret reads and writes: the label-scoped LIST and named GETs of an
+//! observation, create as a POST, update as a forced server-side apply plus
+//! the removal of keys the plan does not write, delete, each under the
+//! observed `resourceVersion` and `uid`. Bodies are built and decoded here so
+//! that Secret data never passes through the client's logs or an error.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::display::Base64Display;
+use base64::engine::general_purpose::STANDARD;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Resource as _;
+use kube::api::{
+    DeleteParams, ListParams, ObjectList, Patch, PatchParams, PostParams, Preconditions,
+};
+use kube::core::Request;
+use serde::Serialize;
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use super::call::{CallError, DecodeError, decode};
+use super::{FIELD_MANAGER, KubeBackend};
+use crate::backend::BackendError;
+use crate::observed::{ClusterObservation, LABEL_INSTANCE, SecretObject};
+use crate::secret::SecretBytes;
+
+impl KubeBackend {
+    pub(super) async fn observe_async(
+        &self,
+        namespace: &str,
+        instance: &str,
+        names: &[String],
+    ) -> Result<ClusterObservation, BackendError> {
+        let deadline = self.deadline();
+        let request = Request::new(Secret::url_path(&(), Some(namespace)));
+        let selector = format!("{LABEL_INSTANCE}={instance}");
+        let params = ListParams::default().labels(&selector);
+        let text = self
+            .secret_call(deadline, || request.list(&params))
+            .await
+            .map_err(|e| {
+                self.fail(
+                    format!(
+                        "listing Secrets labelled `{selector}` in namespace `{namespace}` of cluster `{}`",
+                        self.cluster
+                    ),
+                    e,
+                )
+            })?;
+        let list: ObjectList<Secret> = decode(&text).map_err(|e| {
+            self.fail(
+                format!(
+                    "listing Secrets in namespace `{namespace}` of cluster `{}`",
+                    self.cluster
+                ),
+                CallError::Decode(e),
+            )
+        })?;
+        drop(text);
+        let mut observation = ClusterObservation::default();
+        for secret in list.items {
+            let (object, uid) = to_object(namespace, secret);
+            self.remember_identity(&object, uid, &mut observation);
+            observation.secrets.insert(object.name.clone(), object);
+        }
+        let missing: BTreeSet<&String> = names
+            .iter()
+            .filter(|n| !observation.secrets.contains_key(n.as_str()))
+            .collect();
+        for name in missing {
+            let operation = || {
+                format!(
+                    "reading Secret `{namespace}/{name}` of cluster `{}`",
+                    self.cluster
+                )
+            };
+            let text = match self
+                .secret_call(deadline, || request.get(name, &Default::default()))
+                .await
+            {
+                Ok(text) => text,
+                Err(CallError::Api(status)) if status.code == 404 => continue,
+                Err(e) => return Err(self.fail(operation(), e)),
+            };
+            let secret: Secret =
+                decode(&text).map_err(|e| self.fail(operation(), CallError::Decode(e)))?;
+            let (object, uid) = to_object(namespace, secret);
+            self.remember_identity(&object, uid, &mut observation);
+            observation.secrets.insert(object.name.clone(), object);
+        }
+        Ok(observation)
+    }
+
+    pub(super) async fn create(
+        &self,
+        object: &SecretObject,
+    ) -> Result<Option<String>, BackendError> {
+        let namespace = &object.namespace;
+        self.ensure_namespace(namespace).await?;
+        let operation = || self.writing("creating", object);
+        let body = Zeroizing::new(
+            serde_json::to_vec(&SecretBody::new(object, None, None, true))
+                .map_err(|e| self.fail(operation(), CallError::Decode(DecodeError::encode(&e))))?,
+        );
+        let request = Request::new(Secret::url_path(&(), Some(namespace)));
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        let text = self
+            .write_call(
+                object,
+                Precondition::Absent,
+                self.deadline(),
+                operation,
+                || request.create(&params, body.as_slice().to_vec()),
+            )
+            .await?;
+        Ok(resource_version(text.as_bytes()))
+    }
+
+    pub(super) async fn update(
+        &self,
+        object: &SecretObject,
+        version: &str,
+    ) -> Result<Option<String>, BackendError> {
+        let (namespace, name) = (&object.namespace, &object.name);
+        let operation = || self.writing("updating", object);
+        let uid = self.uid_for(namespace, name, version);
+        let body = SecretBody::new(object, Some(version), uid.as_deref(), false);
+        let request = Request::new(Secret::url_path(&(), Some(namespace)));
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let patch = Patch::Apply(&body);
+        let deadline = self.deadline();
+        let text = self
+            .write_call(object, Precondition::Observed, deadline, operation, || {
+                request.patch(name, &params, &patch)
+            })
+            .await?;
+        let applied: Secret =
+            decode(&text).map_err(|e| self.fail(operation(), CallError::Decode(e)))?;
+        drop(text);
+        // Keys another field manager left: remove them, under the same kind
+        // of precondition, so the Secret holds exactly the planned data.
+        let extra: Vec<String> = applied
+            .data
+            .iter()
+            .flat_map(|d| d.keys())
+            .filter(|k| !object.data.contains_key(k.as_str()))
+            .cloned()
+            .collect();
+        drop(applied.data);
+        if extra.is_empty() {
+            return Ok(applied.metadata.resource_version);
+        }
+        let removal = serde_json::json!({
+            "metadata": {
+                "resourceVersion": applied.metadata.resource_version,
+                "uid": applied.metadata.uid,
+            },
+            "data": extra.iter().map(|k| (k.clone(), serde_json::Value::Null)).collect::<serde_json::Map<_, _>>(),
+        });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let patch = Patch::Merge(&removal);
+        let removing = || {
+            format!(
+                "removing data keys {} from Secret `{namespace}/{name}` on cluster `{}`",
+                extra
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.cluster
+            )
+        };
+        let text = self
+            .write_call(object, Precondition::Observed, deadline, removing, || {
+                request.patch(name, &params, &patch)
+            })
+            .await?;
+        Ok(resource_version(text.as_bytes()))
+    }
+
+    pub(super) async fn delete(
+        &self,
+        object: &SecretObject,
+        version: &str,
+    ) -> Result<(), BackendError> {
+        let (namespace, name) = (&object.namespace, &object.name);
+        let operation = || self.writing("deleting", object);
+        let request = Request::new(Secret::url_path(&(), Some(namespace)));
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(version.to_owned()),
+                uid: self.uid_for(namespace, name, version),
+            }),
+            ..DeleteParams::default()
+        };
+        self.write_call(
+            object,
+            Precondition::Observed,
+            self.deadline(),
+            operation,
+            || request.delete(name, &params),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Names a write of `object` for its error: "`verb` Secret `ns/name` on
+    /// cluster `c`".
+    fn writing(&self, verb: &str, object: &SecretObject) -> String {
+        format!(
+            "{verb} Secret `{}/{}` on cluster `{}`",
+            object.namespace, object.name, self.cluster
+        )
+    }
+
+    /// Sends one Secret write that carries `precondition`. An answer saying
+    /// the precondition no longer holds is [`BackendError::Stale`]: the
+    /// Secret changed since it was observed. Any other failure is reported
+    /// as `operation`.
+    async fn write_call(
+        &self,
+        object: &SecretObject,
+        precondition: Precondition,
+        deadline: Instant,
+        operation: impl FnOnce() -> String,
+        make: impl Fn() -> Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+    ) -> Result<Zeroizing<String>, BackendError> {
+        match self.secret_call(deadline, make).await {
+            Err(CallError::Api(status)) if precondition.failed_by(status.code) => {
+                Err(BackendError::Stale {
+                    namespace: object.namespace.clone(),
+                    name: object.name.clone(),
+                })
+            }
+            result => result.map_err(|e| self.fail(operation(), e)),
+        }
+    }
+
+    fn remember_uid(&self, object: &SecretObject, uid: Option<String>) {
+        if let (Some(uid), Ok(mut uids)) = (uid, self.uids.lock()) {
+            uids.insert(
+                (
+                    object.namespace.clone(),
+                    object.name.clone(),
+                    object.version.clone(),
+                ),
+                uid,
+            );
+        }
+    }
+
+    /// Remembers the uid for preconditions, and as an identity of the
+    /// storage: another context that sees the same Secret uid reaches the
+    /// same apiserver and namespace.
+    fn remember_identity(
+        &self,
+        object: &SecretObject,
+        uid: Option<String>,
+        observation: &mut ClusterObservation,
+    ) {
+        if let Some(uid) = &uid {
+            observation.identities.insert(format!("secret-uid:{uid}"));
+        }
+        self.remember_uid(object, uid);
+    }
+
+    fn uid_for(&self, namespace: &str, name: &str, version: &str) -> Option<String> {
+        self.uids.lock().ok().and_then(|uids| {
+            uids.get(&(namespace.to_owned(), name.to_owned(), version.to_owned()))
+                .cloned()
+        })
+    }
+}
+
+/// What a Secret write requires of the stored object.
+#[derive(Debug, Clone, Copy)]
+enum Precondition {
+    /// It must not exist (create): a 409 says it appeared meanwhile. A 404
+    /// is not stale: it is a missing namespace, an error of its own.
+    Absent,
+    /// It must still be the observed version of the same object (update,
+    /// delete, by `resourceVersion` and `uid`): a 409 says it changed, a 404
+    /// that it was deleted.
+    Observed,
+}
+
+impl Precondition {
+    /// Whether an error answer with HTTP status `code` says the
+    /// precondition failed.
+    fn failed_by(self, code: u16) -> bool {
+        match self {
+            Self::Absent => code == 409,
+            Self::Observed => code == 409 || code == 404,
+        }
+    }
+}
+
+/// The `resourceVersion` of the object in an API answer, if it has one.
+fn resource_version(text: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    }
+    serde_json::from_slice::<Answer>(text)
+        .ok()
+        .and_then(|a| a.metadata.resource_version)
+}
+
+/// The body of a Secret write: planned labels, annotations and data.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SecretBody<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: BodyMeta<'a>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    type_: Option<&'static str>,
+    data: BTreeMap<&'a str, Encoded<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BodyMeta<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    annotations: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<&'a str>,
+}
+
+impl<'a> SecretBody<'a> {
+    /// `type` is only set on create: it is immutable, and an adopted Secret
+    /// keeps the type it has.
+    fn new(
+        object: &'a SecretObject,
+        resource_version: Option<&'a str>,
+        uid: Option<&'a str>,
+        create: bool,
+    ) -> Self {
+        Self {
+            api_version: "v1",
+            kind: "Secret",
+            metadata: BodyMeta {
+                name: &object.name,
+                namespace: &object.namespace,
+                labels: &object.labels,
+                annotations: &object.annotations,
+                resource_version,
+                uid,
+            },
+            type_: create.then_some("Opaque"),
+            data: object
+                .data
+                .iter()
+                .map(|(k, v)| (k.as_str(), Encoded(v)))
+                .collect(),
+        }
+    }
+}
+
+/// Serializes as base64 straight into the output, with no intermediate copy.
+struct Encoded<'a>(&'a SecretBytes);
+
+impl Serialize for Encoded<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&Base64Display::new(self.0.expose(), &STANDARD))
+    }
+}
+
+impl std::fmt::Debug for SecretBody<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretBody")
+            .field("name", &self.metadata.name)
+            .field("namespace", &self.metadata.namespace)
+            .field("data", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// An observed Secret, its data moved (not copied) into redacting holders,
+/// and its `uid`.
+fn to_object(namespace: &str, mut secret: Secret) -> (SecretObject, Option<String>) {
+    let data = secret
+        .data
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, SecretBytes::new(v.0)))
+        .collect();
+    let meta = secret.metadata;
+    (
+        SecretObject {
+            namespace: meta.namespace.unwrap_or_else(|| namespace.to_owned()),
+            name: meta.name.unwrap_or_default(),
+            labels: meta.labels.unwrap_or_default(),
+            annotations: meta.annotations.unwrap_or_default(),
+            data,
+            version: meta.resource_version.unwrap_or_default(),
+        },
+        meta.uid,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_body_carries_the_preconditions_and_base64_data() {
+        let object = SecretObject {
+            namespace: "ns".into(),
+            name: "s".into(),
+            labels: BTreeMap::from([("a".into(), "b".into())]),
+            annotations: BTreeMap::new(),
+            data: BTreeMap::from([("token".into(), SecretBytes::from("abc".to_owned()))]),
+            version: String::new(),
+        };
+        let body = SecretBody::new(&object, Some("42"), Some("u-1"), false);
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(json["metadata"]["resourceVersion"], "42");
+        assert_eq!(json["metadata"]["uid"], "u-1");
+        assert_eq!(json["data"]["token"], "YWJj");
+        assert!(
+            json.get("type").is_none(),
+            "type is immutable: only on create"
+        );
+        let created = serde_json::to_value(SecretBody::new(&object, None, None, true)).unwrap();
+        assert_eq!(created["type"], "Opaque");
+        assert!(created["metadata"].get("resourceVersion").is_none());
+        assert!(!format!("{body:?}").contains("abc"));
+    }
+
+    #[test]
+    fn a_create_is_stale_on_conflict_only_never_on_a_missing_namespace() {
+        assert!(Precondition::Absent.failed_by(409));
+        assert!(!Precondition::Absent.failed_by(404), "404: no namespace");
+        assert!(Precondition::Observed.failed_by(409));
+        assert!(Precondition::Observed.failed_by(404), "404: deleted");
+        for code in [400, 403, 422, 500] {
+            assert!(!Precondition::Absent.failed_by(code), "{code}");
+            assert!(!Precondition::Observed.failed_by(code), "{code}");
+        }
+    }
+}
