@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::{Check, CheckId, Status};
 use crate::error::error_chain;
-use crate::model::{CaMode, Duration, TrustConfig};
+use crate::model::{CaMode, TrustConfig};
 use crate::observed::{ClusterObservation, SecretObject};
 use crate::pki::inspect::rfc3339;
 use crate::pki::{self, Bundle, CertFacts, PrivateKey};
@@ -154,16 +154,15 @@ pub(super) fn ca_expiry(
     )
 }
 
-/// A leaf's tier: × expired or not yet valid, ‼ once it is due for renewal
-/// by the rule `plan` renews by ([`pki::renewal`]), √ otherwise.
+/// A leaf's tier: × expired or not yet valid, ‼ once `renewal` is due (the
+/// rule `plan` renews by, see [`pki::renewal`]), √ otherwise.
 pub(super) fn leaf_expiry(
     what: &str,
     facts: &CertFacts,
-    renew_before: Duration,
+    renewal: &pki::Renewal,
     now: OffsetDateTime,
     hint: &str,
 ) -> (Status, String, String) {
-    let renewal = pki::renewal(facts, renew_before);
     let bound = Bound {
         threshold: renewal.threshold,
         name: renewal.bound(),
@@ -223,6 +222,38 @@ fn expiry(
             ),
             String::new(),
         )
+    }
+}
+
+/// The key line of an assessed certificate; returns the key when it matches.
+pub(super) fn key_match_line(
+    lines: &mut Lines,
+    id: CheckId,
+    what: &str,
+    key: &pki::KeyMatch,
+    hint: &str,
+) -> Option<PrivateKey> {
+    match key {
+        pki::KeyMatch::Matches(private) => {
+            lines.ok(id, format!("{what} key matches its certificate"));
+            Some(private.clone())
+        }
+        pki::KeyMatch::Missing => {
+            lines.fail(id, format!("{what} has no `{TLS_KEY}`"), hint);
+            None
+        }
+        pki::KeyMatch::Mismatch { .. } => {
+            lines.fail(
+                id,
+                format!("{what} key does not match its certificate"),
+                hint,
+            );
+            None
+        }
+        pki::KeyMatch::Unreadable(why) => {
+            lines.fail(id, format!("{what} key is unreadable: {why}"), hint);
+            None
+        }
     }
 }
 

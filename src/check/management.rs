@@ -266,22 +266,26 @@ fn mgmt_server(
         );
         return Err("mgmt has no server certificate".to_owned());
     };
-    let chain = match read_bundle(chain_pem.expose()) {
-        Ok(chain) => chain,
-        Err(why) => {
+    let expect = pki::Expect {
+        usage: Usage::Server,
+        names: pki::Names::Covers(authority),
+        roots: bundle.map(Bundle::pem),
+        renew_before: config.server.renew_before,
+        now,
+    };
+    let assessment = match pki::assess(chain_pem.expose(), server.get(key::TLS_KEY), &expect) {
+        Ok(assessment) => assessment,
+        Err(e) => {
             lines.fail(
                 CheckId::ServerCert,
-                format!("server certificate is unreadable: {why}"),
+                format!("server certificate is unreadable: {}", error_chain(&e)),
                 hint,
             );
             return Err("mgmt's server certificate is unreadable".to_owned());
         }
     };
-    let Some((leaf, _)) = chain.certs().first() else {
-        return Err("mgmt has no server certificate".to_owned());
-    };
-
-    if leaf.covers_dns_name(authority) {
+    let leaf = assessment.leaf();
+    if assessment.names_hold {
         lines.ok(
             CheckId::ServerCertSan,
             format!("server certificate covers the authority `{authority}`"),
@@ -296,35 +300,27 @@ fn mgmt_server(
             format!("agents dial `{authority}` and reject this certificate; {hint}"),
         );
     }
-    match bundle {
-        Some(bundle) => {
-            match pki::verify_chain(chain_pem.expose(), bundle.pem(), Usage::Server, None, now) {
-                Ok(()) => lines.ok(
-                    CheckId::ServerCertChain,
-                    "server certificate chains to the root bundle",
-                ),
-                Err(e) => lines.fail(
-                    CheckId::ServerCertChain,
-                    format!(
-                        "server certificate does not chain to the root bundle: {}",
-                        error_chain(&e)
-                    ),
-                    hint,
-                ),
-            }
-        }
+    match &assessment.verifies {
+        Some(Ok(())) => lines.ok(
+            CheckId::ServerCertChain,
+            "server certificate chains to the root bundle",
+        ),
+        Some(Err(why)) => lines.fail(
+            CheckId::ServerCertChain,
+            format!("server certificate does not chain to the root bundle: {why}"),
+            hint,
+        ),
         None => lines.warn(
             CheckId::ServerCertChain,
             "server certificate chain not checked: mgmt has no readable root bundle",
             HINT_AFTER_FIXES,
         ),
     }
-    let key = key_line(
+    let key = key_match_line(
         lines,
         CheckId::ServerCertKey,
         "server certificate",
-        server,
-        leaf,
+        &assessment.key,
         hint,
     );
     let renew = match config.ca.mode {
@@ -333,13 +329,7 @@ fn mgmt_server(
     };
     lines.line(
         CheckId::ServerCertExpiry,
-        leaf_expiry(
-            "server certificate",
-            leaf,
-            config.server.renew_before,
-            now,
-            renew,
-        ),
+        leaf_expiry("server certificate", leaf, &assessment.renewal, now, renew),
     );
 
     // The roots the server verifies agents with.

@@ -37,6 +37,11 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const ROOT_WARN_DAYS: i64 = 365;
 /// Intermediate (signing) CAs warn when they have less than this left.
 pub const INTERMEDIATE_WARN_DAYS: i64 = 60;
+/// In `token` client mode the agent renews its own certificate once less
+/// than this share of its lifetime is left: the product's
+/// `clientTlsSecretRotationGracePeriodRatio`, 0.1 by its documentation
+/// (36.5 days of its one-year certificates). `check` warns only past it.
+pub const AGENT_GRACE_RATIO: f64 = 0.1;
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

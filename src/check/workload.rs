@@ -4,7 +4,7 @@
 use time::OffsetDateTime;
 
 use super::lines::*;
-use super::{CheckId, ClusterReport, Role};
+use super::{AGENT_GRACE_RATIO, CheckId, ClusterReport, Role};
 use crate::error::error_chain;
 use crate::model::{ClientCertMode, ClusterName, TrustConfig};
 use crate::observed::ClusterObservation;
@@ -42,23 +42,46 @@ fn workload_lines(
     now: OffsetDateTime,
     lines: &mut Lines,
 ) {
-    let hint = repair_hint(config);
     let own_bundle = workload_root(config, obs, mgmt, lines);
     if config.identity_token.enabled {
         workload_token(config, obs, mgmt, lines);
     }
 
-    // Client certificate.
-    let mode = config.client_certs.mode;
-    let client_hint = match mode {
+    let Some((client, key)) =
+        client_cert(config, name, obs, mgmt, own_bundle.as_deref(), now, lines)
+    else {
+        return;
+    };
+    handshake(config, obs, mgmt, client, key, now, lines);
+}
+
+/// What the agent would say of its client certificate, and how it is fixed.
+fn client_hint(config: &TrustConfig) -> &'static str {
+    match config.client_certs.mode {
         ClientCertMode::Token => {
             "the agent writes and renews it with the identity token; check the agent's logs"
         }
-        ClientCertMode::Preprovisioned => hint,
+        ClientCertMode::Preprovisioned => repair_hint(config),
         ClientCertMode::External => {
             "issue it in your PKI and point the cluster's `spec.clientCert` at it; `relayctl apply` copies it"
         }
-    };
+    }
+}
+
+/// The client certificate's lines, from one [`pki::assess`]ment: chain,
+/// SAN, key, renewal. Returns the Secret and its key when the handshake can
+/// be tried.
+fn client_cert<'o>(
+    config: &TrustConfig,
+    name: &ClusterName,
+    obs: &'o ClusterObservation,
+    mgmt: &Management,
+    own_bundle: Option<&[u8]>,
+    now: OffsetDateTime,
+    lines: &mut Lines,
+) -> Option<(&'o crate::observed::SecretObject, Option<pki::PrivateKey>)> {
+    let mode = config.client_certs.mode;
+    let client_hint = client_hint(config);
     let client = secret(obs, CLIENT);
     let Some((client, chain_pem)) = client.and_then(|s| s.get(key::TLS_CRT).map(|c| (s, c))) else {
         let message = match client {
@@ -84,14 +107,27 @@ fn workload_lines(
                 HINT_AFTER_FIXES,
             );
         }
-        return;
+        return None;
     };
-    let chain = match read_bundle(chain_pem.expose()) {
-        Ok(chain) => chain,
-        Err(why) => {
+    // Chain: to mgmt's root bundle (what the server trusts), else the cluster's own.
+    let roots = match (&mgmt.bundle, own_bundle) {
+        (Ok(bundle), _) => Some((bundle.pem(), "the root bundle")),
+        (Err(_), Some(own)) => Some((own, "this cluster's root bundle")),
+        (Err(_), None) => None,
+    };
+    let expect = pki::Expect {
+        usage: Usage::Client,
+        names: pki::Names::Cluster(name.as_str()),
+        roots: roots.map(|(r, _)| r),
+        renew_before: config.client_certs.renew_before,
+        now,
+    };
+    let assessment = match pki::assess(chain_pem.expose(), client.get(key::TLS_KEY), &expect) {
+        Ok(assessment) => assessment,
+        Err(e) => {
             lines.fail(
                 CheckId::ClientCert,
-                format!("client certificate is unreadable: {why}"),
+                format!("client certificate is unreadable: {}", error_chain(&e)),
                 client_hint,
             );
             lines.warn(
@@ -99,43 +135,34 @@ fn workload_lines(
                 "mTLS handshake not tried: the client certificate is unreadable",
                 HINT_AFTER_FIXES,
             );
-            return;
+            return None;
         }
     };
-    let Some((leaf, _)) = chain.certs().first() else {
-        return;
-    };
-
-    // Chain: to mgmt's root bundle (what the server trusts), else the cluster's own.
-    let roots = match (&mgmt.bundle, &own_bundle) {
-        (Ok(bundle), _) => Some((bundle.pem(), "the root bundle")),
-        (Err(_), Some(own)) => Some((own.as_slice(), "this cluster's root bundle")),
-        (Err(_), None) => None,
-    };
-    match roots {
-        Some((roots, which)) => {
-            match pki::verify_chain(chain_pem.expose(), roots, Usage::Client, None, now) {
-                Ok(()) => lines.ok(
-                    CheckId::ClientCertChain,
-                    format!("client certificate chains to {which}"),
-                ),
-                Err(e) => lines.fail(
-                    CheckId::ClientCertChain,
-                    format!(
-                        "client certificate does not chain to {which}: {}",
-                        error_chain(&e)
-                    ),
-                    format!("the management server will reject the agent; {client_hint}"),
-                ),
-            }
+    let leaf = assessment.leaf();
+    match (&assessment.verifies, roots) {
+        (Some(Ok(())), Some((_, which))) => lines.ok(
+            CheckId::ClientCertChain,
+            format!("client certificate chains to {which}"),
+        ),
+        (Some(Err(why)), Some((_, which))) => {
+            let repair = if mode == ClientCertMode::Token {
+                "the agent's certificate predates the current root: `relayctl apply` deletes it so the agent bootstraps again with the identity token"
+            } else {
+                client_hint
+            };
+            lines.fail(
+                CheckId::ClientCertChain,
+                format!("client certificate does not chain to {which}: {why}"),
+                format!("the management server will reject the agent; {repair}"),
+            )
         }
-        None => lines.warn(
+        _ => lines.warn(
             CheckId::ClientCertChain,
             "client certificate chain not checked: no readable root bundle",
             HINT_AFTER_FIXES,
         ),
     }
-    if leaf.dns_names == [name.as_str()] {
+    if assessment.names_hold {
         lines.ok(
             CheckId::ClientCertSan,
             format!("client certificate SAN is `{name}`"),
@@ -152,26 +179,43 @@ fn workload_lines(
             ),
         );
     }
-    let key = key_line(
+    let key = key_match_line(
         lines,
         CheckId::ClientCertKey,
         "client certificate",
-        client,
-        leaf,
+        &assessment.key,
         client_hint,
     );
+    // In token mode the agent renews its own certificate, at its grace
+    // ratio of the lifetime, not at relayctl's `renewBefore`.
+    let (renewal, renew_hint) = if mode == ClientCertMode::Token {
+        (
+            pki::renewal_at_ratio(leaf, AGENT_GRACE_RATIO),
+            "the agent renews it itself once less than its grace ratio of the lifetime is left; past that, check the agent's logs",
+        )
+    } else {
+        (assessment.renewal, client_hint)
+    };
     lines.line(
         CheckId::ClientCertExpiry,
-        leaf_expiry(
-            "client certificate",
-            leaf,
-            config.client_certs.renew_before,
-            now,
-            client_hint,
-        ),
+        leaf_expiry("client certificate", leaf, &renewal, now, renew_hint),
     );
+    Some((client, key))
+}
 
-    // The handshake, as the server and this agent would do it.
+/// The handshake, as the server and this agent would do it.
+fn handshake(
+    config: &TrustConfig,
+    obs: &ClusterObservation,
+    mgmt: &Management,
+    client: &crate::observed::SecretObject,
+    key: Option<pki::PrivateKey>,
+    now: OffsetDateTime,
+    lines: &mut Lines,
+) {
+    let Some(chain_pem) = client.get(key::TLS_CRT) else {
+        return;
+    };
     let client_roots = secret(obs, ROOT).and_then(|s| s.get(key::CA_CRT));
     let (server, key, client_roots) = match (&mgmt.server, key, client_roots) {
         (Ok(server), Some(key), Some(roots)) => (server, key, roots),

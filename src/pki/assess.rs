@@ -74,8 +74,11 @@ pub fn identity_is(facts: &CertFacts, cluster: &str) -> bool {
 pub enum KeyMatch {
     /// It is; here it is, parsed.
     Matches(PrivateKey),
-    /// It is another key.
-    Mismatch,
+    /// It is another key, with this public-key fingerprint.
+    Mismatch {
+        /// SHA-256 of the key's SubjectPublicKeyInfo.
+        key_spki_sha256: String,
+    },
     /// It cannot be read (the reason names no key bytes).
     Unreadable(String),
     /// There is none.
@@ -180,7 +183,9 @@ pub fn assess(
     let key = match tls_key.map(PrivateKey::from_pem) {
         None => KeyMatch::Missing,
         Some(Ok(key)) if key.facts().spki_sha256 == leaf.spki_sha256 => KeyMatch::Matches(key),
-        Some(Ok(_)) => KeyMatch::Mismatch,
+        Some(Ok(key)) => KeyMatch::Mismatch {
+            key_spki_sha256: key.facts().spki_sha256,
+        },
         Some(Err(e)) => KeyMatch::Unreadable(crate::error::error_chain(&e)),
     };
     let now = expect.now;

@@ -9,10 +9,12 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::model::Duration;
+use crate::pki::assess::{Expect, KeyMatch, Names, assess};
 use crate::pki::inspect::rfc3339;
 use crate::pki::inspect::{CertFacts, inspect_bundle, key_matches};
 use crate::pki::key::inspect_private_key;
 use crate::pki::renewal::human;
+use crate::pki::verify::Usage;
 use crate::secret::SecretBytes;
 
 /// One problem with provided material.
@@ -287,25 +289,7 @@ pub fn check_server(
     authority: &str,
     now: OffsetDateTime,
 ) -> Vec<MaterialProblem> {
-    let mut problems = Vec::new();
-    let Some(certs) = read(cert_pem, &mut problems) else {
-        return problems;
-    };
-    let leaf = &certs[0];
-    certs
-        .iter()
-        .for_each(|c| strength_problems(c, &mut problems));
-    validity_problems(leaf, now, &mut problems);
-    if !leaf.covers_dns_name(authority) {
-        problems.push(MaterialProblem::SanMissesAuthority {
-            subject: leaf.subject.clone(),
-            dns_names: leaf.dns_names.clone(),
-            authority: authority.to_owned(),
-        });
-    }
-    eku_problems(leaf, "serverAuth", &mut problems);
-    key_problems(leaf, key, &mut problems);
-    problems
+    check_leaf(cert_pem, key, Names::Covers(authority), Usage::Server, now)
 }
 
 /// Checks an agent's client certificate: valid at `now`, the DNS SANs are
@@ -316,24 +300,77 @@ pub fn check_client(
     cluster: &str,
     now: OffsetDateTime,
 ) -> Vec<MaterialProblem> {
+    check_leaf(cert_pem, key, Names::Cluster(cluster), Usage::Client, now)
+}
+
+/// A leaf brought by the user, judged by [`crate::pki::assess`] like every
+/// leaf relayctl meets: strength of every certificate of the chain, the
+/// leaf's validity, SAN rule, EKU for `usage`, and key.
+fn check_leaf(
+    cert_pem: &[u8],
+    key: Option<&SecretBytes>,
+    names: Names<'_>,
+    usage: Usage,
+    now: OffsetDateTime,
+) -> Vec<MaterialProblem> {
     let mut problems = Vec::new();
-    let Some(certs) = read(cert_pem, &mut problems) else {
-        return problems;
+    let expect = Expect {
+        usage,
+        names,
+        roots: None,
+        renew_before: Duration::from_secs(0),
+        now,
     };
-    let leaf = &certs[0];
-    certs
+    let assessment = match assess(cert_pem, key, &expect) {
+        Ok(assessment) => assessment,
+        Err(error) => {
+            problems.push(MaterialProblem::UnreadableCertificate {
+                reason: crate::error::error_chain(&error),
+            });
+            return problems;
+        }
+    };
+    let leaf = assessment.leaf();
+    assessment
+        .chain
         .iter()
         .for_each(|c| strength_problems(c, &mut problems));
     validity_problems(leaf, now, &mut problems);
-    if leaf.dns_names != [cluster] {
-        problems.push(MaterialProblem::SanNotClusterName {
-            subject: leaf.subject.clone(),
-            dns_names: leaf.dns_names.clone(),
-            cluster: cluster.to_owned(),
+    if !assessment.names_hold {
+        problems.push(match names {
+            Names::Cluster(cluster) => MaterialProblem::SanNotClusterName {
+                subject: leaf.subject.clone(),
+                dns_names: leaf.dns_names.clone(),
+                cluster: cluster.to_owned(),
+            },
+            Names::Covers(authority) => MaterialProblem::SanMissesAuthority {
+                subject: leaf.subject.clone(),
+                dns_names: leaf.dns_names.clone(),
+                authority: authority.to_owned(),
+            },
+            Names::Exactly(_) => MaterialProblem::SanMissesAuthority {
+                subject: leaf.subject.clone(),
+                dns_names: leaf.dns_names.clone(),
+                authority: names.wanted(),
+            },
         });
     }
-    eku_problems(leaf, "clientAuth", &mut problems);
-    key_problems(leaf, key, &mut problems);
+    let eku = match usage {
+        Usage::Server => "serverAuth",
+        Usage::Client => "clientAuth",
+    };
+    eku_problems(leaf, eku, &mut problems);
+    match &assessment.key {
+        KeyMatch::Matches(_) | KeyMatch::Missing => {}
+        KeyMatch::Mismatch { key_spki_sha256 } => problems.push(MaterialProblem::KeyMismatch {
+            subject: leaf.subject.clone(),
+            cert_spki_sha256: leaf.spki_sha256.clone(),
+            key_spki_sha256: key_spki_sha256.clone(),
+        }),
+        KeyMatch::Unreadable(reason) => problems.push(MaterialProblem::UnreadableKey {
+            reason: reason.clone(),
+        }),
+    }
     problems
 }
 

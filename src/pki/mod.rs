@@ -43,5 +43,5 @@ pub use key::{
     KeyError, KeyFacts, KeySource, MAX_PEM_INPUT, OsKeySource, PrivateKey, inspect_private_key,
 };
 pub use material::MaterialProblem;
-pub use renewal::{Basis, Renewal, renewal, renewal_due};
+pub use renewal::{Basis, Renewal, renewal, renewal_at_ratio, renewal_due};
 pub use verify::{Usage, VerifyError, issued_by, verify_chain};

@@ -20,6 +20,8 @@ pub enum Basis {
     RenewBefore(Duration),
     /// A third of the lifetime: `renewBefore` was not shorter than it.
     LifetimeThird,
+    /// A share of the lifetime (an agent's grace ratio), in per mille.
+    LifetimeShare(u32),
 }
 
 /// When a certificate is due for renewal.
@@ -45,6 +47,11 @@ impl Renewal {
         match self.basis {
             Basis::RenewBefore(renew_before) => format!("renewBefore {renew_before}"),
             Basis::LifetimeThird => format!("lifetime/3 {}", human(self.threshold)),
+            Basis::LifetimeShare(permille) => format!(
+                "{}% of its lifetime, {}",
+                f64::from(permille) / 10.0,
+                human(self.threshold)
+            ),
         }
     }
 }
@@ -60,6 +67,18 @@ pub fn renewal(facts: &CertFacts, renew_before: Duration) -> Renewal {
     Renewal {
         threshold,
         basis,
+        at: facts.not_after - threshold,
+    }
+}
+
+/// The renewal of `facts` by whoever renews once less than `ratio` of its
+/// lifetime is left (the product's agent, at its grace ratio).
+pub fn renewal_at_ratio(facts: &CertFacts, ratio: f64) -> Renewal {
+    let lifetime = facts.not_after - facts.not_before;
+    let threshold = lifetime * ratio.clamp(0.0, 1.0);
+    Renewal {
+        threshold,
+        basis: Basis::LifetimeShare((ratio.clamp(0.0, 1.0) * 1000.0).round() as u32),
         at: facts.not_after - threshold,
     }
 }

@@ -51,7 +51,7 @@ pub enum VerifyError {
     #[error("the leaf certificate cannot be parsed for verification")]
     BadLeaf(#[source] webpki::Error),
     /// No path from the leaf to a root is valid for the usage at that time.
-    #[error("the leaf does not chain to the root bundle for {usage} use at {at}")]
+    #[error("no valid path to a trusted root for {usage} use at {}", crate::pki::inspect::rfc3339(*at))]
     Untrusted {
         /// The usage checked.
         usage: Usage,

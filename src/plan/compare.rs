@@ -114,7 +114,7 @@ pub(super) fn copied_reasons(
 pub(super) fn key_reason(key: &KeyMatch) -> Option<String> {
     match key {
         KeyMatch::Matches(_) => None,
-        KeyMatch::Mismatch => Some(format!(
+        KeyMatch::Mismatch { .. } => Some(format!(
             "`{}` does not match `{}`",
             key::TLS_KEY,
             key::TLS_CRT

@@ -33,7 +33,7 @@ pub(super) fn plan(
         token_copy(input, obs, token, cluster);
     }
     match input.config.client_certs.mode {
-        ClientCertMode::Token => {} // agent-owned: never written, never pruned
+        ClientCertMode::Token => agent_client(input, obs, trust, cluster),
         ClientCertMode::Preprovisioned => issued_client(input, obs, trust, cluster)?,
         ClientCertMode::External => external_client(input, obs, trust, cluster),
     }
@@ -121,6 +121,42 @@ fn token_is_new(input: &PlanInput<'_>, token: &SecretBytes) -> bool {
         .and_then(|m| m.secrets.get(RelaySecret::Token.name()))
         .and_then(|s| s.get(key::TOKEN));
     input.material.token.is_none() && existing.is_none_or(|t| !t.ct_eq(token))
+}
+
+/// `token`: the agent writes and renews its client certificate; relayctl
+/// never writes it and never prunes it. One exception repairs what the
+/// agent cannot: a certificate that no longer chains to the root bundle
+/// (the CA was replaced) keeps the agent out for good, and since it holds a
+/// certificate it never bootstraps again. Deleting the Secret makes it
+/// bootstrap with the identity token (proven with the relay conformance
+/// harness). Only a failure of trust counts: the chain is verified at a time
+/// inside the certificate's own validity, so an expiring certificate, or a
+/// clock skew, is never a reason.
+fn agent_client(
+    input: &PlanInput<'_>,
+    obs: &ClusterObservation,
+    trust: &Trust,
+    cluster: &mut ClusterBuilder<'_>,
+) {
+    let Some(existing) = obs.secrets.get(RelaySecret::Client.name()) else {
+        return;
+    };
+    let Some(chain) = existing.get(key::TLS_CRT) else {
+        return;
+    };
+    let Some(leaf) = pki::inspect_bundle(chain.expose())
+        .ok()
+        .and_then(|c| c.into_iter().next())
+    else {
+        return;
+    };
+    let at = input.now.clamp(leaf.not_before, leaf.not_after);
+    if pki::verify_chain(chain.expose(), &trust.bundle, Usage::Client, None, at).is_err() {
+        cluster.push_delete(
+            existing,
+            "the agent's certificate does not chain to the root bundle (the CA was replaced): deleted so that the agent bootstraps again with the identity token",
+        );
+    }
 }
 
 /// `preprovisioned`: relayctl issues and renews the client certificate.
