@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use super::diag::{Diagnostic, field_path};
+use super::diag::{Code, Diagnostic, Reporter, field_path};
 use super::node::{Node, Position, Step, Value, parse_documents};
 use super::raw::{
     API_VERSION, RawCaCert, RawConnection, RawManagementCluster, RawMetadata, RawRelayTrust,
@@ -20,8 +20,8 @@ use super::raw::{
 use crate::model::{
     CaCertConfig, CaConfig, CaMode, ClientCertConfig, ClientCertMode, ClusterConfig, ClusterName,
     Connection, DEFAULT_AUTHORITY, DEFAULT_NAMESPACE, DnsLabel, Duration, KeyAlgorithm,
-    MaterialSource, SecretRef, ServerConfig, SourceKind, SourceLocation, TokenConfig, TrustConfig,
-    WorkloadConfig, check_dns_name,
+    MaterialSource, SecretRef, ServerConfig, SourceKind, TokenConfig, TrustConfig, WorkloadConfig,
+    check_dns_name,
 };
 
 /// One manifest file's name (as it should appear in messages) and text.
@@ -46,7 +46,7 @@ pub fn validate(files: &[ManifestFile], root: &Path) -> Result<TrustConfig, Vec<
             file: PathBuf::from("."),
             position: None,
             field: String::new(),
-            code: "no-manifests",
+            code: Code::NoManifests,
             message: "no `*.yaml` or `*.yml` manifest found".to_owned(),
             hint: Some("point relayctl at a manifest file or a folder of them, e.g. `examples/clusters/managed`".to_owned()),
         });
@@ -91,64 +91,6 @@ fn path(keys: &[&str]) -> Vec<Step> {
     keys.iter().map(|k| key(k)).collect()
 }
 
-/// Reports into the validator's list for one document.
-struct Reporter<'a> {
-    file: &'a Path,
-    node: &'a Node,
-    out: &'a mut Vec<Diagnostic>,
-}
-
-impl Reporter<'_> {
-    fn at_key(
-        &mut self,
-        steps: &[Step],
-        code: &'static str,
-        message: String,
-        hint: Option<String>,
-    ) {
-        let position = Some(self.node.locate(steps));
-        self.push(steps, position, code, message, hint);
-    }
-
-    fn at_value(
-        &mut self,
-        steps: &[Step],
-        code: &'static str,
-        message: String,
-        hint: Option<String>,
-    ) {
-        let position = Some(self.node.locate_value(steps));
-        self.push(steps, position, code, message, hint);
-    }
-
-    fn push(
-        &mut self,
-        steps: &[Step],
-        position: Option<Position>,
-        code: &'static str,
-        message: String,
-        hint: Option<String>,
-    ) {
-        self.out.push(Diagnostic {
-            file: self.file.to_path_buf(),
-            position,
-            field: field_path(steps),
-            code,
-            message,
-            hint,
-        });
-    }
-
-    fn location(&self, steps: &[Step]) -> SourceLocation {
-        let p = self.node.locate_value(steps);
-        SourceLocation {
-            file: self.file.to_path_buf(),
-            line: p.line,
-            column: p.column,
-        }
-    }
-}
-
 impl Validator {
     fn read_file(&mut self, file: &ManifestFile) {
         let documents = match parse_documents(&file.text) {
@@ -158,7 +100,7 @@ impl Validator {
                     file: file.path.clone(),
                     position: err.position,
                     field: String::new(),
-                    code: "yaml-syntax",
+                    code: Code::YamlSyntax,
                     message: format!("invalid YAML: {}", err.message),
                     hint: Some("fix the YAML syntax; `---` separates documents".to_owned()),
                 });
@@ -171,13 +113,9 @@ impl Validator {
     }
 
     fn read_document(&mut self, file: &Path, node: Node) {
-        let mut r = Reporter {
-            file,
-            node: &node,
-            out: &mut self.diagnostics,
-        };
+        let mut r = Reporter::new(file, &node, &mut self.diagnostics);
         if !matches!(node.value, Value::Map(_)) {
-            r.at_value(&[], "not-a-mapping", "a manifest document must be a mapping with `apiVersion`, `kind`, `metadata` and `spec`".to_owned(), Some("see `examples/clusters/managed` for the shape of each kind".to_owned()));
+            r.at_value(&[], Code::NotAMapping, "a manifest document must be a mapping with `apiVersion`, `kind`, `metadata` and `spec`".to_owned(), Some("see `examples/clusters/managed` for the shape of each kind".to_owned()));
             return;
         }
         let kind = match node.get(&[key("kind")]).map(|n| &n.value) {
@@ -185,7 +123,7 @@ impl Validator {
             Some(_) => {
                 r.at_value(
                     &[key("kind")],
-                    "invalid-kind",
+                    Code::InvalidKind,
                     "`kind` must be a string".to_owned(),
                     Some(KIND_HINT.to_owned()),
                 );
@@ -194,7 +132,7 @@ impl Validator {
             None => {
                 r.at_value(
                     &[],
-                    "missing-field",
+                    Code::MissingField,
                     "document has no `kind`".to_owned(),
                     Some(KIND_HINT.to_owned()),
                 );
@@ -210,14 +148,14 @@ impl Validator {
                 };
                 r.at_value(
                     &[key("apiVersion")],
-                    "api-version",
+                    Code::ApiVersion,
                     format!("unsupported apiVersion {shown}"),
                     Some(format!("use `apiVersion: {API_VERSION}`")),
                 );
             }
             None => r.at_value(
                 &[],
-                "missing-field",
+                Code::MissingField,
                 "document has no `apiVersion`".to_owned(),
                 Some(format!("add `apiVersion: {API_VERSION}`")),
             ),
@@ -252,7 +190,7 @@ impl Validator {
             }
             other => r.at_value(
                 &[key("kind")],
-                "unknown-kind",
+                Code::UnknownKind,
                 format!("unknown kind `{other}`"),
                 Some(KIND_HINT.to_owned()),
             ),
@@ -296,14 +234,17 @@ impl Validator {
         ] {
             if count == 0
                 && out.iter().all(|d| {
-                    d.code != "yaml-syntax" && d.code != "invalid-type" && d.code != "unknown-field"
+                    !matches!(
+                        d.code,
+                        Code::YamlSyntax | Code::InvalidType | Code::UnknownField
+                    )
                 })
             {
                 out.push(Diagnostic {
                     file: first_file(),
                     position: None,
                     field: String::new(),
-                    code: "missing-kind",
+                    code: Code::MissingKind,
                     message: format!("no `{kind}` document found; exactly one is required"),
                     hint: Some(format!(
                         "add a `kind: {kind}` document (see `examples/clusters/managed`)"
@@ -315,7 +256,7 @@ impl Validator {
                     file: file.clone(),
                     position: Some(node.locate(&[key("kind")])),
                     field: "kind".to_owned(),
-                    code: "duplicate-kind",
+                    code: Code::DuplicateKind,
                     message: format!("a second `{kind}` document; exactly one is allowed"),
                     hint: Some(format!(
                         "keep one `{kind}`; one config describes one relay trust"
@@ -331,17 +272,13 @@ impl Validator {
                               metadata: &Option<RawMetadata>,
                               out: &mut Vec<Diagnostic>|
          -> Option<ClusterName> {
-            let mut r = Reporter {
-                file: doc_file,
-                node,
-                out,
-            };
+            let mut r = Reporter::new(doc_file, node, out);
             let name = metadata_name(&mut r, metadata, "cluster")?;
             let steps = path(&["metadata", "name"]);
             match DnsLabel::parse(&name) {
                 Ok(label) => {
                     if let Some((first_file, first_pos)) = names.get(&name) {
-                        r.at_value(&steps, "duplicate-cluster", format!("cluster name `{name}` is used twice (first at {}:{}:{})", first_file.display(), first_pos.line, first_pos.column), Some("cluster names must be unique across the management and workload clusters".to_owned()));
+                        r.at_value(&steps, Code::DuplicateCluster, format!("cluster name `{name}` is used twice (first at {}:{}:{})", first_file.display(), first_pos.line, first_pos.column), Some("cluster names must be unique across the management and workload clusters".to_owned()));
                         None
                     } else {
                         names.insert(name, (doc_file.to_path_buf(), node.locate_value(&steps)));
@@ -349,7 +286,7 @@ impl Validator {
                     }
                 }
                 Err(why) => {
-                    r.at_value(&steps, "invalid-name", format!("cluster name `{name}` {why}"), Some("cluster names are DNS-1123 labels (e.g. `cluster-1`): they become the agent's certificate SAN and the `KubernetesCluster` name".to_owned()));
+                    r.at_value(&steps, Code::InvalidName, format!("cluster name `{name}` {why}"), Some("cluster names are DNS-1123 labels (e.g. `cluster-1`): they become the agent's certificate SAN and the `KubernetesCluster` name".to_owned()));
                     None
                 }
             }
@@ -364,15 +301,11 @@ impl Validator {
         let known_clusters: BTreeSet<String> = names.keys().cloned().collect();
 
         let trust = trusts.first()?;
-        let mut r = Reporter {
-            file: &trust.file,
-            node: &trust.node,
-            out,
-        };
+        let mut r = Reporter::new(&trust.file, &trust.node, out);
         let spec = &trust.raw.spec;
         let instance = metadata_name(&mut r, &trust.raw.metadata, "instance").and_then(|name| {
             DnsLabel::parse(&name).map_err(|why| {
-                r.at_value(&path(&["metadata", "name"]), "invalid-name", format!("instance name `{name}` {why}"), Some("the instance name goes into the `relayctl.dev/instance` label: use a DNS-1123 label".to_owned()));
+                r.at_value(&path(&["metadata", "name"]), Code::InvalidName, format!("instance name `{name}` {why}"), Some("the instance name goes into the `relayctl.dev/instance` label: use a DNS-1123 label".to_owned()));
             }).ok()
         });
         let namespace = match &spec.namespace {
@@ -381,7 +314,7 @@ impl Validator {
                 .map_err(|why| {
                     r.at_value(
                         &path(&["spec", "namespace"]),
-                        "invalid-namespace",
+                        Code::InvalidNamespace,
                         format!("namespace `{ns}` {why}"),
                         Some(
                             "namespaces are DNS-1123 labels; the product's default is `gloo-mesh`"
@@ -494,11 +427,11 @@ impl Validator {
             .clone()
             .unwrap_or_else(|| DEFAULT_AUTHORITY.to_owned());
         if let Err(why) = check_dns_name(&authority) {
-            r.at_value(&path(&["spec", "server", "authority"]), "invalid-dns-name", format!("authority `{authority}` {why}"), Some(format!("the authority is the host name agents dial; the product's default is `{DEFAULT_AUTHORITY}`")));
+            r.at_value(&path(&["spec", "server", "authority"]), Code::InvalidDnsName, format!("authority `{authority}` {why}"), Some(format!("the authority is the host name agents dial; the product's default is `{DEFAULT_AUTHORITY}`")));
         } else if authority.starts_with("*.") {
             r.at_value(
                 &path(&["spec", "server", "authority"]),
-                "invalid-dns-name",
+                Code::InvalidDnsName,
                 format!("authority `{authority}` is a wildcard"),
                 Some(
                     "the authority is one concrete host name; put wildcards in `dnsNames`"
@@ -520,7 +453,7 @@ impl Validator {
                         dns_names.push(name.to_ascii_lowercase());
                     }
                 }
-                Err(why) => r.at_value(&steps, "invalid-dns-name", format!("DNS name `{name}` {why}"), Some("SANs are DNS names such as `gloo-mesh-mgmt-server.gloo-mesh` or `*.gloo-mesh`".to_owned())),
+                Err(why) => r.at_value(&steps, Code::InvalidDnsName, format!("DNS name `{name}` {why}"), Some("SANs are DNS names such as `gloo-mesh-mgmt-server.gloo-mesh` or `*.gloo-mesh`".to_owned())),
             }
         }
         let server_cert = spec
@@ -537,16 +470,16 @@ impl Validator {
         // Mode rules (DESIGN.md §1, §2).
         if mode == CaMode::External {
             if spec.identity_token.enabled == Some(true) {
-                r.at_value(&path(&["spec", "identityToken", "enabled"]), "external-with-tokens", "identity tokens cannot be used in `external` CA mode".to_owned(), Some("when you bring and rotate both server and client certificates, agents must be given client certificates directly: set `identityToken.enabled: false` or remove it".to_owned()));
+                r.at_value(&path(&["spec", "identityToken", "enabled"]), Code::ExternalWithTokens, "identity tokens cannot be used in `external` CA mode".to_owned(), Some("when you bring and rotate both server and client certificates, agents must be given client certificates directly: set `identityToken.enabled: false` or remove it".to_owned()));
             }
             if spec.client_certs.mode.is_some() && client_mode != ClientCertMode::External {
-                r.at_value(&path(&["spec", "clientCerts", "mode"]), "external-client-mode", format!("`clientCerts.mode: {client_mode}` is not possible in `external` CA mode"), Some("relayctl holds no CA key in `external` mode: use `clientCerts.mode: external` (or remove the field)".to_owned()));
+                r.at_value(&path(&["spec", "clientCerts", "mode"]), Code::ExternalClientMode, format!("`clientCerts.mode: {client_mode}` is not possible in `external` CA mode"), Some("relayctl holds no CA key in `external` mode: use `clientCerts.mode: external` (or remove the field)".to_owned()));
             }
         } else if client_mode == ClientCertMode::External {
-            r.at_value(&path(&["spec", "clientCerts", "mode"]), "external-client-mode", format!("`clientCerts.mode: external` needs `ca.mode: external`, not `{mode}`"), Some("with a CA relayctl can use, let it issue client certs (`preprovisioned`) or let agents bootstrap (`token`)".to_owned()));
+            r.at_value(&path(&["spec", "clientCerts", "mode"]), Code::ExternalClientMode, format!("`clientCerts.mode: external` needs `ca.mode: external`, not `{mode}`"), Some("with a CA relayctl can use, let it issue client certs (`preprovisioned`) or let agents bootstrap (`token`)".to_owned()));
         }
         if client_mode == ClientCertMode::Token && !token.enabled {
-            r.at_value(&path(&["spec", "identityToken", "enabled"]), "token-mode-without-tokens", "`clientCerts.mode: token` needs the identity token, but `identityToken.enabled` is false".to_owned(), Some("enable the token, or use `clientCerts.mode: preprovisioned`".to_owned()));
+            r.at_value(&path(&["spec", "identityToken", "enabled"]), Code::TokenModeWithoutTokens, "`clientCerts.mode: token` needs the identity token, but `identityToken.enabled` is false".to_owned(), Some("enable the token, or use `clientCerts.mode: preprovisioned`".to_owned()));
         }
         let ca = CaConfig {
             mode,
@@ -554,7 +487,7 @@ impl Validator {
             intermediate,
         };
         if client_mode == ClientCertMode::Preprovisioned && !ca.can_sign() {
-            r.at_value(&path(&["spec", "clientCerts", "mode"]), "preprovisioned-without-signing-key", format!("`clientCerts.mode: preprovisioned` needs a signing key, and `{mode}` CA mode gives relayctl none"), Some(match mode {
+            r.at_value(&path(&["spec", "clientCerts", "mode"]), Code::PreprovisionedWithoutSigningKey, format!("`clientCerts.mode: preprovisioned` needs a signing key, and `{mode}` CA mode gives relayctl none"), Some(match mode {
                 CaMode::Custom => "give `ca.root.privateKey` (the intermediate is derived) or `ca.intermediate.cert` and `ca.intermediate.privateKey`".to_owned(),
                 _ => "use `managed`, `gloo` or `custom` CA mode with a key, or `clientCerts.mode: external`".to_owned(),
             }));
@@ -565,7 +498,7 @@ impl Validator {
         let issues_cas = matches!(mode, CaMode::Managed)
             || (mode == CaMode::Custom && ca.intermediate.cert.is_none());
         if mode == CaMode::Managed && ca.intermediate.validity > ca.root.validity {
-            r.at_value(&path(&["spec", "ca", "intermediate", "validity"]), "validity-order", format!("intermediate validity `{}` is longer than root validity `{}`", ca.intermediate.validity, ca.root.validity), Some("a certificate never outlives its issuer: shorten the intermediate or lengthen the root".to_owned()));
+            r.at_value(&path(&["spec", "ca", "intermediate", "validity"]), Code::ValidityOrder, format!("intermediate validity `{}` is longer than root validity `{}`", ca.intermediate.validity, ca.root.validity), Some("a certificate never outlives its issuer: shorten the intermediate or lengthen the root".to_owned()));
         }
         if issues_cas || mode == CaMode::Custom {
             for (field, validity) in [
@@ -576,7 +509,7 @@ impl Validator {
                     && validity > ca.intermediate.validity
                     && issues_cas
                 {
-                    r.at_value(&path(&["spec", field, "validity"]), "validity-order", format!("{field} validity `{validity}` is longer than intermediate validity `{}`", ca.intermediate.validity), Some("a leaf never outlives its issuer: shorten the leaf or lengthen the intermediate".to_owned()));
+                    r.at_value(&path(&["spec", field, "validity"]), Code::ValidityOrder, format!("{field} validity `{validity}` is longer than intermediate validity `{}`", ca.intermediate.validity), Some("a leaf never outlives its issuer: shorten the leaf or lengthen the intermediate".to_owned()));
                 }
             }
         }
@@ -588,11 +521,7 @@ impl Validator {
 
         // Clusters.
         let management = managements.first().and_then(|doc| {
-            let mut r = Reporter {
-                file: &doc.file,
-                node: &doc.node,
-                out,
-            };
+            let mut r = Reporter::new(&doc.file, &doc.node, out);
             let connection = connection(&mut r, doc.raw.spec.connection.as_ref());
             Some(ClusterConfig {
                 name: management_name.clone()?,
@@ -602,11 +531,7 @@ impl Validator {
         });
         let mut workload_configs = Vec::new();
         for (doc, name) in workloads.iter().zip(workload_names) {
-            let mut r = Reporter {
-                file: &doc.file,
-                node: &doc.node,
-                out,
-            };
+            let mut r = Reporter::new(&doc.file, &doc.node, out);
             let connection = connection(&mut r, doc.raw.spec.connection.as_ref());
             let mut sources = SourceReader {
                 known_clusters: &known_clusters,
@@ -616,11 +541,11 @@ impl Validator {
             let (mut client_cert, mut client_key) = (None, None);
             if let Some(source) = &doc.raw.spec.client_cert {
                 if client_mode != ClientCertMode::External {
-                    r.at_key(&path(&["spec", "clientCert"]), "unused-material", format!("`spec.clientCert` is only used with `clientCerts.mode: external`, and the mode is `{client_mode}`"), Some("remove it: relayctl or the agent issues this cluster's certificate".to_owned()));
+                    r.at_key(&path(&["spec", "clientCert"]), Code::UnusedMaterial, format!("`spec.clientCert` is only used with `clientCerts.mode: external`, and the mode is `{client_mode}`"), Some("remove it: relayctl or the agent issues this cluster's certificate".to_owned()));
                 }
                 match &source.cert {
                     Some(s) => client_cert = sources.read(&mut r, &path(&["spec", "clientCert", "cert"]), s),
-                    None => r.at_key(&path(&["spec", "clientCert"]), "missing-material", "`spec.clientCert` has no `cert`".to_owned(), Some("give `cert` and `privateKey` sources, or remove `clientCert` to only verify the existing secret".to_owned())),
+                    None => r.at_key(&path(&["spec", "clientCert"]), Code::MissingMaterial, "`spec.clientCert` has no `cert`".to_owned(), Some("give `cert` and `privateKey` sources, or remove `clientCert` to only verify the existing secret".to_owned())),
                 }
                 match &source.private_key {
                     Some(s) => {
@@ -629,7 +554,7 @@ impl Validator {
                     }
                     None => r.at_key(
                         &path(&["spec", "clientCert"]),
-                        "missing-material",
+                        Code::MissingMaterial,
                         "`spec.clientCert` has no `privateKey`".to_owned(),
                         Some(
                             "a client certificate is useless to the agent without its key"
@@ -718,7 +643,7 @@ fn typed<T: DeserializeOwned>(r: &mut Reporter<'_>) -> Option<T> {
                     .collect();
                 r.at_value(
                     &steps,
-                    "invalid-type",
+                    Code::InvalidType,
                     type_message(&err.inner().to_string(), r.node.get(&steps)),
                     Some(
                         "see the manifest reference for the expected shape of this field"
@@ -776,7 +701,7 @@ fn report_unknown(r: &mut Reporter<'_>, unknown: &[Vec<Step>]) {
             _ => "?".to_owned(),
         };
         let parent = field_path(&steps[..steps.len().saturating_sub(1)]);
-        r.at_key(steps, "unknown-field", format!("unknown field `{name}`{}", if parent.is_empty() { String::new() } else { format!(" in `{parent}`") }), Some("check the spelling against the manifest reference (`relayctl schema` prints the JSON schema)".to_owned()));
+        r.at_key(steps, Code::UnknownField, format!("unknown field `{name}`{}", if parent.is_empty() { String::new() } else { format!(" in `{parent}`") }), Some("check the spelling against the manifest reference (`relayctl schema` prints the JSON schema)".to_owned()));
     }
 }
 
@@ -845,7 +770,7 @@ fn metadata_name(
             };
             r.at_key(
                 &steps,
-                "missing-field",
+                Code::MissingField,
                 format!("`metadata.name` is required (the {what} name)"),
                 Some("add `metadata: { name: ... }`".to_owned()),
             );
@@ -871,7 +796,7 @@ fn parse_enum<T: Copy>(
                 .join(", ");
             r.at_value(
                 steps,
-                "invalid-value",
+                Code::InvalidValue,
                 format!(
                     "`{text}` is not a valid `{}`",
                     field_path(&steps[steps.len().saturating_sub(1)..])
@@ -898,7 +823,7 @@ fn duration(r: &mut Reporter<'_>, steps: &[Step], text: Option<&str>) -> Option<
         Ok(d) if d.as_secs() == 0 => {
             r.at_value(
                 steps,
-                "invalid-duration",
+                Code::InvalidDuration,
                 format!("`{text}` is zero"),
                 Some("a certificate lifetime must be positive, e.g. `8760h`".to_owned()),
             );
@@ -907,7 +832,7 @@ fn duration(r: &mut Reporter<'_>, steps: &[Step], text: Option<&str>) -> Option<
         Ok(d) if d > MAX_DURATION => {
             r.at_value(
                 steps,
-                "invalid-duration",
+                Code::InvalidDuration,
                 format!("`{text}` is longer than 100 years (`{MAX_DURATION}`)"),
                 Some("X.509 dates end in 9999, and no CA should live this long: use at most `876000h`".to_owned()),
             );
@@ -915,7 +840,7 @@ fn duration(r: &mut Reporter<'_>, steps: &[Step], text: Option<&str>) -> Option<
         }
         Ok(d) => Some(d),
         Err(why) => {
-            r.at_value(steps, "invalid-duration", format!("invalid duration: {why}"), Some("write durations the Kubernetes/Go way: `8760h`, `90m`, `1h30m`, `45s` (units h, m, s)".to_owned()));
+            r.at_value(steps, Code::InvalidDuration, format!("invalid duration: {why}"), Some("write durations the Kubernetes/Go way: `8760h`, `90m`, `1h30m`, `45s` (units h, m, s)".to_owned()));
             None
         }
     }
@@ -929,7 +854,7 @@ fn check_renew(
 ) -> Duration {
     match renew {
         Some(renew) if renew >= validity => {
-            r.at_value(&path(&["spec", field, "renewBefore"]), "renew-before-too-long", format!("`renewBefore` `{renew}` is not shorter than `validity` `{validity}`"), Some(format!("every certificate would be renewed at once, on every run: use less than `{validity}` (the default is a third, `{}`)", validity.third())));
+            r.at_value(&path(&["spec", field, "renewBefore"]), Code::RenewBeforeTooLong, format!("`renewBefore` `{renew}` is not shorter than `validity` `{validity}`"), Some(format!("every certificate would be renewed at once, on every run: use less than `{validity}` (the default is a third, `{}`)", validity.third())));
             validity.third()
         }
         Some(renew) => renew,
@@ -958,7 +883,7 @@ fn ca_cert(
     if common_name.trim().is_empty() || common_name.len() > 64 {
         r.at_value(
             &at("commonName"),
-            "invalid-value",
+            Code::InvalidValue,
             format!("common name `{common_name}` must be 1 to 64 characters"),
             Some("X.509 limits a common name to 64 characters".to_owned()),
         );
@@ -1000,7 +925,7 @@ fn material_rules(
         }
         r.at_key(
             &path(&field[..field.len() - 1]),
-            "missing-material",
+            Code::MissingMaterial,
             format!(
                 "`{}` is required in `{}` CA mode",
                 field.join(".").trim_start_matches("spec."),
@@ -1012,7 +937,7 @@ fn material_rules(
     let unused = |r: &mut Reporter<'_>, field: &[&str], why: &str| {
         r.at_key(
             &path(field),
-            "unused-material",
+            Code::UnusedMaterial,
             format!(
                 "`{}` is not used in `{}` CA mode",
                 field.join(".").trim_start_matches("spec."),
@@ -1085,7 +1010,7 @@ fn material_rules(
             if int_cert != int_key {
                 r.at_key(
                     &path(&["spec", "ca", "intermediate"]),
-                    "missing-material",
+                    Code::MissingMaterial,
                     "`ca.intermediate` needs both `cert` and `privateKey`, or neither".to_owned(),
                     Some(
                         "without them the intermediate is derived from `ca.root.privateKey`"
@@ -1094,7 +1019,7 @@ fn material_rules(
                 );
             }
             if !int_cert && !root_key {
-                r.at_key(&path(&["spec", "ca"]), "missing-material", "`custom` CA mode needs either `ca.root.privateKey` or `ca.intermediate.cert` with `ca.intermediate.privateKey`".to_owned(), Some("relayctl must be able to sign the server certificate".to_owned()));
+                r.at_key(&path(&["spec", "ca"]), Code::MissingMaterial, "`custom` CA mode needs either `ca.root.privateKey` or `ca.intermediate.cert` with `ca.intermediate.privateKey`".to_owned(), Some("relayctl must be able to sign the server certificate".to_owned()));
             }
         }
         CaMode::External => {
@@ -1169,7 +1094,7 @@ impl SourceReader<'_> {
             .filter(|b| **b)
             .count();
         if given != 1 {
-            r.at_key(steps, "invalid-source", format!("a material source needs exactly one of `file`, `env`, `secret`; {given} given"), Some("e.g. `{ file: certs/root.pem }`, `{ env: RELAY_ROOT_KEY }` or `{ secret: { cluster: mgmt, name: my-ca, key: tls.key } }`".to_owned()));
+            r.at_key(steps, Code::InvalidSource, format!("a material source needs exactly one of `file`, `env`, `secret`; {given} given"), Some("e.g. `{ file: certs/root.pem }`, `{ env: RELAY_ROOT_KEY }` or `{ secret: { cluster: mgmt, name: my-ca, key: tls.key } }`".to_owned()));
             return None;
         }
         let field = field_path(steps);
@@ -1178,7 +1103,7 @@ impl SourceReader<'_> {
             if file.is_empty() {
                 r.at_value(
                     &[steps, &[key("file")]].concat(),
-                    "invalid-source",
+                    Code::InvalidSource,
                     "`file` is empty".to_owned(),
                     Some("name a file relative to this manifest".to_owned()),
                 );
@@ -1188,7 +1113,7 @@ impl SourceReader<'_> {
             if !super::paths::confine(self.root, base, Path::new(file)) {
                 r.at_value(
                     &[steps, &[key("file")]].concat(),
-                    "path-outside-config",
+                    Code::PathOutsideConfig,
                     format!("`{file}` is outside the config folder"),
                     Some(outside_hint(
                         "material files",
@@ -1205,7 +1130,7 @@ impl SourceReader<'_> {
             if !valid {
                 r.at_value(
                     &[steps, &[key("env")]].concat(),
-                    "invalid-source",
+                    Code::InvalidSource,
                     format!("`{var}` is not an environment variable name"),
                     Some("use letters, digits and `_`, not starting with a digit".to_owned()),
                 );
@@ -1222,7 +1147,7 @@ impl SourceReader<'_> {
                     _ => {
                         r.at_key(
                             &[steps, &[key("secret")]].concat(),
-                            "invalid-source",
+                            Code::InvalidSource,
                             format!("`secret.{f}` is required"),
                             Some("a secret source needs `cluster`, `name` and `key` (`namespace` defaults to `spec.namespace`)".to_owned()),
                         );
@@ -1246,7 +1171,7 @@ impl SourceReader<'_> {
                     .join(", ");
                 r.at_value(
                     &at("cluster"),
-                    "invalid-source",
+                    Code::InvalidSource,
                     format!("cluster `{cluster}` is not part of this config"),
                     Some(format!("name one of the config's clusters: {known}")),
                 );
@@ -1259,7 +1184,7 @@ impl SourceReader<'_> {
                     Err(why) => {
                         r.at_value(
                             &at("namespace"),
-                            "invalid-namespace",
+                            Code::InvalidNamespace,
                             format!("namespace `{ns}` {why}"),
                             Some("namespaces are DNS-1123 labels".to_owned()),
                         );
@@ -1303,7 +1228,7 @@ fn connection(r: &mut Reporter<'_>, raw: Option<&RawConnection>) -> Option<Conne
     .filter(|b| **b)
     .count();
     if given != 1 {
-        r.at_key(&steps, "invalid-connection", format!("a connection needs exactly one of `kubeconfig`, `inCluster`, `directory`; {given} given"), Some("e.g. `connection: { kubeconfig: { context: cluster-1 } }`, or remove `connection` to use `--state-dir`".to_owned()));
+        r.at_key(&steps, Code::InvalidConnection, format!("a connection needs exactly one of `kubeconfig`, `inCluster`, `directory`; {given} given"), Some("e.g. `connection: { kubeconfig: { context: cluster-1 } }`, or remove `connection` to use `--state-dir`".to_owned()));
         return None;
     }
     let base = r.file.parent().unwrap_or(Path::new("")).to_path_buf();
@@ -1313,7 +1238,7 @@ fn connection(r: &mut Reporter<'_>, raw: Option<&RawConnection>) -> Option<Conne
             _ => {
                 r.at_key(
                     &[steps.as_slice(), &[key("kubeconfig")]].concat(),
-                    "invalid-connection",
+                    Code::InvalidConnection,
                     "`kubeconfig.context` is required".to_owned(),
                     Some("name the kubeconfig context of this cluster".to_owned()),
                 );
@@ -1329,7 +1254,7 @@ fn connection(r: &mut Reporter<'_>, raw: Option<&RawConnection>) -> Option<Conne
         if !in_cluster {
             r.at_value(
                 &[steps.as_slice(), &[key("inCluster")]].concat(),
-                "invalid-connection",
+                Code::InvalidConnection,
                 "`inCluster: false` is not a connection".to_owned(),
                 Some("write `inCluster: true`, or use `kubeconfig`".to_owned()),
             );
@@ -1343,7 +1268,7 @@ fn connection(r: &mut Reporter<'_>, raw: Option<&RawConnection>) -> Option<Conne
         _ => {
             r.at_key(
                 &[steps.as_slice(), &[key("directory")]].concat(),
-                "invalid-connection",
+                Code::InvalidConnection,
                 "`directory.path` is required".to_owned(),
                 Some("name the folder that stands in for this cluster".to_owned()),
             );
