@@ -1,0 +1,176 @@
+//! Material sources: where a certificate, key or token is read from.
+//!
+//! A source is exactly one of `file` (relative to the manifest that names
+//! it, and confined to the config folder by its text: the shell resolves
+//! symlinks when it reads, see `crate::files`), `env` (a variable name) or
+//! `secret` (a key of a Secret on one of this config's clusters). Nothing is
+//! read here; [`SourceReader`] only checks the reference.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::key;
+use crate::config::diag::{Code, Reporter, field_path};
+use crate::config::node::Step;
+use crate::config::raw::RawSource;
+use crate::model::{DEFAULT_NAMESPACE, DnsLabel, MaterialSource, SecretRef, SourceKind};
+
+/// Checks material sources against what the config knows: its clusters,
+/// its namespace and its folder.
+pub(super) struct SourceReader<'a> {
+    known_clusters: &'a BTreeSet<String>,
+    /// The namespace of `secret` sources that name none.
+    namespace: DnsLabel,
+    /// `file` sources may not leave this folder.
+    root: &'a Path,
+}
+
+impl<'a> SourceReader<'a> {
+    /// `namespace` is `spec.namespace`, or `None` when it was invalid (then
+    /// the product's default stands in, so that sources are still checked).
+    pub(super) fn new(
+        known_clusters: &'a BTreeSet<String>,
+        namespace: Option<DnsLabel>,
+        root: &'a Path,
+    ) -> Self {
+        let namespace = namespace.unwrap_or_else(|| {
+            DnsLabel::parse(DEFAULT_NAMESPACE).expect("default namespace is a label")
+        });
+        Self {
+            known_clusters,
+            namespace,
+            root,
+        }
+    }
+
+    /// The source at `steps`, or `None` (reported) when it is malformed.
+    pub(super) fn read(
+        &self,
+        r: &mut Reporter<'_>,
+        steps: &[Step],
+        raw: &RawSource,
+    ) -> Option<MaterialSource> {
+        let given = [raw.file.is_some(), raw.env.is_some(), raw.secret.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if given != 1 {
+            r.at_key(steps, Code::InvalidSource, format!("a material source needs exactly one of `file`, `env`, `secret`; {given} given"), Some("e.g. `{ file: certs/root.pem }`, `{ env: RELAY_ROOT_KEY }` or `{ secret: { cluster: mgmt, name: my-ca, key: tls.key } }`".to_owned()));
+            return None;
+        }
+        let field = field_path(steps);
+        let location = r.location(steps);
+        let kind = if let Some(file) = &raw.file {
+            if file.is_empty() {
+                r.at_value(
+                    &[steps, &[key("file")]].concat(),
+                    Code::InvalidSource,
+                    "`file` is empty".to_owned(),
+                    Some("name a file relative to this manifest".to_owned()),
+                );
+                return None;
+            }
+            let base = r.file.parent().unwrap_or(Path::new(""));
+            if !crate::config::paths::confine(self.root, base, Path::new(file)) {
+                r.at_value(
+                    &[steps, &[key("file")]].concat(),
+                    Code::PathOutsideConfig,
+                    format!("`{file}` is outside the config folder"),
+                    Some(outside_hint(
+                        "material files",
+                        "keep other material in an `env` or `secret` source",
+                    )),
+                );
+                return None;
+            }
+            SourceKind::File(base.join(file))
+        } else if let Some(var) = &raw.env {
+            let valid = !var.is_empty()
+                && !var.starts_with(|c: char| c.is_ascii_digit())
+                && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                r.at_value(
+                    &[steps, &[key("env")]].concat(),
+                    Code::InvalidSource,
+                    format!("`{var}` is not an environment variable name"),
+                    Some("use letters, digits and `_`, not starting with a digit".to_owned()),
+                );
+                return None;
+            }
+            SourceKind::Env(var.clone())
+        } else {
+            let secret = raw.secret.as_ref()?;
+            let at = |f: &str| [steps, &[key("secret"), key(f)]].concat();
+            let mut ok = true;
+            let mut required = |r: &mut Reporter<'_>, value: &Option<String>, f: &str| -> String {
+                match value {
+                    Some(v) if !v.is_empty() => v.clone(),
+                    _ => {
+                        r.at_key(
+                            &[steps, &[key("secret")]].concat(),
+                            Code::InvalidSource,
+                            format!("`secret.{f}` is required"),
+                            Some("a secret source needs `cluster`, `name` and `key` (`namespace` defaults to `spec.namespace`)".to_owned()),
+                        );
+                        ok = false;
+                        String::new()
+                    }
+                }
+            };
+            let cluster = required(r, &secret.cluster, "cluster");
+            let name = required(r, &secret.name, "name");
+            let data_key = required(r, &secret.key, "key");
+            if !ok {
+                return None;
+            }
+            if !self.known_clusters.contains(&cluster) {
+                let known = self
+                    .known_clusters
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                r.at_value(
+                    &at("cluster"),
+                    Code::InvalidSource,
+                    format!("cluster `{cluster}` is not part of this config"),
+                    Some(format!("name one of the config's clusters: {known}")),
+                );
+                return None;
+            }
+            let namespace = match &secret.namespace {
+                None => self.namespace.clone(),
+                Some(ns) => match DnsLabel::parse(ns) {
+                    Ok(ns) => ns,
+                    Err(why) => {
+                        r.at_value(
+                            &at("namespace"),
+                            Code::InvalidNamespace,
+                            format!("namespace `{ns}` {why}"),
+                            Some("namespaces are DNS-1123 labels".to_owned()),
+                        );
+                        return None;
+                    }
+                },
+            };
+            SourceKind::Secret(SecretRef {
+                cluster: DnsLabel::parse(&cluster).ok()?,
+                namespace,
+                name,
+                key: data_key,
+            })
+        };
+        Some(MaterialSource {
+            kind,
+            field,
+            location,
+        })
+    }
+}
+
+/// The hint for a path that leaves the config folder.
+fn outside_hint(what: &str, instead: &str) -> String {
+    format!(
+        "{what} are read only inside the config folder or the Git checkout (absolute paths and `..` that leave it are refused); {instead}"
+    )
+}
