@@ -173,3 +173,166 @@ fn connection(r: &mut Reporter<'_>, raw: Option<&RawConnection>) -> Option<Conne
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::TrustSpec;
+    use super::*;
+
+    #[test]
+    fn cluster_names_are_dns_labels() {
+        for name in ["Cluster-1", "cluster_1", "-cluster", &"c".repeat(64)] {
+            let spec = TrustSpec::test().with_workload(name);
+            let d = spec.reports_in_workload(0, Code::InvalidName, "metadata.name");
+            assert!(
+                d.message.starts_with(&format!("cluster name `{name}`")),
+                "{}",
+                d.message
+            );
+            assert_eq!(spec.codes(), [Code::InvalidName]);
+        }
+        let spec = TrustSpec::test().with_management_field("metadata.name", "Mgmt");
+        spec.reports_in_management(Code::InvalidName, "metadata.name");
+    }
+
+    #[test]
+    fn cluster_names_are_unique_across_management_and_workloads() {
+        let spec = TrustSpec::test().with_workload("mgmt");
+        let d = spec.reports_in_workload(0, Code::DuplicateCluster, "metadata.name");
+        assert_eq!(
+            d.message,
+            "cluster name `mgmt` is used twice (first at config/clusters/mgmt.yaml:4:9)"
+        );
+        // The second use is reported, never the first.
+        let spec = TrustSpec::test()
+            .with_workload("cluster-1")
+            .with_workload("cluster-1");
+        spec.reports_in_workload(1, Code::DuplicateCluster, "metadata.name");
+        assert_eq!(spec.codes(), [Code::DuplicateCluster]);
+    }
+
+    #[test]
+    fn workloads_are_kept_in_name_order() {
+        let config = TrustSpec::test()
+            .with_workload("cluster-b")
+            .with_workload("cluster-a")
+            .valid();
+        let names: Vec<_> = config
+            .workloads
+            .iter()
+            .map(|w| w.cluster.name.as_str())
+            .collect();
+        assert_eq!(names, ["cluster-a", "cluster-b"]);
+        assert_eq!(config.management.name.as_str(), "mgmt");
+    }
+
+    #[test]
+    fn a_connection_is_exactly_one_complete_way_to_reach_the_cluster() {
+        for (connection, field) in [
+            ("{}", "spec.connection"),
+            (
+                "{ inCluster: true, directory: { path: x } }",
+                "spec.connection",
+            ),
+            (
+                "{ kubeconfig: { path: kube.yaml } }",
+                "spec.connection.kubeconfig",
+            ),
+            (
+                "{ kubeconfig: { context: '' } }",
+                "spec.connection.kubeconfig",
+            ),
+            ("{ inCluster: false }", "spec.connection.inCluster"),
+            ("{ directory: {} }", "spec.connection.directory"),
+            ("{ directory: { path: '' } }", "spec.connection.directory"),
+        ] {
+            let spec = TrustSpec::test()
+                .with_workload("cluster-1")
+                .with_workload_field("spec.connection", connection);
+            spec.reports_in_workload(0, Code::InvalidConnection, field);
+            assert_eq!(spec.codes(), [Code::InvalidConnection], "{connection}");
+            let spec = TrustSpec::test().with_management_field("spec.connection", connection);
+            spec.reports_in_management(Code::InvalidConnection, field);
+        }
+    }
+
+    #[test]
+    fn connection_paths_are_relative_to_the_manifest() {
+        let config = TrustSpec::test()
+            .with_management_field(
+                "spec.connection",
+                "{ kubeconfig: { context: mgmt, path: kube.yaml } }",
+            )
+            .with_workload("cluster-1")
+            .with_workload_field(
+                "spec.connection",
+                "{ directory: { path: state/cluster-1 } }",
+            )
+            .with_workload("cluster-2")
+            .with_workload_field("spec.connection", "{ inCluster: true }")
+            .with_workload("cluster-3")
+            .valid();
+        assert_eq!(
+            config.management.connection,
+            Connection::Kubeconfig {
+                context: "mgmt".to_owned(),
+                path: Some(PathBuf::from("config/clusters/kube.yaml")),
+            }
+        );
+        let connections: Vec<_> = config
+            .workloads
+            .iter()
+            .map(|w| &w.cluster.connection)
+            .collect();
+        assert_eq!(
+            connections,
+            [
+                &Connection::Directory {
+                    path: PathBuf::from("config/clusters/state/cluster-1")
+                },
+                &Connection::InCluster,
+                &Connection::StateDir,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_client_cert_is_brought_whole_and_only_in_external_client_mode() {
+        let config = TrustSpec::external()
+            .with_workload("cluster-1")
+            .with_workload_field(
+                "spec.clientCert.cert",
+                "{ file: ../material/cluster-1.crt }",
+            )
+            .with_workload_field("spec.clientCert.privateKey", "{ env: CLUSTER_1_KEY }")
+            .valid();
+        let workload = &config.workloads[0];
+        assert_eq!(
+            workload.client_cert.as_ref().map(|s| &s.kind),
+            Some(&crate::model::SourceKind::File(PathBuf::from(
+                "config/clusters/../material/cluster-1.crt"
+            )))
+        );
+        assert!(workload.client_key.is_some());
+
+        let spec = TrustSpec::external()
+            .with_workload("cluster-1")
+            .with_workload_field(
+                "spec.clientCert.cert",
+                "{ file: ../material/cluster-1.crt }",
+            );
+        let d = spec.reports_in_workload(0, Code::MissingMaterial, "spec.clientCert");
+        assert_eq!(d.message, "`spec.clientCert` has no `privateKey`");
+
+        let spec = TrustSpec::test()
+            .with_workload("cluster-1")
+            .with_workload_field(
+                "spec.clientCert.cert",
+                "{ file: ../material/cluster-1.crt }",
+            )
+            .with_workload_field("spec.clientCert.privateKey", "{ env: CLUSTER_1_KEY }");
+        let d = spec.reports_in_workload(0, Code::UnusedMaterial, "spec.clientCert");
+        assert!(d.message.contains("the mode is `token`"), "{}", d.message);
+        assert_eq!(spec.codes(), [Code::UnusedMaterial]);
+    }
+}

@@ -26,6 +26,9 @@ mod sources;
 mod trust;
 mod typed;
 
+#[cfg(test)]
+mod fixture;
+
 use clusters::ClusterNames;
 use sources::SourceReader;
 
@@ -354,5 +357,83 @@ fn metadata_name(
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::TrustSpec;
+    use super::*;
+
+    fn file(path: &str, text: &str) -> ManifestFile {
+        ManifestFile {
+            path: PathBuf::from(path),
+            text: text.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_smallest_config_is_valid() {
+        let config = TrustSpec::test().valid();
+        assert_eq!(config.management.name.as_str(), "mgmt");
+        assert!(config.workloads.is_empty());
+        assert_eq!(config.location.file, PathBuf::from("config/relay.yaml"));
+    }
+
+    #[test]
+    fn no_manifest_is_one_diagnostic() {
+        let d = validate(&[], Path::new("config")).expect_err("no manifests");
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].code, Code::NoManifests);
+    }
+
+    #[test]
+    fn a_second_relay_trust_is_reported_at_its_kind() {
+        let mut files = TrustSpec::test().files();
+        files.push(file(
+            "config/again.yaml",
+            "# again\napiVersion: relayctl.dev/v1alpha1\nkind: RelayTrust\nmetadata: { name: prod }\n",
+        ));
+        let d = validate(&files, Path::new("config")).expect_err("two trusts");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            (d[0].code, d[0].field.as_str(), d[0].file.to_str()),
+            (Code::DuplicateKind, "kind", Some("config/again.yaml"))
+        );
+        assert_eq!(d[0].position.map(|p| p.line), Some(3));
+    }
+
+    #[test]
+    fn a_missing_kind_is_not_reported_when_a_type_error_may_hide_it() {
+        let spec = TrustSpec::test().with("prune", "[yes]");
+        assert_eq!(spec.codes(), [Code::InvalidType]);
+        let files = &TrustSpec::test().files()[1..];
+        let d = validate(files, Path::new("config")).expect_err("no trust");
+        assert_eq!(
+            d.iter().map(|d| d.code).collect::<Vec<_>>(),
+            [Code::MissingKind]
+        );
+        assert_eq!(d[0].position, None);
+    }
+
+    #[test]
+    fn a_document_header_is_checked_before_its_kind_is_read() {
+        let files = [file(
+            "config/odd.yaml",
+            "apiVersion: relayctl.dev/v2\nkind: RelayPolicy\n",
+        )];
+        let d = validate(&files, Path::new("config")).expect_err("odd header");
+        let found: Vec<_> = d
+            .iter()
+            .map(|d| (d.code, d.field.as_str(), d.position.map(|p| p.line)))
+            .collect();
+        assert!(
+            found.contains(&(Code::ApiVersion, "apiVersion", Some(1))),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&(Code::UnknownKind, "kind", Some(2))),
+            "{found:?}"
+        );
     }
 }

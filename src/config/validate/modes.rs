@@ -313,3 +313,225 @@ fn unused(r: &mut Reporter<'_>, mode: CaMode, field: &[&str], hint: &str) {
 fn shown(field: &[&str]) -> String {
     field.join(".").trim_start_matches("spec.").to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::TrustSpec;
+    use super::*;
+
+    #[test]
+    fn external_mode_defaults_to_external_client_certs_and_no_tokens() {
+        let config = TrustSpec::external().valid();
+        assert_eq!(config.client_certs.mode, ClientCertMode::External);
+        assert!(!config.identity_token.enabled);
+        let config = TrustSpec::test().valid();
+        assert_eq!(config.client_certs.mode, ClientCertMode::Token);
+        assert!(config.identity_token.enabled);
+    }
+
+    #[test]
+    fn external_mode_refuses_identity_tokens() {
+        let spec = TrustSpec::external().with("identityToken.enabled", "true");
+        spec.reports(Code::ExternalWithTokens, "spec.identityToken.enabled");
+        assert_eq!(spec.codes(), [Code::ExternalWithTokens]);
+        // Disabling them, as the default does, is fine.
+        TrustSpec::external()
+            .with("identityToken.enabled", "false")
+            .valid();
+    }
+
+    #[test]
+    fn token_client_mode_needs_the_identity_token() {
+        for spec in [
+            TrustSpec::test().with("identityToken.enabled", "false"),
+            TrustSpec::test()
+                .with("identityToken.enabled", "false")
+                .with("clientCerts.mode", "token"),
+        ] {
+            spec.reports(Code::TokenModeWithoutTokens, "spec.identityToken.enabled");
+            assert_eq!(spec.codes(), [Code::TokenModeWithoutTokens]);
+        }
+        TrustSpec::test()
+            .with("identityToken.enabled", "false")
+            .with("clientCerts.mode", "preprovisioned")
+            .valid();
+    }
+
+    #[test]
+    fn external_client_certs_go_with_the_external_ca_mode_only() {
+        let spec = TrustSpec::test().with("clientCerts.mode", "external");
+        let d = spec.reports(Code::ExternalClientMode, "spec.clientCerts.mode");
+        assert!(d.message.contains("not `managed`"), "{}", d.message);
+        let spec = TrustSpec::external().with("clientCerts.mode", "token");
+        let d = spec.reports(Code::ExternalClientMode, "spec.clientCerts.mode");
+        assert!(
+            d.message.contains("`clientCerts.mode: token`"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn preprovisioned_client_certs_need_a_signing_key() {
+        // `custom` with only the root certificate: nothing to sign with.
+        let spec = TrustSpec::test()
+            .with_mode("custom")
+            .with("ca.root.cert", "{ file: material/root.crt }")
+            .with("clientCerts.mode", "preprovisioned");
+        let d = spec.reports(
+            Code::PreprovisionedWithoutSigningKey,
+            "spec.clientCerts.mode",
+        );
+        assert!(d.hint.unwrap().contains("`ca.root.privateKey`"));
+        spec.reports(Code::MissingMaterial, "spec.ca");
+        // `external` holds no CA key at all.
+        let spec = TrustSpec::external().with("clientCerts.mode", "preprovisioned");
+        let d = spec.reports(
+            Code::PreprovisionedWithoutSigningKey,
+            "spec.clientCerts.mode",
+        );
+        assert!(d.hint.unwrap().contains("`clientCerts.mode: external`"));
+        // The root's key is enough in `custom` mode.
+        TrustSpec::test()
+            .with_mode("custom")
+            .with("ca.root.cert", "{ file: material/root.crt }")
+            .with("ca.root.privateKey", "{ env: ROOT_KEY }")
+            .with("clientCerts.mode", "preprovisioned")
+            .valid();
+    }
+
+    #[test]
+    fn validity_nests_leaf_inside_intermediate_inside_root() {
+        let spec = TrustSpec::test()
+            .with("ca.root.validity", "100h")
+            .with("ca.intermediate.validity", "200h")
+            .with("server.validity", "300h");
+        let d = spec.reports(Code::ValidityOrder, "spec.ca.intermediate.validity");
+        assert_eq!(
+            d.message,
+            "intermediate validity `200h` is longer than root validity `100h`"
+        );
+        let d = spec.reports(Code::ValidityOrder, "spec.server.validity");
+        assert_eq!(
+            d.message,
+            "server validity `300h` is longer than intermediate validity `200h`"
+        );
+        assert_eq!(spec.codes(), [Code::ValidityOrder, Code::ValidityOrder]);
+        // Equal lifetimes nest.
+        TrustSpec::test()
+            .with("ca.root.validity", "300h")
+            .with("ca.intermediate.validity", "300h")
+            .with("server.validity", "300h")
+            .valid();
+    }
+
+    #[test]
+    fn client_cert_validity_counts_only_when_relayctl_issues_them() {
+        let longer = TrustSpec::test()
+            .with("ca.intermediate.validity", "1000h")
+            .with("server.validity", "100h")
+            .with("clientCerts.validity", "2000h");
+        longer.clone().valid();
+        let spec = longer.with("clientCerts.mode", "preprovisioned");
+        spec.reports(Code::ValidityOrder, "spec.clientCerts.validity");
+        assert_eq!(spec.codes(), [Code::ValidityOrder]);
+    }
+
+    #[test]
+    fn validity_order_is_not_checked_for_a_brought_intermediate() {
+        TrustSpec::test()
+            .with_mode("custom")
+            .with("ca.root.cert", "{ file: material/root.crt }")
+            .with(
+                "ca.intermediate.cert",
+                "{ file: material/intermediate.crt }",
+            )
+            .with("ca.intermediate.privateKey", "{ env: INTERMEDIATE_KEY }")
+            .with("ca.intermediate.validity", "100h")
+            .with("server.validity", "8760h")
+            .valid();
+        // A derived one is issued by relayctl, so it is.
+        let spec = TrustSpec::test()
+            .with_mode("custom")
+            .with("ca.root.cert", "{ file: material/root.crt }")
+            .with("ca.root.privateKey", "{ env: ROOT_KEY }")
+            .with("ca.intermediate.validity", "100h");
+        spec.reports(Code::ValidityOrder, "spec.server.validity");
+    }
+
+    /// The spec, in `mode`, with `material` given (by an `env` source).
+    fn given(spec: TrustSpec, material: Material) -> TrustSpec {
+        let field = material.field()[1..].join(".");
+        spec.with(&field, "{ env: GIVEN }")
+    }
+
+    #[test]
+    fn each_row_of_the_material_table_is_reported_where_it_is_written() {
+        for &(mode, material, rule) in MATERIAL {
+            let base = TrustSpec::test().with_mode(mode.as_str());
+            let field = material.field().join(".");
+            match rule {
+                Use::Ignored(hint) => {
+                    let d = given(base, material).reports(Code::UnusedMaterial, &field);
+                    assert_eq!(d.hint.as_deref(), Some(hint));
+                }
+                Use::Needed(hint) => {
+                    // Everything else the mode needs is given.
+                    let spec = MATERIAL
+                        .iter()
+                        .filter(|(m, other, rule)| {
+                            *m == mode && *other != material && matches!(rule, Use::Needed(_))
+                        })
+                        .fold(base, |spec, (_, other, _)| given(spec, *other));
+                    let parent = material.field()[..material.field().len() - 1].join(".");
+                    let d = spec.reports(Code::MissingMaterial, &parent);
+                    assert_eq!(d.hint.as_deref(), Some(hint));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn material_a_mode_does_not_list_is_optional_in_it() {
+        TrustSpec::test()
+            .with("identityToken.value", "{ env: RELAY_TOKEN }")
+            .valid();
+        TrustSpec::test()
+            .with_mode("custom")
+            .with("ca.root.cert", "{ file: material/root.crt }")
+            .with("ca.root.privateKey", "{ env: ROOT_KEY }")
+            .valid();
+    }
+
+    #[test]
+    fn a_required_source_that_is_written_but_invalid_is_not_also_missing() {
+        let spec = TrustSpec::external().with("server.cert", "{ file: '' }");
+        spec.reports(Code::InvalidSource, "spec.server.cert.file");
+        assert_eq!(spec.codes(), [Code::InvalidSource]);
+    }
+
+    #[test]
+    fn custom_mode_signs_with_the_root_key_or_a_whole_intermediate() {
+        let root_only = TrustSpec::test()
+            .with_mode("custom")
+            .with("ca.root.cert", "{ file: material/root.crt }");
+        let d = root_only.reports(Code::MissingMaterial, "spec.ca");
+        assert!(d.message.contains("needs either `ca.root.privateKey`"));
+        let half = root_only.with("ca.intermediate.cert", "{ file: material/int.crt }");
+        half.reports(Code::MissingMaterial, "spec.ca.intermediate");
+        assert_eq!(half.codes(), [Code::MissingMaterial]);
+    }
+
+    #[test]
+    fn a_brought_server_certificate_is_reported_once_for_the_pair() {
+        let spec = TrustSpec::test()
+            .with("server.cert", "{ file: material/server.crt }")
+            .with("server.privateKey", "{ env: SERVER_KEY }");
+        spec.reports(Code::UnusedMaterial, "spec.server.cert");
+        assert_eq!(spec.codes(), [Code::UnusedMaterial]);
+        let key_only = TrustSpec::test()
+            .with_mode("gloo")
+            .with("server.privateKey", "{ env: SERVER_KEY }");
+        key_only.reports(Code::UnusedMaterial, "spec.server.privateKey");
+    }
+}

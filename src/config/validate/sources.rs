@@ -174,3 +174,109 @@ fn outside_hint(what: &str, instead: &str) -> String {
         "{what} are read only inside the config folder or the Git checkout (absolute paths and `..` that leave it are refused); {instead}"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::super::fixture::TrustSpec;
+    use super::*;
+
+    /// `custom` mode, which reads the root certificate from `source`.
+    fn root_from(source: &str) -> TrustSpec {
+        TrustSpec::test()
+            .with_mode("custom")
+            .with("ca.root.privateKey", "{ env: ROOT_KEY }")
+            .with("ca.root.cert", source)
+    }
+
+    #[test]
+    fn file_sources_may_not_leave_the_config_folder() {
+        for file in [
+            "/etc/hostname",
+            "../outside.pem",
+            "material/../../outside.pem",
+            "../../../../var/run/secrets/kubernetes.io/serviceaccount/token",
+        ] {
+            let spec = root_from(&format!("{{ file: '{file}' }}"));
+            let d = spec.reports(Code::PathOutsideConfig, "spec.ca.root.cert.file");
+            assert_eq!(d.message, format!("`{file}` is outside the config folder"));
+            assert_eq!(spec.codes(), [Code::PathOutsideConfig], "{file}");
+        }
+    }
+
+    #[test]
+    fn file_sources_are_relative_to_their_manifest_and_may_climb_inside_the_folder() {
+        let config = root_from("{ file: material/root.crt }").valid();
+        let source = config.ca.root.cert.expect("a root source");
+        assert_eq!(
+            source.kind,
+            SourceKind::File(PathBuf::from("config/material/root.crt"))
+        );
+        assert_eq!(source.field, "spec.ca.root.cert");
+        assert_eq!(source.location.file, PathBuf::from("config/relay.yaml"));
+        // From `config/clusters/`, `..` stays inside `config/`.
+        TrustSpec::external()
+            .with_workload("cluster-1")
+            .with_workload_field(
+                "spec.clientCert.cert",
+                "{ file: ../material/cluster-1.crt }",
+            )
+            .with_workload_field(
+                "spec.clientCert.privateKey",
+                "{ file: ../material/cluster-1.key }",
+            )
+            .valid();
+    }
+
+    #[test]
+    fn a_source_is_exactly_one_of_file_env_secret() {
+        for source in ["{}", "{ file: root.crt, env: ROOT_CERT }"] {
+            let spec = root_from(source);
+            spec.reports(Code::InvalidSource, "spec.ca.root.cert");
+        }
+        let spec = root_from("{ file: '' }");
+        spec.reports(Code::InvalidSource, "spec.ca.root.cert.file");
+        for var in ["1ROOT", "ROOT-CERT", "''"] {
+            let spec = root_from(&format!("{{ env: {var} }}"));
+            spec.reports(Code::InvalidSource, "spec.ca.root.cert.env");
+        }
+        let config = root_from("{ env: _ROOT_CERT1 }").valid();
+        assert_eq!(
+            config.ca.root.cert.map(|s| s.kind),
+            Some(SourceKind::Env("_ROOT_CERT1".to_owned()))
+        );
+    }
+
+    #[test]
+    fn secret_sources_name_a_cluster_of_the_config() {
+        let spec = root_from("{ secret: { cluster: elsewhere, name: ca, key: tls.crt } }");
+        let d = spec.reports(Code::InvalidSource, "spec.ca.root.cert.secret.cluster");
+        assert_eq!(
+            d.hint.as_deref(),
+            Some("name one of the config's clusters: `mgmt`")
+        );
+        let spec = root_from("{ secret: { cluster: mgmt, name: ca } }");
+        let d = spec.reports(Code::InvalidSource, "spec.ca.root.cert.secret");
+        assert_eq!(d.message, "`secret.key` is required");
+        let spec =
+            root_from("{ secret: { cluster: mgmt, name: ca, key: tls.crt, namespace: Bad } }");
+        spec.reports(Code::InvalidNamespace, "spec.ca.root.cert.secret.namespace");
+    }
+
+    #[test]
+    fn secret_sources_default_to_the_relay_namespace() {
+        let config = root_from("{ secret: { cluster: mgmt, name: ca, key: tls.crt } }")
+            .with("namespace", "relay")
+            .valid();
+        let Some(SourceKind::Secret(secret)) = config.ca.root.cert.map(|s| s.kind) else {
+            panic!("a secret source");
+        };
+        assert_eq!(secret.cluster.as_str(), "mgmt");
+        assert_eq!(secret.namespace.as_str(), "relay");
+        assert_eq!(
+            (secret.name.as_str(), secret.key.as_str()),
+            ("ca", "tls.crt")
+        );
+    }
+}

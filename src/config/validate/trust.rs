@@ -357,3 +357,146 @@ fn check_renew(
         None => validity.third(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::TrustSpec;
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_products() {
+        let config = TrustSpec::test().valid();
+        assert_eq!(config.instance.as_str(), "prod");
+        assert_eq!(config.namespace.as_str(), DEFAULT_NAMESPACE);
+        assert_eq!(config.ca.root.common_name, "relay-root-ca");
+        assert_eq!(config.ca.root.validity, Duration::from_hours(87_600));
+        assert_eq!(config.ca.intermediate.common_name, "relay-intermediate-ca");
+        assert_eq!(
+            config.ca.intermediate.validity,
+            Duration::from_hours(43_800)
+        );
+        assert_eq!(config.server.authority, DEFAULT_AUTHORITY);
+        assert_eq!(config.server.dns_names, [DEFAULT_AUTHORITY]);
+        assert_eq!(config.server.validity, Duration::from_hours(8760));
+        assert_eq!(
+            config.server.renew_before,
+            Duration::from_hours(8760).third()
+        );
+        assert_eq!(config.client_certs.validity, Duration::from_hours(8760));
+        assert!(!config.prune);
+    }
+
+    #[test]
+    fn renew_before_must_be_shorter_than_validity() {
+        for (field, renew) in [
+            ("server", "100h"),
+            ("server", "101h"),
+            ("clientCerts", "100h"),
+            ("clientCerts", "6000m"),
+        ] {
+            let spec = TrustSpec::test()
+                .with(&format!("{field}.validity"), "100h")
+                .with(&format!("{field}.renewBefore"), renew);
+            let d = spec.reports(
+                Code::RenewBeforeTooLong,
+                &format!("spec.{field}.renewBefore"),
+            );
+            assert!(
+                d.message.contains("is not shorter than `validity` `100h`"),
+                "{}",
+                d.message
+            );
+            assert_eq!(spec.codes(), [Code::RenewBeforeTooLong]);
+        }
+        let config = TrustSpec::test()
+            .with("server.validity", "100h")
+            .with("server.renewBefore", "99h")
+            .valid();
+        assert_eq!(config.server.renew_before, Duration::from_hours(99));
+    }
+
+    #[test]
+    fn durations_are_positive_go_durations_of_at_most_100_years() {
+        for (value, says) in [
+            ("0s", "is zero"),
+            ("876001h", "longer than 100 years"),
+            ("8760", "invalid duration"),
+            ("1y", "invalid duration"),
+        ] {
+            let spec = TrustSpec::test().with("ca.root.validity", value);
+            let d = spec.reports(Code::InvalidDuration, "spec.ca.root.validity");
+            assert!(d.message.contains(says), "{value}: {}", d.message);
+        }
+    }
+
+    #[test]
+    fn enumerations_name_what_they_allow() {
+        let spec = TrustSpec::test().with_mode("automatic");
+        let d = spec.reports(Code::InvalidValue, "spec.ca.mode");
+        assert_eq!(d.message, "`automatic` is not a valid `mode`");
+        assert_eq!(
+            d.hint.as_deref(),
+            Some("use one of `managed`, `gloo`, `custom`, `external`")
+        );
+        let spec = TrustSpec::test().with("server.key", "dsa");
+        spec.reports(Code::InvalidValue, "spec.server.key");
+        let spec = TrustSpec::test().with("clientCerts.mode", "manual");
+        spec.reports(Code::InvalidValue, "spec.clientCerts.mode");
+    }
+
+    #[test]
+    fn a_common_name_is_1_to_64_characters() {
+        let spec = TrustSpec::test().with("ca.root.commonName", &"r".repeat(65));
+        spec.reports(Code::InvalidValue, "spec.ca.root.commonName");
+        let spec = TrustSpec::test().with("ca.intermediate.commonName", "' '");
+        spec.reports(Code::InvalidValue, "spec.ca.intermediate.commonName");
+        TrustSpec::test()
+            .with("ca.root.commonName", &"r".repeat(64))
+            .valid();
+    }
+
+    #[test]
+    fn the_authority_is_one_concrete_host_name() {
+        let spec = TrustSpec::test().with("server.authority", "'*.gloo-mesh'");
+        let d = spec.reports(Code::InvalidDnsName, "spec.server.authority");
+        assert!(d.message.contains("is a wildcard"));
+        let spec = TrustSpec::test().with("server.authority", "relay_server");
+        spec.reports(Code::InvalidDnsName, "spec.server.authority");
+    }
+
+    #[test]
+    fn dns_names_follow_the_authority_once_each() {
+        let config = TrustSpec::test()
+            .with(
+                "server.dnsNames",
+                "['*.gloo-mesh', gloo-mesh-mgmt-server.gloo-mesh, relay.example.com, relay.example.com]",
+            )
+            .valid();
+        assert_eq!(
+            config.server.dns_names,
+            [DEFAULT_AUTHORITY, "*.gloo-mesh", "relay.example.com"]
+        );
+        let spec = TrustSpec::test().with("server.dnsNames", "[ok.example.com, Not.example.com]");
+        let d = spec.reports(Code::InvalidDnsName, "spec.server.dnsNames[1]");
+        assert!(
+            d.message.starts_with("DNS name `Not.example.com`"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn the_instance_and_namespace_are_dns_labels() {
+        let spec = TrustSpec::test().with_trust_field("metadata.name", "Prod_1");
+        let d = spec.reports(Code::InvalidName, "metadata.name");
+        assert!(
+            d.message.starts_with("instance name `Prod_1`"),
+            "{}",
+            d.message
+        );
+        let spec = TrustSpec::test().with("namespace", "Gloo.Mesh");
+        spec.reports(Code::InvalidNamespace, "spec.namespace");
+        let config = TrustSpec::test().with("namespace", "relay").valid();
+        assert_eq!(config.namespace.as_str(), "relay");
+    }
+}

@@ -161,3 +161,72 @@ fn ignored_steps(p: &serde_ignored::Path<'_>) -> Vec<Step> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::TrustSpec;
+    use super::*;
+
+    #[test]
+    fn every_unknown_field_is_reported_at_its_key() {
+        let spec = TrustSpec::test()
+            .with("ca.moed", "managed")
+            .with("serverr", "{ validity: 8760h }");
+        let d = spec.reports(Code::UnknownField, "spec.ca.moed");
+        assert_eq!(d.message, "unknown field `moed` in `spec.ca`");
+        let d = spec.reports(Code::UnknownField, "spec.serverr");
+        assert_eq!(d.message, "unknown field `serverr` in `spec`");
+        assert_eq!(spec.codes(), [Code::UnknownField, Code::UnknownField]);
+    }
+
+    #[test]
+    fn every_type_error_is_reported_and_the_document_dropped() {
+        // The type errors hide the mode rule that the spec also breaks.
+        let spec = TrustSpec::test()
+            .with("prune", "[yes]")
+            .with("server.dnsNames", "{ first: a }")
+            .with("identityToken.enabled", "false");
+        let d = spec.reports(Code::InvalidType, "spec.prune");
+        assert_eq!(d.message, "expected a boolean, found a list");
+        let d = spec.reports(Code::InvalidType, "spec.server.dnsNames");
+        assert_eq!(d.message, "expected a list, found a mapping");
+        assert_eq!(spec.codes(), [Code::InvalidType, Code::InvalidType]);
+    }
+
+    #[test]
+    fn a_type_error_never_quotes_the_value() {
+        let spec = TrustSpec::test()
+            .with_mode("custom")
+            .with("ca.root.privateKey", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC");
+        let d = spec.reports(Code::InvalidType, "spec.ca.root.privateKey");
+        assert!(
+            d.message.starts_with("expected a material source"),
+            "{}",
+            d.message
+        );
+        assert!(d.message.ends_with("found a string"), "{}", d.message);
+        assert!(!d.message.contains("MIIE"));
+    }
+
+    #[test]
+    fn removing_a_list_element_removes_the_list() {
+        let mut json = serde_json::json!({ "spec": { "dnsNames": ["a", 1], "prune": true } });
+        let steps = [key("spec"), key("dnsNames"), Step::Index(1)];
+        assert!(remove_field(&mut json, &steps));
+        assert_eq!(json, serde_json::json!({ "spec": { "prune": true } }));
+        assert!(!remove_field(
+            &mut json,
+            &[key("spec"), key("absent"), key("x")]
+        ));
+        assert!(!remove_field(&mut json, &[]));
+    }
+
+    #[test]
+    fn serde_messages_without_an_expectation_pass_through() {
+        assert_eq!(type_message("missing field `x`", None), "missing field `x`");
+    }
+
+    fn key(name: &str) -> Step {
+        Step::Key(name.to_owned())
+    }
+}
