@@ -10,7 +10,7 @@ use super::{key, metadata_name, modes, path};
 use crate::config::diag::{Code, Reporter, field_path};
 use crate::config::node::Step;
 use crate::config::raw::{
-    RawCa, RawCaCert, RawClientCerts, RawIdentityToken, RawMetadata, RawServer,
+    RawCa, RawCaCert, RawClientCerts, RawIdentityToken, RawMetadata, RawServer, Scalar,
 };
 use crate::model::{
     CaCertConfig, CaConfig, CaMode, ClientCertConfig, ClientCertMode, DEFAULT_AUTHORITY,
@@ -158,21 +158,12 @@ pub(super) fn server(
     sources: &SourceReader<'_>,
     raw: &RawServer,
 ) -> ServerConfig {
-    let validity = duration(
+    let leaf = leaf(
         r,
-        &path(&["spec", "server", "validity"]),
-        raw.validity.as_ref().map(|s| s.as_str()),
-    )
-    .unwrap_or(Duration::from_hours(8760));
-    let renew_before = duration(
-        r,
-        &path(&["spec", "server", "renewBefore"]),
-        raw.renew_before.as_ref().map(|s| s.as_str()),
-    );
-    let key_type = key_algorithm(
-        r,
-        &path(&["spec", "server", "key"]),
-        raw.key.as_ref().map(|s| s.as_str()),
+        "server",
+        raw.validity.as_ref(),
+        raw.renew_before.as_ref(),
+        raw.key.as_ref(),
     );
     let authority = raw
         .authority
@@ -216,9 +207,9 @@ pub(super) fn server(
     ServerConfig {
         authority,
         dns_names,
-        validity,
-        renew_before: check_renew(r, "server", validity, renew_before),
-        key: key_type,
+        validity: leaf.validity,
+        renew_before: leaf.renew_before,
+        key: leaf.key,
         cert: raw
             .cert
             .as_ref()
@@ -247,27 +238,45 @@ pub(super) fn client_certs(
         ],
     )
     .unwrap_or(modes::default_client_mode(mode));
-    let validity = duration(
+    let leaf = leaf(
         r,
-        &path(&["spec", "clientCerts", "validity"]),
-        raw.validity.as_ref().map(|s| s.as_str()),
-    )
-    .unwrap_or(Duration::from_hours(8760));
-    let renew_before = duration(
-        r,
-        &path(&["spec", "clientCerts", "renewBefore"]),
-        raw.renew_before.as_ref().map(|s| s.as_str()),
-    );
-    let key_type = key_algorithm(
-        r,
-        &path(&["spec", "clientCerts", "key"]),
-        raw.key.as_ref().map(|s| s.as_str()),
+        "clientCerts",
+        raw.validity.as_ref(),
+        raw.renew_before.as_ref(),
+        raw.key.as_ref(),
     );
     ClientCertConfig {
         mode: client_mode,
+        validity: leaf.validity,
+        renew_before: leaf.renew_before,
+        key: leaf.key,
+    }
+}
+
+/// The lifetime and key type of the leaves under `spec.<field>`.
+struct Leaf {
+    validity: Duration,
+    renew_before: Duration,
+    key: KeyAlgorithm,
+}
+
+/// `validity` (a year by default), `renewBefore` (shorter than the
+/// validity, a third of it by default) and `key` of `spec.<field>`.
+fn leaf(
+    r: &mut Reporter<'_>,
+    field: &str,
+    validity: Option<&Scalar>,
+    renew_before: Option<&Scalar>,
+    key_type: Option<&Scalar>,
+) -> Leaf {
+    let at = |name: &str| path(&["spec", field, name]);
+    let validity = duration(r, &at("validity"), validity.map(Scalar::as_str))
+        .unwrap_or(Duration::from_hours(8760));
+    let renew_before = duration(r, &at("renewBefore"), renew_before.map(Scalar::as_str));
+    Leaf {
         validity,
-        renew_before: check_renew(r, "clientCerts", validity, renew_before),
-        key: key_type,
+        renew_before: check_renew(r, field, validity, renew_before),
+        key: key_algorithm(r, &at("key"), key_type.map(Scalar::as_str)),
     }
 }
 
