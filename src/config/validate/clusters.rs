@@ -47,7 +47,7 @@ impl ClusterNames {
         }
     }
 
-    /// Every name claimed, valid or a duplicate: what `secret` sources may name.
+    /// Every valid name claimed: the clusters `secret` sources may name.
     pub(super) fn known(&self) -> BTreeSet<String> {
         self.first.keys().cloned().collect()
     }

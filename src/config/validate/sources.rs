@@ -12,7 +12,7 @@ use std::path::Path;
 use super::key;
 use crate::config::diag::{Code, Reporter, field_path};
 use crate::config::node::Step;
-use crate::config::raw::RawSource;
+use crate::config::raw::{RawSecretRef, RawSource};
 use crate::model::{DEFAULT_NAMESPACE, DnsLabel, MaterialSource, SecretRef, SourceKind};
 
 /// Checks material sources against what the config knows: its clusters,
@@ -58,114 +58,133 @@ impl<'a> SourceReader<'a> {
             r.at_key(steps, Code::InvalidSource, format!("a material source needs exactly one of `file`, `env`, `secret`; {given} given"), Some("e.g. `{ file: certs/root.pem }`, `{ env: RELAY_ROOT_KEY }` or `{ secret: { cluster: mgmt, name: my-ca, key: tls.key } }`".to_owned()));
             return None;
         }
-        let field = field_path(steps);
-        let location = r.location(steps);
         let kind = if let Some(file) = &raw.file {
-            if file.is_empty() {
-                r.at_value(
-                    &[steps, &[key("file")]].concat(),
-                    Code::InvalidSource,
-                    "`file` is empty".to_owned(),
-                    Some("name a file relative to this manifest".to_owned()),
-                );
-                return None;
-            }
-            let base = r.file.parent().unwrap_or(Path::new(""));
-            if !crate::config::paths::confine(self.root, base, Path::new(file)) {
-                r.at_value(
-                    &[steps, &[key("file")]].concat(),
-                    Code::PathOutsideConfig,
-                    format!("`{file}` is outside the config folder"),
-                    Some(outside_hint(
-                        "material files",
-                        "keep other material in an `env` or `secret` source",
-                    )),
-                );
-                return None;
-            }
-            SourceKind::File(base.join(file))
+            self.file(r, steps, file)?
         } else if let Some(var) = &raw.env {
-            let valid = !var.is_empty()
-                && !var.starts_with(|c: char| c.is_ascii_digit())
-                && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                r.at_value(
-                    &[steps, &[key("env")]].concat(),
-                    Code::InvalidSource,
-                    format!("`{var}` is not an environment variable name"),
-                    Some("use letters, digits and `_`, not starting with a digit".to_owned()),
-                );
-                return None;
-            }
-            SourceKind::Env(var.clone())
+            env(r, steps, var)?
         } else {
-            let secret = raw.secret.as_ref()?;
-            let at = |f: &str| [steps, &[key("secret"), key(f)]].concat();
-            let mut ok = true;
-            let mut required = |r: &mut Reporter<'_>, value: &Option<String>, f: &str| -> String {
-                match value {
-                    Some(v) if !v.is_empty() => v.clone(),
-                    _ => {
-                        r.at_key(
-                            &[steps, &[key("secret")]].concat(),
-                            Code::InvalidSource,
-                            format!("`secret.{f}` is required"),
-                            Some("a secret source needs `cluster`, `name` and `key` (`namespace` defaults to `spec.namespace`)".to_owned()),
-                        );
-                        ok = false;
-                        String::new()
-                    }
-                }
-            };
-            let cluster = required(r, &secret.cluster, "cluster");
-            let name = required(r, &secret.name, "name");
-            let data_key = required(r, &secret.key, "key");
-            if !ok {
-                return None;
-            }
-            if !self.known_clusters.contains(&cluster) {
-                let known = self
-                    .known_clusters
-                    .iter()
-                    .map(|c| format!("`{c}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                r.at_value(
-                    &at("cluster"),
-                    Code::InvalidSource,
-                    format!("cluster `{cluster}` is not part of this config"),
-                    Some(format!("name one of the config's clusters: {known}")),
-                );
-                return None;
-            }
-            let namespace = match &secret.namespace {
-                None => self.namespace.clone(),
-                Some(ns) => match DnsLabel::parse(ns) {
-                    Ok(ns) => ns,
-                    Err(why) => {
-                        r.at_value(
-                            &at("namespace"),
-                            Code::InvalidNamespace,
-                            format!("namespace `{ns}` {why}"),
-                            Some("namespaces are DNS-1123 labels".to_owned()),
-                        );
-                        return None;
-                    }
-                },
-            };
-            SourceKind::Secret(SecretRef {
-                cluster: DnsLabel::parse(&cluster).ok()?,
-                namespace,
-                name,
-                key: data_key,
-            })
+            self.secret(r, steps, raw.secret.as_ref()?)?
         };
         Some(MaterialSource {
             kind,
-            field,
-            location,
+            field: field_path(steps),
+            location: r.location(steps),
         })
     }
+
+    /// `{ file: ... }`: relative to the manifest, and inside the config folder.
+    fn file(&self, r: &mut Reporter<'_>, steps: &[Step], file: &str) -> Option<SourceKind> {
+        let at = [steps, &[key("file")]].concat();
+        if file.is_empty() {
+            r.at_value(
+                &at,
+                Code::InvalidSource,
+                "`file` is empty".to_owned(),
+                Some("name a file relative to this manifest".to_owned()),
+            );
+            return None;
+        }
+        let base = r.file.parent().unwrap_or(Path::new(""));
+        if !crate::config::paths::confine(self.root, base, Path::new(file)) {
+            r.at_value(
+                &at,
+                Code::PathOutsideConfig,
+                format!("`{file}` is outside the config folder"),
+                Some(outside_hint(
+                    "material files",
+                    "keep other material in an `env` or `secret` source",
+                )),
+            );
+            return None;
+        }
+        Some(SourceKind::File(base.join(file)))
+    }
+
+    /// `{ secret: ... }`: a key of a Secret on one of the config's clusters,
+    /// in the relay namespace unless it names another.
+    fn secret(
+        &self,
+        r: &mut Reporter<'_>,
+        steps: &[Step],
+        secret: &RawSecretRef,
+    ) -> Option<SourceKind> {
+        let at = |f: &str| [steps, &[key("secret"), key(f)]].concat();
+        let mut ok = true;
+        let mut required = |r: &mut Reporter<'_>, value: &Option<String>, f: &str| -> String {
+            match value {
+                Some(v) if !v.is_empty() => v.clone(),
+                _ => {
+                    r.at_key(
+                        &[steps, &[key("secret")]].concat(),
+                        Code::InvalidSource,
+                        format!("`secret.{f}` is required"),
+                        Some("a secret source needs `cluster`, `name` and `key` (`namespace` defaults to `spec.namespace`)".to_owned()),
+                    );
+                    ok = false;
+                    String::new()
+                }
+            }
+        };
+        let cluster = required(r, &secret.cluster, "cluster");
+        let name = required(r, &secret.name, "name");
+        let data_key = required(r, &secret.key, "key");
+        if !ok {
+            return None;
+        }
+        if !self.known_clusters.contains(&cluster) {
+            let known = self
+                .known_clusters
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            r.at_value(
+                &at("cluster"),
+                Code::InvalidSource,
+                format!("cluster `{cluster}` is not part of this config"),
+                Some(format!("name one of the config's clusters: {known}")),
+            );
+            return None;
+        }
+        let namespace = match &secret.namespace {
+            None => self.namespace.clone(),
+            Some(ns) => match DnsLabel::parse(ns) {
+                Ok(ns) => ns,
+                Err(why) => {
+                    r.at_value(
+                        &at("namespace"),
+                        Code::InvalidNamespace,
+                        format!("namespace `{ns}` {why}"),
+                        Some("namespaces are DNS-1123 labels".to_owned()),
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(SourceKind::Secret(SecretRef {
+            cluster: DnsLabel::parse(&cluster).ok()?,
+            namespace,
+            name,
+            key: data_key,
+        }))
+    }
+}
+
+/// `{ env: ... }`: a variable name (letters, digits, `_`; no leading digit).
+fn env(r: &mut Reporter<'_>, steps: &[Step], var: &str) -> Option<SourceKind> {
+    let valid = !var.is_empty()
+        && !var.starts_with(|c: char| c.is_ascii_digit())
+        && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        r.at_value(
+            &[steps, &[key("env")]].concat(),
+            Code::InvalidSource,
+            format!("`{var}` is not an environment variable name"),
+            Some("use letters, digits and `_`, not starting with a digit".to_owned()),
+        );
+        return None;
+    }
+    Some(SourceKind::Env(var.to_owned()))
 }
 
 /// The hint for a path that leaves the config folder.
