@@ -11,6 +11,7 @@ use std::path::Path;
 use time::OffsetDateTime;
 
 use crate::config::Diagnostic;
+use crate::config::diag::Code;
 use crate::model::{CaMode, ClusterName, MaterialSource, SourceKind, SourceLocation, TrustConfig};
 use crate::observed::Observed;
 use crate::pki::{self, MaterialProblem};
@@ -162,7 +163,7 @@ pub fn load(
                 problems.push(diagnostic(
                     &source.location,
                     &source.field,
-                    "unreadable-material",
+                    Code::UnreadableMaterial,
                     message,
                     hint,
                 ));
@@ -185,7 +186,7 @@ pub fn load(
                     problems.push(diagnostic(
                         &source.location,
                         &source.field,
-                        "weak-token",
+                        Code::WeakToken,
                         format!("the identity token from {source} {message}"),
                         hint,
                     ));
@@ -402,7 +403,7 @@ pub fn token_problem(token: &SecretBytes) -> Option<(String, String)> {
 fn diagnostic(
     location: &SourceLocation,
     field: &str,
-    code: &'static str,
+    code: Code,
     message: String,
     hint: String,
 ) -> Diagnostic {
@@ -439,7 +440,7 @@ pub fn check(config: &TrustConfig, material: &Material, now: OffsetDateTime) -> 
                 out.push(diagnostic(
                     &source.location,
                     &source.field,
-                    "invalid-material",
+                    Code::InvalidMaterial,
                     format!("{source}: {}", problem.message()),
                     problem.hint(),
                 ));

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
+use relayctl::config::diag::Code;
 use relayctl::config::{self, ManifestFile};
 
 fn read(path: &Path) -> Vec<ManifestFile> {
@@ -33,13 +34,13 @@ fn invalid_fixtures_report_their_rule_with_location_and_hint() {
         let rule = relative.file_stem().unwrap().to_str().unwrap();
         if !matches!(rule, "many-problems" | "empty" | "not-a-mapping") {
             assert!(
-                diagnostics.iter().any(|d| d.code == rule),
+                diagnostics.iter().any(|d| d.code.as_str() == rule),
                 "{rule}: expected a `{rule}` diagnostic, got:\n{text}"
             );
         }
         for d in &diagnostics {
             assert!(
-                d.hint.is_some() || d.code == "not-a-mapping",
+                d.hint.is_some() || d.code == Code::NotAMapping,
                 "{rule}: no hint in {d:?}"
             );
         }
@@ -48,10 +49,41 @@ fn invalid_fixtures_report_their_rule_with_location_and_hint() {
 }
 
 #[test]
+fn every_code_in_the_invalid_fixture_snapshots_is_a_code() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir("tests/snapshots").unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        if !name.starts_with("manifests__invalid_fixtures_") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines() {
+            let Some(code) = line
+                .strip_prefix("error[")
+                .and_then(|rest| rest.split_once(']'))
+                .map(|(code, _)| code)
+            else {
+                continue;
+            };
+            assert!(
+                Code::ALL.iter().any(|c| c.as_str() == code),
+                "{name}: `{code}` is not a `Code`"
+            );
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 24,
+        "expected the invalid fixtures' snapshots, found {seen} codes"
+    );
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let files = read(Path::new("tests/fixtures/invalid/many-problems.yaml"));
     let (diagnostics, _) = render(&files);
-    let codes: Vec<_> = diagnostics.iter().map(|d| d.code).collect();
+    let codes: Vec<_> = diagnostics.iter().map(|d| d.code.as_str()).collect();
     for code in [
         "invalid-duration",
         "invalid-value",

@@ -66,7 +66,7 @@ pub(crate) fn load_config(
                 column: cluster.location.column,
             }),
             field: "spec.connection.directory.path".to_owned(),
-            code: "directory-outside-state-dir",
+            code: config::diag::Code::DirectoryOutsideStateDir,
             message: format!(
                 "cluster `{}`: folder `{}` is outside the state directory `{}`",
                 cluster.name,

@@ -1,16 +1,156 @@
-//! Located diagnostics and how they are shown.
+//! Located diagnostics, the rules they report, and how they are shown.
 //!
-//! A diagnostic names the file, line, column and field path of the problem
-//! and, where we know one, a hint that says how to fix it. Rendering is plain
-//! text (readable without colour) with the offending source line underneath.
+//! A diagnostic names the file, line, column and field path of the problem,
+//! the rule it breaks (a [`Code`], printed as `error[code]`) and, where we
+//! know one, a hint that says how to fix it. Rendering is plain text
+//! (readable without colour) with the offending source line underneath.
+//!
+//! The codes are a type so that the rules are listed, and documented, in one
+//! place: scripts and the snapshots under `tests/snapshots/` match on their
+//! text, so a code's text never changes once released.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-use super::node::{Position, Step};
+use super::node::{Node, Position, Step};
+use crate::model::SourceLocation;
+
+/// Declares [`Code`] from one table, so that a variant, its text and its
+/// description cannot drift apart and [`Code::ALL`] lists every variant.
+macro_rules! codes {
+    ($($variant:ident => $text:literal, $description:literal;)+) => {
+        /// The rule a [`Diagnostic`] reports: a stable kebab-case identifier.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $(
+                #[doc = $description]
+                $variant,
+            )+
+        }
+
+        impl Code {
+            /// Every code, in the order of the table.
+            pub const ALL: &[Code] = &[$(Code::$variant),+];
+
+            /// The text shown as `error[code]`.
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $(Code::$variant => $text,)+
+                }
+            }
+
+            /// One line saying what the rule checks.
+            pub fn description(&self) -> &'static str {
+                match self {
+                    $(Code::$variant => $description,)+
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    // Reading the files.
+    NoManifests => "no-manifests",
+        "No `*.yaml` or `*.yml` manifest was found where relayctl was pointed.";
+    YamlSyntax => "yaml-syntax",
+        "A file is not valid YAML (or is too large to be a manifest).";
+    NotAMapping => "not-a-mapping",
+        "A document is not a mapping of `apiVersion`, `kind`, `metadata` and `spec`.";
+    ApiVersion => "api-version",
+        "A document's `apiVersion` is not the one this release reads.";
+    InvalidKind => "invalid-kind",
+        "A document's `kind` is not a string.";
+    UnknownKind => "unknown-kind",
+        "A document's `kind` is none of `RelayTrust`, `ManagementCluster`, `WorkloadCluster`.";
+    MissingKind => "missing-kind",
+        "The config has no `RelayTrust` or no `ManagementCluster` document.";
+    DuplicateKind => "duplicate-kind",
+        "The config has a second `RelayTrust` or `ManagementCluster` document.";
+    // The shape of a document.
+    MissingField => "missing-field",
+        "A required field (`kind`, `apiVersion`, `metadata.name`) is absent.";
+    UnknownField => "unknown-field",
+        "A field the manifest reference does not know (often a misspelling).";
+    InvalidType => "invalid-type",
+        "A field holds the wrong YAML type, e.g. a list where a mapping belongs.";
+    // Values.
+    InvalidValue => "invalid-value",
+        "A field holds a value outside its allowed set, e.g. an unknown `ca.mode`.";
+    InvalidName => "invalid-name",
+        "An instance or cluster name is not a DNS-1123 label.";
+    InvalidNamespace => "invalid-namespace",
+        "A namespace is not a DNS-1123 label.";
+    InvalidDnsName => "invalid-dns-name",
+        "The server authority or one of its DNS names is not a valid host name.";
+    InvalidDuration => "invalid-duration",
+        "A duration does not parse, is zero, or is longer than 100 years.";
+    RenewBeforeTooLong => "renew-before-too-long",
+        "A certificate's `renewBefore` is not shorter than its `validity`.";
+    ValidityOrder => "validity-order",
+        "A certificate relayctl issues would outlive the CA that signs it.";
+    // Modes.
+    ExternalWithTokens => "external-with-tokens",
+        "Identity tokens are enabled in `external` CA mode.";
+    ExternalClientMode => "external-client-mode",
+        "`clientCerts.mode: external` and `ca.mode: external` are not chosen together.";
+    TokenModeWithoutTokens => "token-mode-without-tokens",
+        "`clientCerts.mode: token` with the identity token disabled.";
+    PreprovisionedWithoutSigningKey => "preprovisioned-without-signing-key",
+        "`clientCerts.mode: preprovisioned` in a CA mode that gives relayctl no signing key.";
+    MissingMaterial => "missing-material",
+        "A certificate, key or token the chosen mode needs is not given.";
+    UnusedMaterial => "unused-material",
+        "A certificate, key or token is given that the chosen mode never uses.";
+    // Material sources and cluster connections.
+    InvalidSource => "invalid-source",
+        "A material source is not exactly one well-formed `file`, `env` or `secret`.";
+    PathOutsideConfig => "path-outside-config",
+        "A `file` source leaves the config folder (absolute, or `..` climbing out).";
+    DuplicateCluster => "duplicate-cluster",
+        "Two clusters of the config have the same name.";
+    InvalidConnection => "invalid-connection",
+        "A cluster's `connection` is not exactly one complete way to reach it.";
+    DirectoryOutsideStateDir => "directory-outside-state-dir",
+        "A directory-backed cluster's folder is outside `--state-dir`.";
+    // Loading and checking the material (after validation).
+    UnreadableMaterial => "unreadable-material",
+        "A material source cannot be read: missing file or variable, absent Secret, too large.";
+    InvalidMaterial => "invalid-material",
+        "Loaded certificates or keys fail a PKI check (mismatch, expiry, usage, names).";
+    WeakToken => "weak-token",
+        "A brought identity token is too short, too long, or too guessable.";
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Codes order by their text, so that diagnostics at the same place sort the
+/// same whatever the order of the table.
+impl Ord for Code {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for Code {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 
 /// One problem found in the manifests.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -22,8 +162,8 @@ pub struct Diagnostic {
     pub position: Option<Position>,
     /// Field path inside the document, e.g. `spec.ca.mode`; empty for the document.
     pub field: String,
-    /// Stable identifier of the rule, e.g. `unknown-field`.
-    pub code: &'static str,
+    /// The rule, shown as e.g. `unknown-field`.
+    pub code: Code,
     /// What is wrong, naming the value.
     pub message: String,
     /// How to fix it.
@@ -59,6 +199,75 @@ pub fn field_path(steps: &[Step]) -> String {
     out
 }
 
+/// Reports problems of one document into a shared list, locating each field
+/// path in the document's tree: every rule speaks through one of these.
+pub(super) struct Reporter<'a> {
+    /// The manifest file the document came from.
+    pub(super) file: &'a Path,
+    /// The document.
+    pub(super) node: &'a Node,
+    out: &'a mut Vec<Diagnostic>,
+}
+
+impl<'a> Reporter<'a> {
+    pub(super) fn new(file: &'a Path, node: &'a Node, out: &'a mut Vec<Diagnostic>) -> Self {
+        Self { file, node, out }
+    }
+
+    /// A problem shown at the key `steps` ends in (or its deepest ancestor
+    /// that exists): for a field that should not be there, or is incomplete.
+    pub(super) fn at_key(
+        &mut self,
+        steps: &[Step],
+        code: Code,
+        message: String,
+        hint: Option<String>,
+    ) {
+        let position = Some(self.node.locate(steps));
+        self.push(steps, position, code, message, hint);
+    }
+
+    /// A problem shown at the value under `steps`: for a value that is wrong.
+    pub(super) fn at_value(
+        &mut self,
+        steps: &[Step],
+        code: Code,
+        message: String,
+        hint: Option<String>,
+    ) {
+        let position = Some(self.node.locate_value(steps));
+        self.push(steps, position, code, message, hint);
+    }
+
+    fn push(
+        &mut self,
+        steps: &[Step],
+        position: Option<Position>,
+        code: Code,
+        message: String,
+        hint: Option<String>,
+    ) {
+        self.out.push(Diagnostic {
+            file: self.file.to_path_buf(),
+            position,
+            field: field_path(steps),
+            code,
+            message,
+            hint,
+        });
+    }
+
+    /// Where the value under `steps` is, for the model to remember.
+    pub(super) fn location(&self, steps: &[Step]) -> SourceLocation {
+        let p = self.node.locate_value(steps);
+        SourceLocation {
+            file: self.file.to_path_buf(),
+            line: p.line,
+            column: p.column,
+        }
+    }
+}
+
 /// Whether the source line may be shown under a diagnostic. Manifests should
 /// never hold keys or tokens inline, but when one does, the error about it
 /// must not print it into a CI log: type errors (whose subject may be such a
@@ -66,7 +275,7 @@ pub fn field_path(steps: &[Step]) -> String {
 /// `privateKey`, `token` or `password` field holds an inline scalar instead of
 /// a `{ file | env | secret }` source are not quoted.
 fn may_quote(diagnostic: &Diagnostic, line: &str) -> bool {
-    if diagnostic.code == "invalid-type" || line.contains("PRIVATE KEY") {
+    if diagnostic.code == Code::InvalidType || line.contains("PRIVATE KEY") {
         return false;
     }
     let mut run = 0usize;
@@ -133,4 +342,49 @@ pub fn render(diagnostics: &[Diagnostic], sources: &BTreeMap<PathBuf, String>) -
         if count == 1 { "" } else { "s" }
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_code_is_unique_kebab_case_and_described_in_one_line() {
+        let mut seen = BTreeSet::new();
+        for code in Code::ALL {
+            let text = code.as_str();
+            assert!(seen.insert(text), "`{text}` is used twice");
+            assert!(
+                !text.is_empty()
+                    && !text.starts_with('-')
+                    && !text.ends_with('-')
+                    && !text.contains("--")
+                    && text
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "`{text}` is not kebab-case"
+            );
+            assert_eq!(code.to_string(), text);
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::from(text)
+            );
+            let description = code.description();
+            assert!(
+                !description.is_empty() && !description.contains('\n'),
+                "`{text}` needs a one-line description"
+            );
+        }
+    }
+
+    #[test]
+    fn codes_sort_by_their_text() {
+        let mut by_variant = Code::ALL.to_vec();
+        by_variant.sort();
+        let mut by_text = Code::ALL.to_vec();
+        by_text.sort_by_key(|c| c.as_str());
+        assert_eq!(by_variant, by_text);
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! [`node`] reads YAML into a located tree, [`raw`] is the file shape (and
 //! the JSON schema), [`validate`](mod@validate) applies every rule and yields a
-//! [`crate::model::TrustConfig`] or all [`diag::Diagnostic`]s at once.
+//! [`crate::model::TrustConfig`] or all [`diag::Diagnostic`]s at once. Each
+//! rule reports a [`diag::Code`]; the codes are listed and described in one table.
 
 pub mod diag;
 pub mod node;
