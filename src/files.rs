@@ -3,7 +3,7 @@
 //! A manifest is written by whoever can push to the repository; the machine
 //! that reads it holds the root CA and the credentials of every cluster. So a
 //! path in a manifest may reach only the config folder (or the Git checkout):
-//! [`confine`] refuses absolute paths and `..` that leave it before anything
+//! [`crate::config::paths::confine`] refuses absolute paths and `..` that leave it before anything
 //! is opened, and [`read_confined`] resolves symlinks and refuses what then
 //! lands outside. Whatever is read must be a regular file, and no more than a
 //! bound is ever read, whatever `stat` claims: a FIFO would hang the run and

@@ -12,27 +12,36 @@
 //! ```text
 //! source (path | git) ──files + provenance──▶ config (raw → validated model, or every diagnostic)
 //!                                                 │
-//!        fleet::observe through backend (kube | directory) ──▶ observed (plain data)
+//!   fleet::observe through backend (kube | directory), reading relay's catalogue ──▶ observed
 //!                                                 │
-//!        material (user's certs, keys, tokens) ──▶ plan (desired vs observed → Plan + writes)
+//!   material (read → checked → parsed once) ──▶ plan (desired per CA mode vs observed → Plan + writes)
 //!                                                 │
 //!                                 apply (carry out the writes: order, concurrency, no decisions)
 //!                                 check (verify what the clusters hold, with a real handshake)
 //! ```
 //!
-//! [`config`], [`model`], [`observed`], [`pki`], [`plan`] and [`check`] are
-//! pure: no I/O, and the clock and randomness are parameters. The shell —
-//! [`cli`], [`source`], [`fleet`], [`backend`], [`material`]'s loader and
-//! [`apply`] — does the I/O.
+//! [`config`], [`model`], [`observed`], [`relay`], [`pki`] (outside
+//! [`pki::os`]), [`plan`], [`check`] and [`material`] (outside its loader)
+//! are pure: no I/O, and the clock and randomness are parameters;
+//! `tests/purity.rs` fails when one of them reaches for the file system, the
+//! environment, the clock, OS randomness or the shell. The shell —
+//! [`cli`], [`source`], [`fleet`], [`backend`], [`files`],
+//! [`material::load`] and [`apply`] — does the I/O.
 //!
 //! # Where things go
 //!
 //! - A new manifest field: [`config::raw`] (the file shape, and the JSON
-//!   schema), then [`config::validate`](mod@config::validate) (rules) and [`model`] (meaning).
-//! - A new CA mode or Secret kind: [`model::CaMode`], then [`plan`], whose
-//!   `plan_management` and `plan_workload` list for each mode what each
-//!   cluster holds, and [`check`].
-//! - A new certificate rule: [`pki`].
+//!   schema), then [`config::validate`](mod@config::validate) (rules, one
+//!   file per concern; a new diagnostic is a [`config::diag::Code`]) and
+//!   [`model`] (meaning).
+//! - A new relay Secret: a [`relay::RelaySecret`] and its rows in
+//!   [`relay::held`] (which cluster holds it in each mode, its data keys, who
+//!   writes it); then where the planner decides it ([`plan`]) and its lines
+//!   in [`check`] (a [`check::CheckId`]).
+//! - A new CA mode: [`model::CaMode`], its rows in [`relay::held`], its
+//!   desired state as a file of `plan::desired`, and its checks in [`check`].
+//! - A new certificate rule: [`pki`]; a rule about leaves goes into
+//!   [`pki::assess`](mod@pki::assess), which the planner, `check` and validation all use.
 //! - A new place clusters live: a [`backend::Backend`] implementation, its
 //!   [`model::Connection`], and its arm in [`backend::backend_for`].
 //! - A new output of the plan: [`plan::render`].
@@ -40,12 +49,14 @@
 //! # Glossary
 //!
 //! - *authority*: the host name agents dial; the server cert must cover it.
-//! - *instance*: the `RelayTrust` name; goes into ownership labels.
-//! - *instance*: also the name of the inventory Secret on mgmt that lists the
-//!   workload clusters written to, so removed ones can be pruned.
+//! - *instance*: the `RelayTrust` name; goes into ownership labels and the
+//!   name of the inventory Secret on mgmt, `relayctl-<instance>-inventory`,
+//!   which lists the workload clusters written to, so removed ones can be
+//!   pruned.
 //! - *orphan*: a cluster in the inventory whose manifest was removed.
 //! - *conflict*: an existing Secret relayctl does not own; never overwritten
 //!   unless adopted.
+//! - *catalogue*: the relay Secrets and who holds them ([`relay`]).
 
 pub mod apply;
 pub mod backend;

@@ -551,7 +551,7 @@ fn saved_plans_apply_and_refuse_when_stale() {
     root.annotations.insert("touched".into(), "yes".into());
     fixture.put("mgmt", root);
     let run = fixture.run(&["apply", plan_file.to_str().unwrap()]);
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stderr.contains("the saved plan is stale"),
         "{}",
@@ -641,7 +641,7 @@ fn a_second_apply_waits_for_the_lock_then_names_the_holder() {
     let started = std::time::Instant::now();
     let run = fixture.run(&["apply", "config", "--auto-approve", "--lock-timeout", "1s"]);
     assert!(started.elapsed() >= std::time::Duration::from_secs(1));
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 4, "a held lock is the environment's");
     assert!(run.stderr.contains("ci-job-42"), "{}", run.stderr);
     drop(held);
     fixture.apply();
@@ -962,7 +962,11 @@ fn a_saved_plan_is_stale_when_the_material_it_was_made_with_changed() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     fixture.write_config("token.txt", &"fedcba9876543210".repeat(4));
     let run = fixture.run(&["apply", plan_file.to_str().unwrap()]);
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.code, 4,
+        "a stale plan is the environment's: {}{}",
+        run.stdout, run.stderr
+    );
     assert!(
         run.stderr
             .contains("material `identityToken.value` changed since the plan was made"),

@@ -491,7 +491,7 @@ fn url_credentials_and_tokens_never_appear_in_any_output() {
         vec!["reconcile", "--git", url, "--once", "-vv"],
     ] {
         let run = repo.run(&args); // asserts no `s3cret` anywhere
-        assert_code(&run, 1);
+        assert_code(&run, 4); // nothing listens: the environment's fault, retrying may help
         assert!(
             run.stderr.contains("https://****@127.0.0.1:1/repo.git"),
             "{}",
@@ -513,7 +513,7 @@ fn url_credentials_and_tokens_never_appear_in_any_output() {
         .output()
         .expect("runs")
         .into();
-    assert_code(&run, 1);
+    assert_code(&run, 4);
     assert!(!run.stderr.contains("tok3n-value") && !run.stdout.contains("tok3n-value"));
 }
 

@@ -1118,7 +1118,7 @@ fn a_second_apply_waits_for_the_lease_and_fails_naming_its_holder() {
     assert!(spec["acquireTime"].is_string() && spec["renewTime"].is_string());
 
     let run = apply(dir.path(), &["--lock-timeout", "2s"]);
-    run.expect(1, "the lock is held");
+    run.expect(4, "the lock is held (an environment error: retrying helps)");
     assert!(run.elapsed >= Duration::from_secs(2), "{:?}", run.elapsed);
     let text = run.all();
     assert!(

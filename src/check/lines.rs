@@ -204,7 +204,8 @@ fn expiry(
             ),
             hint.to_owned(),
         )
-    } else if remaining < bound.threshold {
+    } else if remaining <= bound.threshold {
+        // Due exactly when `plan` would renew: at notAfter − threshold.
         (
             Status::Warn,
             format!(

@@ -474,3 +474,165 @@ fn json_is_versioned_and_omits_hints_on_ok_lines() {
     assert_eq!(value["summary"]["fail"], 0);
     assert_eq!(value["checkedAt"], "2030-01-01T00:00:00Z");
 }
+
+/// A client certificate of `lifetime` issued at [`now`] by the fleet's own
+/// signing CA, in place of cluster-1's.
+fn with_client_lifetime(observed: &mut Observed, lifetime: time::Duration) {
+    let signing = match observed
+        .clusters
+        .get(&ClusterName::parse("mgmt").unwrap_or_else(|e| panic!("{e}")))
+    {
+        Some(Ok(mgmt)) => mgmt.secrets[SIGNING].clone(),
+        _ => panic!("mgmt observed"),
+    };
+    let signer = pki::Issuer::new(
+        signing.data["tls.crt"].expose(),
+        pki::PrivateKey::from_pem(&signing.data["tls.key"]).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let seconds = u64::try_from(lifetime.whole_seconds()).unwrap_or(0);
+    let issued = pki::issue_client(
+        &pki::ClientRequest {
+            cluster_name: ClusterName::parse("cluster-1").unwrap_or_else(|e| panic!("{e}")),
+            validity: crate::model::Duration::from_secs(seconds),
+            key: Default::default(),
+        },
+        &signer,
+        &pki::testing::PooledKeySource,
+        now(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let client = obs(observed, "cluster-1")
+        .secrets
+        .get_mut(CLIENT)
+        .unwrap_or_else(|| panic!("a client Secret"));
+    client.data.insert(
+        "tls.crt".to_owned(),
+        SecretBytes::new(format!("{}{}", issued.cert_pem, signer.cert_pem()).into_bytes()),
+    );
+    client
+        .data
+        .insert("tls.key".to_owned(), issued.key.to_pkcs8_pem().clone());
+}
+
+fn plan_at(config: &TrustConfig, observed: &Observed, at: OffsetDateTime) -> crate::plan::Plan {
+    let token = || SecretBytes::from(TOKEN.to_owned());
+    crate::plan::plan(&PlanInput {
+        config,
+        material: &Material::default(),
+        observed,
+        orphans: &BTreeMap::new(),
+        adopt: false,
+        prune: false,
+        source: "test",
+        now: at,
+        random: Randomness {
+            keys: &pki::testing::PooledKeySource,
+            token: &token,
+        },
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+    .plan
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// One renewal rule: for any certificate lifetime, `renewBefore` and
+    /// instant, `check` warns (or fails) about a client certificate's expiry
+    /// exactly when `plan` would reissue it.
+    #[test]
+    fn check_warns_about_renewal_exactly_when_plan_renews(
+        lifetime_hours in 2i64..9000,
+        renew_before_hours in 1u64..2159,
+        elapsed_permille in 0i64..1_100,
+    ) {
+        let mut config = config("preprovisioned");
+        config.client_certs.renew_before = crate::model::Duration::from_hours(renew_before_hours);
+        let mut observed = converged(&config);
+        let lifetime = time::Duration::hours(lifetime_hours);
+        with_client_lifetime(&mut observed, lifetime);
+        let at = now() + lifetime * elapsed_permille as f64 / 1000.0;
+        let plan = plan_at(&config, &observed, at);
+        let reissued = plan
+            .clusters
+            .iter()
+            .find(|c| c.name == "cluster-1")
+            .and_then(|c| c.changes.iter().find(|ch| ch.name == CLIENT))
+            .is_some_and(|ch| ch.action == crate::plan::Action::Update);
+        let report = check(&config, &observed, at);
+        let warned = line(&report, "cluster-1", "client-cert-expiry").status != Status::Ok;
+        proptest::prop_assert_eq!(reissued, warned, "at +{}‰ of {}h, renewBefore {}h", elapsed_permille, lifetime_hours, renew_before_hours);
+    }
+}
+
+/// One SAN rule: a client certificate whose SAN differs from the cluster
+/// name only in case names no registered cluster; `plan` reissues it and
+/// `check` fails it, for the same reason.
+#[test]
+fn plan_and_check_agree_on_a_mixed_case_san() {
+    let config = config("preprovisioned");
+    let mut observed = converged(&config);
+    let signing = match observed
+        .clusters
+        .get(&ClusterName::parse("mgmt").unwrap_or_else(|e| panic!("{e}")))
+    {
+        Some(Ok(mgmt)) => mgmt.secrets[SIGNING].clone(),
+        _ => panic!("mgmt observed"),
+    };
+    let signer = pki::Issuer::new(
+        signing.data["tls.crt"].expose(),
+        pki::PrivateKey::from_pem(&signing.data["tls.key"]).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // A leaf for `Cluster-1`, with clientAuth, from the fleet's own signer.
+    let issued = pki::issue_server(
+        &pki::ServerRequest {
+            authority: "Cluster-1".to_owned(),
+            dns_names: Vec::new(),
+            validity: crate::model::Duration::from_hours(2160),
+            key: Default::default(),
+        },
+        &signer,
+        &pki::testing::PooledKeySource,
+        now(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let facts =
+        pki::inspect_certificate(issued.cert_pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(facts.dns_names, ["Cluster-1"], "the SAN keeps its case");
+    let client = obs(&mut observed, "cluster-1")
+        .secrets
+        .get_mut(CLIENT)
+        .unwrap_or_else(|| panic!("a client Secret"));
+    client.data.insert(
+        "tls.crt".to_owned(),
+        SecretBytes::new(format!("{}{}", issued.cert_pem, signer.cert_pem()).into_bytes()),
+    );
+    client
+        .data
+        .insert("tls.key".to_owned(), issued.key.to_pkcs8_pem().clone());
+    let plan = plan_at(&config, &observed, now());
+    let change = plan
+        .clusters
+        .iter()
+        .find(|c| c.name == "cluster-1")
+        .and_then(|c| c.changes.iter().find(|ch| ch.name == CLIENT))
+        .unwrap_or_else(|| panic!("a change"));
+    assert_eq!(change.action, crate::plan::Action::Update);
+    assert!(
+        change
+            .reasons
+            .iter()
+            .any(|r| r == "SAN is Cluster-1, want cluster-1"),
+        "{:?}",
+        change.reasons
+    );
+    let report = check(&config, &observed, now());
+    let san = line(&report, "cluster-1", "client-cert-san");
+    assert_eq!(san.status, Status::Fail, "{san:?}");
+    assert!(
+        san.message.contains("`Cluster-1`, want `cluster-1`"),
+        "{san:?}"
+    );
+}

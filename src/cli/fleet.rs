@@ -17,7 +17,6 @@ use crate::model::{ClusterName, Connection, TrustConfig};
 use crate::observed::Observed;
 use crate::plan::saved::{SavedGitSource, SavedPlan};
 use crate::plan::{self, Plan, Planned, render};
-use crate::secret::SecretBytes;
 use crate::source::{ConfigSource, Provenance};
 
 /// A config read, observed and planned.
@@ -134,25 +133,13 @@ pub(crate) fn load_material(
     let report =
         |d: &[config::Diagnostic]| report_diagnostics_at(files, d, Some(&loaded.provenance));
     let getenv = |name: &str| std::env::var(name).ok();
-    let (material, mut problems) = material::load(config, &getenv, observed, &loaded.root);
-    problems.extend(material::check(config, &material, now));
+    let (raw, mut problems) = material::load::load(config, &getenv, observed, &loaded.root);
+    problems.extend(material::check(config, &raw, now));
     problems.sort();
-    if problems.is_empty() {
-        Ok(material)
-    } else {
-        Err(report(&problems))
+    if !problems.is_empty() {
+        return Err(report(&problems));
     }
-}
-
-/// 256 bits from the OS, as 64 hex characters.
-pub(crate) fn os_token() -> SecretBytes {
-    use rand::TryRng as _;
-    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-    if rand::rngs::SysRng.try_fill_bytes(bytes.as_mut()).is_err() {
-        // Without OS randomness no token may be generated at all.
-        panic!("the OS random number generator failed");
-    }
-    SecretBytes::from(hex::encode(bytes.as_ref()))
+    Material::parse(&raw).map_err(CliError::Material)
 }
 
 /// Reads, observes and plans as of `now`.
@@ -268,7 +255,7 @@ pub(crate) fn prepare(
         now,
         random: plan::Randomness {
             keys: &keys,
-            token: &os_token,
+            token: &crate::pki::os_token,
         },
     };
     let planned = plan::plan(&input).map_err(CliError::Plan)?;
@@ -278,7 +265,7 @@ pub(crate) fn prepare(
         planned,
         source: source.pinned(&loaded.provenance),
         provenance: loaded.provenance,
-        material: material.fingerprints(),
+        material: material.fingerprints.clone(),
     })
 }
 
@@ -307,16 +294,17 @@ pub(crate) fn lock_and_prepare(
 ) -> Result<(Box<dyn crate::backend::LockGuard>, Prepared), CliError> {
     let loaded = load_config(settings, source)?;
     let config = &loaded.config;
-    let (backends, _) = backend::backends(config, &settings.reach);
+    let (backends, failed) = backend::backends(config, &settings.reach);
     refuse_shared_targets(&backends)?;
     let mgmt = backends
         .get(&config.management.name)
         .cloned()
-        .ok_or_else(|| CliError::Usage {
-            message: format!(
-                "cannot reach the management cluster `{}`",
-                config.management.name
-            ),
+        .ok_or_else(|| CliError::Management {
+            cluster: config.management.name.to_string(),
+            reason: failed
+                .get(&config.management.name)
+                .cloned()
+                .unwrap_or_else(|| "no backend".to_owned()),
         })?;
     let holder = settings.holder();
     let lock = mgmt

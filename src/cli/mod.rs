@@ -28,6 +28,15 @@ pub enum Outcome {
     Changes,
     /// Something failed and was already reported (1).
     Failed,
+    /// An error of this class was already reported (its exit code).
+    Error(ErrorClass),
+}
+
+impl Outcome {
+    /// Whether the command failed.
+    pub fn failed(self) -> bool {
+        matches!(self, Self::Failed | Self::Error(_))
+    }
 }
 
 impl From<Outcome> for ExitCode {
@@ -35,6 +44,7 @@ impl From<Outcome> for ExitCode {
         match outcome {
             Outcome::Success => ExitCode::SUCCESS,
             Outcome::Failed => ExitCode::from(1),
+            Outcome::Error(class) => ExitCode::from(class.exit_code()),
             Outcome::Changes => ExitCode::from(2),
         }
     }
@@ -57,6 +67,9 @@ pub enum CliError {
     /// Writing output failed.
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
+    /// Checked material could not be parsed (a bug).
+    #[error("cannot use the material")]
+    Material(#[source] crate::material::ParseError),
     /// Planning failed.
     #[error("planning failed")]
     Plan(#[source] crate::plan::PlanError),
@@ -78,7 +91,7 @@ pub enum CliError {
         reason: String,
     },
     /// The saved plan no longer matches the clusters.
-    #[error("the saved plan is stale; nothing was written:\n  - {}", moved.join("\n  - "))]
+    #[error("the saved plan is stale ({} change{} since it was made); nothing was written", moved.len(), if moved.len() == 1 { "" } else { "s" })]
     StalePlan {
         /// Every object that moved.
         moved: Vec<String>,
@@ -102,6 +115,23 @@ pub enum CliError {
         /// Their common storage.
         target: String,
     },
+    /// The management cluster cannot be set up (its kubeconfig or context).
+    #[error("cannot reach the management cluster `{cluster}`: {reason}")]
+    Management {
+        /// The cluster.
+        cluster: String,
+        /// Why (the connection's error chain).
+        reason: String,
+    },
+    /// The process could not set itself up (signal handlers, threads).
+    #[error("cannot {what}")]
+    Runtime {
+        /// What failed.
+        what: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The flags make no sense together, or a confirmation is missing.
     #[error("{message}")]
     Usage {
@@ -111,6 +141,75 @@ pub enum CliError {
     /// The user did not confirm.
     #[error("apply cancelled; nothing was written")]
     Cancelled,
+}
+
+/// Whose fault an error is, which decides the exit code: a user's can only
+/// be fixed by changing the input (retrying does not help), the
+/// environment's may pass on its own (retry), a bug is relayctl's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Invalid manifests, flags or saved plan; an unsafe state to refuse;
+    /// no confirmation. Exit 1.
+    User,
+    /// A lock held, Git or the management cluster unreachable, output not
+    /// writable, a plan gone stale. Exit 4.
+    Environment,
+    /// relayctl's own fault. Exit 70 (`EX_SOFTWARE`).
+    Bug,
+}
+
+impl ErrorClass {
+    /// The process exit code.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::User => 1,
+            Self::Environment => 4,
+            Self::Bug => 70,
+        }
+    }
+}
+
+impl CliError {
+    /// Whose fault it is (see [`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
+        use crate::backend::BackendError;
+        use crate::source::{SourceError, git::GitError};
+        match self {
+            Self::InvalidConfig { .. }
+            | Self::ReadPlan { .. }
+            | Self::SharedTarget { .. }
+            | Self::Usage { .. }
+            | Self::Cancelled => ErrorClass::User,
+            Self::Source(SourceError::Git(git)) => match git.as_ref() {
+                GitError::UnknownRef { .. }
+                | GitError::BadPath { .. }
+                | GitError::NoSuchPath { .. }
+                | GitError::NotUtf8 { .. } => ErrorClass::User,
+                GitError::Fetch { source, .. }
+                    if source.to_string().starts_with("authentication failed") =>
+                {
+                    ErrorClass::User
+                }
+                _ => ErrorClass::Environment,
+            },
+            Self::Source(_) => ErrorClass::User,
+            // A lock file that is not what it claims, or no right to take
+            // the Lease, is fixed by the operator, not by waiting.
+            Self::Lock {
+                source:
+                    BackendError::Refused { .. }
+                    | BackendError::Forbidden { .. }
+                    | BackendError::Unauthorized { .. },
+            } => ErrorClass::User,
+            Self::Output(_)
+            | Self::SavePlan { .. }
+            | Self::StalePlan { .. }
+            | Self::Lock { .. }
+            | Self::Management { .. }
+            | Self::Runtime { .. } => ErrorClass::Environment,
+            Self::Material(_) | Self::Plan(_) => ErrorClass::Bug,
+        }
+    }
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -134,7 +233,7 @@ pub fn main() -> ExitCode {
         Ok(outcome) => outcome.into(),
         Err(err) => {
             output::print_error(&err);
-            ExitCode::from(1)
+            ExitCode::from(err.class().exit_code())
         }
     }
 }

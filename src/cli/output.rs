@@ -38,6 +38,17 @@ pub fn print_error(err: &CliError) {
         let _ = writeln!(stderr, "  caused by: {cause}");
         source = cause.source();
     }
+    if let CliError::StalePlan { moved } = err {
+        for what in moved {
+            let _ = writeln!(stderr, "  - {what}");
+        }
+    }
+    if err.class() == super::ErrorClass::Bug {
+        let _ = writeln!(
+            stderr,
+            "  note: this is a bug in relayctl; please report it with the output above (it holds no secret)"
+        );
+    }
     for hint in hints(err) {
         let _ = writeln!(stderr, "  hint: {hint}");
     }

@@ -83,7 +83,7 @@ pub(crate) fn reconcile_command(
         if args.max_ticks.is_some_and(|max| tick >= max) {
             return Ok(outcome);
         }
-        let wait = if outcome == Outcome::Failed {
+        let wait = if outcome.failed() {
             failures += 1;
             let wait = backoff(failures, interval);
             tracing::warn!(
@@ -132,7 +132,7 @@ impl Reconciler<'_> {
                     }
                     _ => tracing::error!(tick, "{}", crate::error::error_chain(&err)),
                 }
-                Outcome::Failed
+                Outcome::Error(err.class())
             }
         }
     }
@@ -314,14 +314,19 @@ impl Stop {
         std::thread::Builder::new()
             .name("relayctl-signals".to_owned())
             .spawn(move || watch_signals(&flag, &wake_tx, &ready_tx))
-            .map_err(|e| CliError::Usage {
-                message: format!("cannot start the signal handler: {e}"),
+            .map_err(|e| CliError::Runtime {
+                what: "start the signal handler".to_owned(),
+                source: Box::new(e),
             })?;
         match ready.recv() {
             Ok(Ok(())) => Ok(Self { requested, wake }),
-            Ok(Err(message)) => Err(CliError::Usage { message }),
-            Err(_) => Err(CliError::Usage {
-                message: "cannot install the signal handlers".to_owned(),
+            Ok(Err(message)) => Err(CliError::Runtime {
+                what: "install the signal handlers".to_owned(),
+                source: message.into(),
+            }),
+            Err(_) => Err(CliError::Runtime {
+                what: "install the signal handlers".to_owned(),
+                source: "the signal thread ended".into(),
             }),
         }
     }

@@ -7,15 +7,17 @@
 //! hidden randomness (key generation and serials come through [`KeySource`]).
 //! Private keys only exist as [`PrivateKey`], whose formatting is redacted.
 //!
-//! - [`key`]: private keys, [`KeySource`] / [`OsKeySource`], key facts.
+//! - [`key`]: private keys, the [`KeySource`] seam, key facts.
+//! - [`os`]: the production randomness, [`OsKeySource`] and [`os_token`].
 //! - [`issue`]: root, intermediate, server and client certificates.
 //! - [`inspect`]: PEM certificates and bundles into [`CertFacts`].
 //! - [`verify`]: chains against root bundles with rustls-webpki.
 //! - [`handshake`]: a real mTLS handshake between two certificates, in memory.
-//! - [`renewal`]: cert-manager's renewal rule.
-//! - [`assess`]: one judgement of a leaf (key, SANs, chain, validity, renewal).
+//! - [`renewal`](mod@renewal): cert-manager's renewal rule.
+//! - [`assess`](mod@assess): one judgement of a leaf (key, SANs, chain, validity, renewal).
 //! - [`material`]: problems with material the user provides.
-//! - [`testing`]: a pooled [`KeySource`] that keeps tests fast.
+//! - `testing` (tests and the `testing` feature only): a pooled
+//!   [`KeySource`] that keeps tests fast.
 
 pub mod assess;
 pub mod bundle;
@@ -24,7 +26,9 @@ pub mod inspect;
 pub mod issue;
 pub mod key;
 pub mod material;
+pub mod os;
 pub mod renewal;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 #[cfg(test)]
@@ -39,9 +43,8 @@ pub use issue::{
     CLOCK_SKEW_BACKDATE, CaRequest, ClientRequest, IssueError, Issued, Issuer, ServerRequest,
     issue_client, issue_intermediate, issue_root, issue_server,
 };
-pub use key::{
-    KeyError, KeyFacts, KeySource, MAX_PEM_INPUT, OsKeySource, PrivateKey, inspect_private_key,
-};
+pub use key::{KeyError, KeyFacts, KeySource, MAX_PEM_INPUT, PrivateKey, inspect_private_key};
 pub use material::MaterialProblem;
+pub use os::{OsKeySource, os_token};
 pub use renewal::{Basis, Renewal, renewal, renewal_at_ratio, renewal_due};
 pub use verify::{Usage, VerifyError, issued_by, verify_chain};

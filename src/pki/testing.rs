@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crate::model::KeyAlgorithm;
-use crate::pki::key::{KeyError, KeySource, PrivateKey, generate_with_os_rng};
+use crate::pki::key::{KeyError, KeySource, PrivateKey};
+use crate::pki::os::generate_with_os_rng;
 
 /// Keys kept per algorithm.
 pub const POOL_SIZE: usize = 4;

@@ -5,16 +5,16 @@
 //! Secret of the relay catalogue ([`crate::relay`]) whether to create,
 //! update, delete or leave it, and why. It also prepares the exact objects
 //! to write ([`Planned::writes`]), so that `apply` only carries them out.
-//! Certificates are judged by [`crate::pki::assess`] and compared by their
+//! Certificates are judged by [`crate::pki::assess()`] and compared by their
 //! facts and chains, never by bytes; CA material that exists and is valid is
 //! always reused.
 //!
-//! The steps, each a module: [`desired`] (mgmt's desired state per CA mode,
-//! yielding the trust every workload is planned against), [`server`] (the
-//! management server's certificate), [`workload`] (each workload cluster),
-//! [`inventory`] (orphans and the inventory), on top of [`cluster`] (one
-//! cluster's plan under construction), [`compare`] (the reasons to rewrite)
-//! and [`show`] (how values are shown).
+//! The steps, each a module: `desired` (mgmt's desired state per CA mode,
+//! yielding the trust every workload is planned against), `server` (the
+//! management server's certificate), `workload` (each workload cluster),
+//! [`inventory`] (orphans and the inventory), on top of `cluster` (one
+//! cluster's plan under construction), `compare` (the reasons to rewrite)
+//! and `show` (how values are shown).
 
 mod cluster;
 mod compare;
@@ -25,6 +25,8 @@ pub mod render;
 pub mod saved;
 mod server;
 mod show;
+#[cfg(test)]
+mod tests;
 mod workload;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -9,7 +9,7 @@ use super::compare::{bundle_reason, copied_reasons, expect, issue_err, leaf_prob
 use super::show::tls_data;
 use super::{PlanError, PlanInput};
 use crate::observed::ClusterObservation;
-use crate::pki::{self, Bundle, CertFacts, Issuer, Names, PrivateKey, ServerRequest, Usage};
+use crate::pki::{self, CertFacts, Issuer, Names, PrivateKey, ServerRequest, Usage};
 use crate::relay::{RelaySecret, key};
 
 /// What a certificate relayctl signs is signed with and trusted through.
@@ -117,33 +117,14 @@ pub(super) fn copied(
     bundle_facts: &[CertFacts],
 ) -> bool {
     let name = RelaySecret::Server.name();
-    let (Some(cert), Some(private)) = (&input.material.server_cert, &input.material.server_key)
-    else {
+    let Some((chain, private)) = &input.material.server else {
         return true;
     };
     let slot = mgmt.slot(obs, name);
-    let Ok(chain) = Bundle::read(cert.expose()) else {
-        mgmt.push_error(
-            name,
-            None,
-            vec!["the server certificate source holds no certificate".to_owned()],
-            BTreeMap::new(),
-        );
-        return false;
-    };
-    let Ok(private) = PrivateKey::from_pem(private) else {
-        mgmt.push_error(
-            name,
-            None,
-            vec!["the server key source is unreadable".to_owned()],
-            BTreeMap::new(),
-        );
-        return false;
-    };
     let chain_facts = chain.facts();
     let mut reasons = Vec::new();
     if let Some(existing) = slot.usable() {
-        copied_reasons(existing, &chain_facts, &private, &mut reasons);
+        copied_reasons(existing, &chain_facts, private, &mut reasons);
         bundle_reason(
             existing,
             bundle_facts,
@@ -153,7 +134,7 @@ pub(super) fn copied(
     }
     let (data, shown) = tls_data(
         chain.pem().to_vec(),
-        &private,
+        private,
         false,
         bundle,
         bundle_facts,

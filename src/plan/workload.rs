@@ -14,7 +14,7 @@ use super::show::{show_certs, show_observed, show_token, tls_data};
 use super::{PlanError, PlanInput};
 use crate::model::ClientCertMode;
 use crate::observed::ClusterObservation;
-use crate::pki::{self, Bundle, ClientRequest, Issuer, Names, PrivateKey, Usage};
+use crate::pki::{self, ClientRequest, Issuer, Names, PrivateKey, Usage};
 use crate::relay::{RelaySecret, key};
 use crate::secret::SecretBytes;
 
@@ -267,25 +267,15 @@ fn external_client(
 ) {
     let name = RelaySecret::Client.name();
     let cluster_name = cluster.name.clone();
-    let Some((cert, private)) = input.material.clients.get(&cluster_name) else {
+    let Some((chain, private)) = input.material.clients.get(&cluster_name) else {
         verify_users_client(input, obs, trust, cluster);
         return;
     };
     let slot = cluster.slot(obs, name);
-    let (Ok(chain), Ok(private)) = (Bundle::read(cert.expose()), PrivateKey::from_pem(private))
-    else {
-        cluster.push_error(
-            name,
-            None,
-            vec!["the client certificate or key source is unreadable".to_owned()],
-            BTreeMap::new(),
-        );
-        return;
-    };
     let chain_facts = chain.facts();
     let mut reasons = Vec::new();
     if let Some(existing) = slot.usable() {
-        copied_reasons(existing, &chain_facts, &private, &mut reasons);
+        copied_reasons(existing, &chain_facts, private, &mut reasons);
         bundle_reason(
             existing,
             &trust.bundle_facts,
@@ -295,7 +285,7 @@ fn external_client(
     }
     let (data, shown) = tls_data(
         chain.pem().to_vec(),
-        &private,
+        private,
         false,
         &trust.bundle,
         &trust.bundle_facts,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{Root, Trust, configured_root, signed_by_relayctl};
 use crate::observed::ClusterObservation;
-use crate::pki::{self, Issuer, PrivateKey};
+use crate::pki::{self, Issuer};
 use crate::plan::cluster::ClusterBuilder;
 use crate::plan::compare::bundle_reason;
 use crate::plan::show::show_certs;
@@ -19,7 +19,7 @@ pub(super) fn plan(
     obs: &ClusterObservation,
     mgmt: &mut ClusterBuilder<'_>,
 ) -> Result<Option<Trust>, PlanError> {
-    let Some(root) = root(input, obs, mgmt) else {
+    let Some(root) = root(input, obs, mgmt)? else {
         return Ok(None);
     };
     signed_by_relayctl(input, obs, mgmt, root)
@@ -29,18 +29,25 @@ fn root(
     input: &PlanInput<'_>,
     obs: &ClusterObservation,
     mgmt: &mut ClusterBuilder<'_>,
-) -> Option<Root> {
-    let bundle = configured_root(input, mgmt)?;
+) -> Result<Option<Root>, PlanError> {
+    let Some(bundle) = configured_root(input, mgmt) else {
+        return Ok(None);
+    };
     // The root can sign only when its key is given: then the first
     // certificate of the bundle is the root that signs.
-    let issuer = input.material.root_key.as_ref().and_then(|pem| {
-        let private = PrivateKey::from_pem(pem).ok()?;
-        let first = pki::inspect::certificate_ders(bundle.pem())
-            .ok()?
-            .into_iter()
-            .next()?;
-        Issuer::new(pki::inspect::certificate_pem(&first).as_bytes(), private).ok()
-    });
+    let issuer = match (&input.material.root_key, bundle.ders().first()) {
+        (Some(private), Some(first)) => Some(
+            Issuer::new(
+                pki::inspect::certificate_pem(first).as_bytes(),
+                private.clone(),
+            )
+            .map_err(|e| PlanError::Issue {
+                what: "the intermediate CA from the configured root".to_owned(),
+                source: e,
+            })?,
+        ),
+        _ => None,
+    };
     let name = RelaySecret::Root.name();
     let slot = mgmt.slot(obs, name);
     let facts = bundle.facts();
@@ -66,10 +73,10 @@ fn root(
     let shown = BTreeMap::from([(key::CA_CRT.to_owned(), show_certs(&facts, false))]);
     let conflict = slot.is_conflict();
     mgmt.decide(&slot, name, reasons, data, shown);
-    (!conflict).then(|| Root {
+    Ok((!conflict).then(|| Root {
         issuer,
         bundle: bundle.pem().to_vec(),
         facts,
         new: false,
-    })
+    }))
 }

@@ -19,7 +19,7 @@ use super::show::{show_certs, show_key, show_token};
 use super::{PlanError, PlanInput};
 use crate::model::{CaMode, Duration};
 use crate::observed::ClusterObservation;
-use crate::pki::{self, Bundle, CaRequest, CertFacts, Issuer, PrivateKey};
+use crate::pki::{self, Bundle, CaRequest, CertFacts, Issuer};
 use crate::relay::{RelaySecret, key};
 use crate::secret::SecretBytes;
 
@@ -118,16 +118,9 @@ fn signing(
     let config = input.config;
     let name = RelaySecret::Signing.name();
     let slot = mgmt.slot(obs, name);
-    let provided = match (
-        &input.material.intermediate_cert,
-        &input.material.intermediate_key,
-    ) {
-        (Some(cert), Some(private)) => PrivateKey::from_pem(private)
-            .ok()
-            .and_then(|private| Issuer::new(cert.expose(), private).ok()),
-        _ => None,
-    };
-    let (signer, new_signer, mut reasons) = if let Some(provided) = provided {
+    let (signer, new_signer, mut reasons) = if let Some(provided) =
+        input.material.intermediate.clone()
+    {
         let mut reasons = Vec::new();
         if let Some(existing) = slot.usable() {
             match existing_ca(existing, key::TLS_CRT) {
@@ -245,11 +238,7 @@ fn derived_is_usable(
 /// The root bundle the user configured (`custom`, `external`), canonical;
 /// an error on mgmt when the source holds no certificate.
 fn configured_root(input: &PlanInput<'_>, mgmt: &mut ClusterBuilder<'_>) -> Option<Bundle> {
-    let root = input
-        .material
-        .root_cert
-        .as_ref()
-        .and_then(|pem| Bundle::read(pem.expose()).ok());
+    let root = input.material.root.clone();
     if root.is_none() {
         mgmt.push_error(
             RelaySecret::Root.name(),

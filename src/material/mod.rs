@@ -1,25 +1,28 @@
-//! Material the user brings (certificates, keys, tokens), once loaded.
+//! Material the user brings (certificates, keys, tokens): read, checked,
+//! then parsed once into typed values.
 //!
-//! [`Material`] is plain data for the planner; [`load`] is the shell step that
-//! reads `file` and `env` sources (and takes `secret` sources from what the
-//! backends observed). Loading reports problems as located diagnostics, and
-//! [`check`] runs the PKI checks on what was loaded.
+//! [`load`](load::load) is the shell step that reads `file` and `env`
+//! sources (and takes `secret` sources from what the backends observed) into
+//! [`Raw`] bytes, reporting every unreadable source as a located diagnostic.
+//! [`check`] runs the PKI checks on them; once they pass, [`Material::parse`]
+//! turns them into the certificates, keys and bundles the planner uses,
+//! so nothing is parsed twice and no parse error is dropped.
+
+pub mod load;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use time::OffsetDateTime;
 
 use crate::config::Diagnostic;
 use crate::config::diag::Code;
 use crate::model::{CaMode, ClusterName, MaterialSource, SourceKind, SourceLocation, TrustConfig};
-use crate::observed::Observed;
-use crate::pki::{self, MaterialProblem};
+use crate::pki::{self, Bundle, Issuer, MaterialProblem, PrivateKey};
 use crate::secret::SecretBytes;
 
-/// Loaded user material, by role.
+/// User material as read, by role: the bytes of each source.
 #[derive(Debug, Clone, Default)]
-pub struct Material {
+pub struct Raw {
     /// Root certificate or bundle (PEM).
     pub root_cert: Option<SecretBytes>,
     /// Root key (PEM).
@@ -38,9 +41,7 @@ pub struct Material {
     pub clients: BTreeMap<ClusterName, (SecretBytes, SecretBytes)>,
 }
 
-static EMPTY: std::sync::LazyLock<Observed> = std::sync::LazyLock::new(Observed::default);
-
-impl Material {
+impl Raw {
     /// A digest prefix of every loaded value, by role: what a saved plan
     /// records so that `apply FILE` notices material that changed since.
     pub fn fingerprints(&self) -> BTreeMap<String, String> {
@@ -68,11 +69,96 @@ impl Material {
     }
 }
 
-/// Largest material file or variable accepted.
-const MAX_MATERIAL_BYTES: usize = 1024 * 1024;
+/// User material parsed, after it passed [`check`]: what the planner uses.
+#[derive(Debug, Clone, Default)]
+pub struct Material {
+    /// The root certificate or bundle.
+    pub root: Option<Bundle>,
+    /// The root's key (`custom` mode).
+    pub root_key: Option<PrivateKey>,
+    /// The provided intermediate, with its key.
+    pub intermediate: Option<Issuer>,
+    /// The server certificate chain and key (`external` mode).
+    pub server: Option<(Bundle, PrivateKey)>,
+    /// The identity token.
+    pub token: Option<SecretBytes>,
+    /// Per workload: client certificate chain and key (`external` mode).
+    pub clients: BTreeMap<ClusterName, (Bundle, PrivateKey)>,
+    /// Digest prefixes of the bytes, by role (see [`Raw::fingerprints`]).
+    pub fingerprints: BTreeMap<String, String>,
+}
+
+/// Material that passed its checks and still cannot be parsed: a bug.
+#[derive(Debug, thiserror::Error)]
+#[error("material `{role}` passed its checks but cannot be parsed")]
+pub struct ParseError {
+    /// Which material.
+    pub role: String,
+    /// Why.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Material {
+    /// Parses checked material.
+    pub fn parse(raw: &Raw) -> Result<Self, ParseError> {
+        fn err<E: std::error::Error + Send + Sync + 'static>(
+            role: &str,
+        ) -> impl FnOnce(E) -> ParseError + '_ {
+            move |e| ParseError {
+                role: role.to_owned(),
+                source: Box::new(e),
+            }
+        }
+        let bundle = |pem: &SecretBytes, role: &str| Bundle::read(pem.expose()).map_err(err(role));
+        let key = |pem: &SecretBytes, role: &str| PrivateKey::from_pem(pem).map_err(err(role));
+        let root = raw
+            .root_cert
+            .as_ref()
+            .map(|p| bundle(p, "root.cert"))
+            .transpose()?;
+        let root_key = raw
+            .root_key
+            .as_ref()
+            .map(|p| key(p, "root.privateKey"))
+            .transpose()?;
+        let intermediate = match (&raw.intermediate_cert, &raw.intermediate_key) {
+            (Some(cert), Some(pem)) => Some(
+                Issuer::new(cert.expose(), key(pem, "intermediate.privateKey")?)
+                    .map_err(err("intermediate.cert"))?,
+            ),
+            _ => None,
+        };
+        let server = match (&raw.server_cert, &raw.server_key) {
+            (Some(cert), Some(pem)) => {
+                Some((bundle(cert, "server.cert")?, key(pem, "server.privateKey")?))
+            }
+            _ => None,
+        };
+        let mut clients = BTreeMap::new();
+        for (cluster, (cert, pem)) in &raw.clients {
+            clients.insert(
+                cluster.clone(),
+                (
+                    bundle(cert, &format!("{cluster}.clientCert.cert"))?,
+                    key(pem, &format!("{cluster}.clientCert.privateKey"))?,
+                ),
+            );
+        }
+        Ok(Self {
+            root,
+            root_key,
+            intermediate,
+            server,
+            token: raw.token.clone(),
+            clients,
+            fingerprints: raw.fingerprints(),
+        })
+    }
+}
 
 /// Every source a config names, with the role it fills.
-fn sources(config: &TrustConfig) -> Vec<(&MaterialSource, Role)> {
+pub(crate) fn sources(config: &TrustConfig) -> Vec<(&MaterialSource, Role)> {
     fn push<'c>(
         out: &mut Vec<(&'c MaterialSource, Role)>,
         source: &'c Option<MaterialSource>,
@@ -113,8 +199,9 @@ fn sources(config: &TrustConfig) -> Vec<(&MaterialSource, Role)> {
     out
 }
 
+/// The role a source fills.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Role {
+pub(crate) enum Role {
     RootCert,
     RootKey,
     IntermediateCert,
@@ -135,191 +222,6 @@ pub fn secret_sources(config: &TrustConfig) -> Vec<&crate::model::SecretRef> {
             _ => None,
         })
         .collect()
-}
-
-/// Reads every source. `env` looks variables up through `getenv` (injected so
-/// tests need not touch the process environment); `secret` sources are taken
-/// from `observed`, or skipped when it is `None` (`validate` contacts no
-/// cluster). Every unreadable source is a diagnostic at its field; what could
-/// be read is returned either way, so its checks can be reported together.
-pub fn load(
-    config: &TrustConfig,
-    getenv: &dyn Fn(&str) -> Option<String>,
-    observed: Option<&Observed>,
-    root: &Path,
-) -> (Material, Vec<Diagnostic>) {
-    let mut material = Material::default();
-    let mut problems = Vec::new();
-    let mut clients: BTreeMap<ClusterName, (Option<SecretBytes>, Option<SecretBytes>)> =
-        BTreeMap::new();
-    for (source, role) in sources(config) {
-        let observed = match (&source.kind, observed) {
-            (SourceKind::Secret(_), None) => continue,
-            (_, observed) => observed,
-        };
-        let bytes = match read_one(source, getenv, observed.unwrap_or(&EMPTY), root) {
-            Ok(bytes) => bytes,
-            Err((message, hint)) => {
-                problems.push(diagnostic(
-                    &source.location,
-                    &source.field,
-                    Code::UnreadableMaterial,
-                    message,
-                    hint,
-                ));
-                continue;
-            }
-        };
-        match role {
-            Role::RootCert => material.root_cert = Some(bytes),
-            Role::RootKey => material.root_key = Some(bytes),
-            Role::IntermediateCert => material.intermediate_cert = Some(bytes),
-            Role::IntermediateKey => material.intermediate_key = Some(bytes),
-            Role::ServerCert => material.server_cert = Some(bytes),
-            Role::ServerKey => material.server_key = Some(bytes),
-            Role::Token => {
-                let token = match &source.kind {
-                    SourceKind::File(_) => strip_one_newline(bytes),
-                    _ => bytes,
-                };
-                if let Some((message, hint)) = token_problem(&token) {
-                    problems.push(diagnostic(
-                        &source.location,
-                        &source.field,
-                        Code::WeakToken,
-                        format!("the identity token from {source} {message}"),
-                        hint,
-                    ));
-                    continue;
-                }
-                material.token = Some(token);
-            }
-            Role::ClientCert(cluster) => clients.entry(cluster).or_default().0 = Some(bytes),
-            Role::ClientKey(cluster) => clients.entry(cluster).or_default().1 = Some(bytes),
-        }
-    }
-    for (cluster, pair) in clients {
-        if let (Some(cert), Some(key)) = pair {
-            material.clients.insert(cluster, (cert, key));
-        }
-    }
-    (material, problems)
-}
-
-fn read_one(
-    source: &MaterialSource,
-    getenv: &dyn Fn(&str) -> Option<String>,
-    observed: &Observed,
-    root: &Path,
-) -> Result<SecretBytes, (String, String)> {
-    let bytes = match &source.kind {
-        SourceKind::File(path) => read_file(path, root)?,
-        SourceKind::Env(var) => match getenv(var) {
-            Some(value) if !value.is_empty() => SecretBytes::from(value),
-            Some(_) => {
-                return Err((
-                    format!("environment variable `{var}` is empty"),
-                    format!("export `{var}` with the PEM or token it should hold"),
-                ));
-            }
-            None => {
-                return Err((
-                    format!("environment variable `{var}` is not set"),
-                    format!("export `{var}` before running relayctl, or use a `file` source"),
-                ));
-            }
-        },
-        SourceKind::Secret(r) => {
-            let cluster = observed.clusters.get(&r.cluster);
-            let observation = match cluster {
-                Some(Ok(c)) => c,
-                Some(Err(why)) => {
-                    return Err((
-                        format!(
-                            "cannot read {source}: cluster `{}` is unreachable: {why}",
-                            r.cluster
-                        ),
-                        "fix the connection to that cluster".to_owned(),
-                    ));
-                }
-                None => {
-                    return Err((
-                        format!(
-                            "cannot read {source}: cluster `{}` was not observed",
-                            r.cluster
-                        ),
-                        "this is a bug; please report it".to_owned(),
-                    ));
-                }
-            };
-            let in_relay_namespace = observation
-                .secrets
-                .get(&r.name)
-                .filter(|s| s.namespace == r.namespace.as_str());
-            let elsewhere = observation
-                .inputs
-                .get(&(r.namespace.to_string(), r.name.clone()));
-            match in_relay_namespace.or(elsewhere).and_then(|s| s.get(&r.key)) {
-                Some(value) => value.clone(),
-                None => {
-                    return Err((
-                        format!("{source} does not exist"),
-                        "create that Secret (or fix the reference) before running relayctl"
-                            .to_owned(),
-                    ));
-                }
-            }
-        }
-    };
-    if bytes.len() > MAX_MATERIAL_BYTES {
-        return Err((
-            format!(
-                "{source} is {} bytes; at most {MAX_MATERIAL_BYTES} are read",
-                bytes.len()
-            ),
-            "point the source at one PEM file or token".to_owned(),
-        ));
-    }
-    Ok(bytes)
-}
-
-fn read_file(path: &Path, root: &Path) -> Result<SecretBytes, (String, String)> {
-    use crate::files::FileError;
-    let missing_hint = "paths in `file` sources are relative to the manifest that names them; for the examples run `examples/clusters/make-material.sh <scenario>/material`";
-    crate::files::read_confined(root, path, MAX_MATERIAL_BYTES)
-        .map(SecretBytes::new)
-        .map_err(|err| match err {
-            FileError::Outside { .. } => (
-                format!("file `{}` resolves outside the config folder (through a symlink)", path.display()),
-                "material files are read only inside the config folder or the Git checkout; keep other material in an `env` or `secret` source".to_owned(),
-            ),
-            FileError::NotRegular { kind, .. } => (
-                format!("file `{}` is {kind}, not a regular file", path.display()),
-                "point the source at a PEM file or a token file".to_owned(),
-            ),
-            FileError::TooLarge { max, .. } => (
-                format!("file `{}` holds more than {max} bytes", path.display()),
-                "point the source at one PEM file".to_owned(),
-            ),
-            FileError::Io { source, .. } => (
-                format!("cannot read file `{}`: {source}", path.display()),
-                missing_hint.to_owned(),
-            ),
-        })
-}
-
-/// A token file's one trailing newline (`\n` or `\r\n`), which editors and
-/// `echo` add, is not part of the token.
-fn strip_one_newline(bytes: SecretBytes) -> SecretBytes {
-    let value = bytes.expose();
-    let cut = if value.ends_with(b"\r\n") {
-        2
-    } else if value.ends_with(b"\n") {
-        1
-    } else {
-        return bytes;
-    };
-    SecretBytes::new(value[..value.len() - cut].to_vec())
 }
 
 /// Fewest characters of a brought identity token.
@@ -400,7 +302,7 @@ pub fn token_problem(token: &SecretBytes) -> Option<(String, String)> {
     None
 }
 
-fn diagnostic(
+pub(crate) fn diagnostic(
     location: &SourceLocation,
     field: &str,
     code: Code,
@@ -424,7 +326,7 @@ fn diagnostic(
 /// mismatch, a non-CA given as a CA, an expired CA, a CA shorter-lived than
 /// what it must sign, a server cert not covering the authority, a client cert
 /// not naming its cluster. Each problem is located at the source's field.
-pub fn check(config: &TrustConfig, material: &Material, now: OffsetDateTime) -> Vec<Diagnostic> {
+pub fn check(config: &TrustConfig, material: &Raw, now: OffsetDateTime) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     // A problem of the key is reported at the key's own source (its file
     // and field), every other at the certificate's.
