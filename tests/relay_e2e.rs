@@ -1372,3 +1372,55 @@ fn an_unregistered_cluster_is_refused_until_it_is_registered() {
     register("cluster-3");
     relay.assert_recovered(&marks, &pids);
 }
+
+/// After mgmt's CA is recreated (its Secrets deleted, a new root generated),
+/// token-mode agents hold certificates of a root nobody trusts any more and,
+/// holding a certificate, never bootstrap again. `plan` must see it and
+/// `apply` repair it: it deletes each such client Secret, so the agent
+/// bootstraps with the token against the new CA, without a restart.
+#[test]
+fn agents_locked_out_by_a_recreated_ca_bootstrap_again_after_apply() {
+    let s = Scenario::new("managed", "e2e-recreated-ca", Connections::Flag);
+    let ns = s.ns.as_str();
+    s.apply();
+    let mut relay = Relay::start(ns, &[]);
+    relay.wait_connected(&BTreeMap::new(), CONNECTS, "before the CA is recreated");
+
+    for name in [ROOT_SECRET, SIGNING_SECRET, SERVER_SECRET] {
+        kubectl(MGMT, &["-n", ns, "delete", "secret", name]);
+    }
+    // One plan recreates the CA and, seeing the agents' certificates will
+    // not chain to the new root, deletes their client Secrets.
+    let (run, plan) = s.plan();
+    for cluster in WORKLOADS {
+        let change = plan.change(cluster, CLIENT_SECRET);
+        assert!(
+            change.is_some_and(|c| c.action == "delete"
+                && c.reasons.iter().any(|r| r.contains("bootstraps again"))),
+            "{cluster}: the plan deletes the agent's stale client Secret: {change:?}\n{}",
+            run.stdout
+        );
+    }
+    let marks = relay.marks();
+    let pids = relay.pids();
+    s.apply();
+    for cluster in WORKLOADS {
+        relay.wait(
+            relay.agent(cluster),
+            marks[&format!("agent {cluster}")],
+            "a bootstrap against the new CA",
+            CONNECT_TIMEOUT,
+            |events| events.iter().any(|e| e.is("bootstrap", true)),
+        );
+    }
+    relay.assert_recovered(&marks, &pids);
+    relayctl_check_passes(&s, &relay);
+    let (run, plan) = s.plan();
+    assert!(
+        WORKLOADS
+            .iter()
+            .all(|c| plan.change(c, CLIENT_SECRET).is_none_or(|ch| ch.action == "no-op")),
+        "the agents' new Secrets are left alone:\n{}",
+        run.stdout
+    );
+}
