@@ -94,6 +94,7 @@ pub fn apply(
         let pending = ClusterWrites {
             writes: cluster.last.clone(),
             last: Vec::new(),
+            registrations: Vec::new(),
             ..cluster.clone()
         };
         let outcome = if orphans_pruned {
@@ -137,7 +138,7 @@ fn apply_cluster(
         written: 0,
         error: None,
     };
-    if cluster.writes.is_empty() {
+    if cluster.writes.is_empty() && cluster.registrations.is_empty() {
         return outcome;
     }
     let Some(backend) = backends.get(&cluster.cluster) else {
@@ -179,6 +180,29 @@ fn apply_cluster(
                     },
                     write.object.namespace,
                     write.object.name,
+                    crate::error::error_chain(&err)
+                ));
+                break;
+            }
+        }
+    }
+    if outcome.error.is_some() {
+        return outcome;
+    }
+    // Registrations (mgmt) after its Secrets: a registered cluster's agent
+    // connects as soon as the server accepts it.
+    for write in &cluster.registrations {
+        match backend.write_registration(write) {
+            Ok(()) => outcome.written += 1,
+            Err(err) => {
+                outcome.error = Some(format!(
+                    "{} {}: {}",
+                    match write.action {
+                        crate::plan::Action::Delete => "deleting",
+                        crate::plan::Action::Create => "creating",
+                        _ => "updating",
+                    },
+                    crate::relay::registration::change_name(&write.registration.name),
                     crate::error::error_chain(&err)
                 ));
                 break;

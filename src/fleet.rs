@@ -100,6 +100,18 @@ pub fn observe(
                 Err(e) => result = Err(describe(e)),
             }
         }
+        // Registrations, on mgmt, when relayctl writes them: a missing CRD
+        // is reported with them, it does not hide mgmt's Secrets.
+        if config.registration.enabled
+            && name == &config.management.name
+            && let Ok(observation) = &mut result
+        {
+            observation.registrations = Some(
+                backend
+                    .observe_registrations(namespace)
+                    .map_err(|e| error_chain(&e)),
+            );
+        }
         (name.clone(), result)
     });
     Observed {

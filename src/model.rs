@@ -628,6 +628,20 @@ pub struct ClientCertConfig {
     pub key: KeyAlgorithm,
 }
 
+/// `spec.registration`: whether relayctl writes a `KubernetesCluster` per
+/// workload on the management cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationConfig {
+    /// Write them.
+    pub enabled: bool,
+    /// Their `spec.clusterDomain`.
+    pub cluster_domain: String,
+}
+
+/// The `clusterDomain` of registrations when the manifest names none.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
 /// A whole validated configuration: one relay trust and its fleet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -648,6 +662,8 @@ pub struct TrustConfig {
     pub client_certs: ClientCertConfig,
     /// Whether to delete this instance's Secrets on clusters that left.
     pub prune: bool,
+    /// Registration of workload clusters with the management server.
+    pub registration: RegistrationConfig,
     /// The management cluster.
     pub management: ClusterConfig,
     /// Workload clusters, sorted by name.

@@ -52,14 +52,18 @@ impl SecretObject {
 
     /// Who owns the Secret, from its labels.
     pub fn ownership(&self, instance: &str) -> Ownership {
-        match (
-            self.labels.get(LABEL_MANAGED_BY).map(String::as_str),
-            self.labels.get(LABEL_INSTANCE),
-        ) {
-            (Some(MANAGED_BY), Some(owner)) if owner == instance => Ownership::Ours,
-            (Some(MANAGED_BY), Some(owner)) => Ownership::OtherInstance(owner.clone()),
-            _ => Ownership::Unowned,
-        }
+        ownership(&self.labels, instance)
+    }
+}
+
+fn ownership(labels: &BTreeMap<String, String>, instance: &str) -> Ownership {
+    match (
+        labels.get(LABEL_MANAGED_BY).map(String::as_str),
+        labels.get(LABEL_INSTANCE),
+    ) {
+        (Some(MANAGED_BY), Some(owner)) if owner == instance => Ownership::Ours,
+        (Some(MANAGED_BY), Some(owner)) => Ownership::OtherInstance(owner.clone()),
+        _ => Ownership::Unowned,
     }
 }
 
@@ -89,6 +93,32 @@ pub struct ClusterObservation {
     pub identities: std::collections::BTreeSet<String>,
     /// Things seen that need attention but block nothing (a stray file).
     pub warnings: Vec<String>,
+    /// The workloads' `KubernetesCluster` registrations in the relay
+    /// namespace, by name: observed on mgmt when registration is on (`None`
+    /// otherwise), or why they could not be read (a missing CRD).
+    pub registrations: Option<Result<BTreeMap<String, Registration>, String>>,
+}
+
+/// A `KubernetesCluster` as observed (or to be written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// Namespace.
+    pub namespace: String,
+    /// Name: the workload cluster's.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// `spec.clusterDomain`.
+    pub cluster_domain: Option<String>,
+    /// The backend's version (a precondition for updates and deletes).
+    pub version: String,
+}
+
+impl Registration {
+    /// Who owns it, from its labels (as for Secrets).
+    pub fn ownership(&self, instance: &str) -> Ownership {
+        ownership(&self.labels, instance)
+    }
 }
 
 /// The fleet as observed: per cluster, its Secrets or why it could not be read.

@@ -206,6 +206,27 @@ pub fn held(
     out
 }
 
+/// The product's registration of a workload cluster: a `KubernetesCluster`
+/// named after it in the relay namespace of the management cluster. The
+/// management server refuses the agent of a cluster without one.
+pub mod registration {
+    /// API group.
+    pub const GROUP: &str = "admin.gloo.solo.io";
+    /// API version.
+    pub const VERSION: &str = "v2";
+    /// Kind.
+    pub const KIND: &str = "KubernetesCluster";
+    /// Resource (plural) name.
+    pub const PLURAL: &str = "kubernetesclusters";
+    /// The CustomResourceDefinition that must be installed.
+    pub const CRD: &str = "kubernetesclusters.admin.gloo.solo.io";
+
+    /// How a registration is named in plans: `KubernetesCluster/cluster-1`.
+    pub fn change_name(cluster: &str) -> String {
+        format!("{KIND}/{cluster}")
+    }
+}
+
 /// Name of the inventory Secret on the management cluster: which workload
 /// clusters (and connections) this instance has written to, so that a cluster
 /// whose manifest was removed can still be found and pruned.

@@ -1031,3 +1031,58 @@ fn secret_sources_are_read_from_their_own_namespace() {
     assert!(!fixture.transcript.borrow().contains(&token));
     assert_eq!(fixture.plan_code().0, 0);
 }
+
+#[test]
+fn registration_writes_a_kubernetes_cluster_per_workload_and_prunes_its_own() {
+    let fixture = Fixture::example("managed");
+    let trust = std::fs::read_to_string(fixture.config().join("relay-trust.yaml"))
+        .unwrap()
+        .replace("prune: false", "prune: true")
+        .replacen(
+            "\nspec:\n",
+            "\nspec:\n  registration: { enabled: true }\n",
+            1,
+        );
+    fixture.write_config("relay-trust.yaml", &trust);
+    let (code, run) = fixture.plan_code();
+    assert_eq!(code, 2, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("+ gloo-mesh/KubernetesCluster/cluster-1  create: missing"),
+        "{}",
+        run.stdout
+    );
+    fixture.apply();
+    let registration = fixture
+        .state()
+        .join("mgmt/gloo-mesh/kubernetesclusters/cluster-2.yaml");
+    let text = std::fs::read_to_string(&registration).unwrap();
+    assert!(
+        text.contains("kind: KubernetesCluster")
+            && text.contains("apiVersion: admin.gloo.solo.io/v2")
+            && text.contains("clusterDomain: cluster.local")
+            && text.contains("relayctl.dev/instance: prod"),
+        "{text}"
+    );
+    assert_eq!(fixture.plan_code().0, 0, "converged");
+    let check = fixture.run(&["check", "config", "-v"]);
+    assert!(
+        check
+            .stdout
+            .contains("√ registered with the management server (KubernetesCluster `cluster-1`)"),
+        "{}",
+        check.stdout
+    );
+    // A cluster registered by someone else is left alone; cluster-2 leaves
+    // the config and its registration is pruned with its Secrets.
+    std::fs::remove_file(fixture.config().join("cluster-2.yaml")).unwrap();
+    let run = fixture.apply();
+    assert!(
+        run.stdout
+            .contains("- gloo-mesh/KubernetesCluster/cluster-2  delete: orphan"),
+        "{}",
+        run.stdout
+    );
+    assert!(!registration.exists());
+    fixture.assert_no_leak(&[]);
+}

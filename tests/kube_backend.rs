@@ -1332,3 +1332,91 @@ fn the_deploy_examples_are_accepted_by_a_real_api_server() {
     let tmp = tempfile::tempdir().expect("tempdir");
     relayctl(tmp.path(), &["validate", &config], &[]).expect(0, "the Job's manifests validate");
 }
+
+#[test]
+fn registration_names_a_missing_crd_then_writes_kubernetes_clusters_on_mgmt() {
+    let ns = "kb-registration";
+    let dir = standard("managed", ns);
+    let trust = std::fs::read_to_string(dir.path().join("relay-trust.yaml")).expect("read");
+    std::fs::write(
+        dir.path().join("relay-trust.yaml"),
+        trust.replacen(
+            "\nspec:\n",
+            "\nspec:\n  registration: { enabled: true }\n",
+            1,
+        ),
+    )
+    .expect("write");
+    // This test binary's mgmt has no KubernetesCluster CRD yet.
+    let crd_missing = kubectl_with(
+        env().kubeconfig(),
+        "mgmt",
+        &[
+            "get",
+            "crd",
+            "kubernetesclusters.admin.gloo.solo.io",
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    assert!(
+        crd_missing.trim().is_empty(),
+        "no other test of this binary installs the CRD: {crd_missing}"
+    );
+    {
+        let run = plan(dir.path(), &[]);
+        run.expect(1, "registration without the CRD is an error");
+        let text = run.all();
+        assert!(
+            text.contains(
+                "the CustomResourceDefinition `kubernetesclusters.admin.gloo.solo.io` is not installed on cluster `mgmt`"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("+ kb-registration/relay-root-tls-secret  create: missing"),
+            "the Secrets are still planned: {text}"
+        );
+        let crd = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tools/relay-sim/crd-kubernetescluster.yaml"),
+        )
+        .expect("the CRD of the conformance harness");
+        kubectl_stdin("mgmt", &["apply", "-f", "-"], &crd);
+        kubectl(
+            "mgmt",
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd/kubernetesclusters.admin.gloo.solo.io",
+                "--timeout=30s",
+            ],
+        );
+    }
+    converge(dir.path(), &[]);
+    let names = kubectl(
+        "mgmt",
+        &[
+            "-n",
+            ns,
+            "get",
+            "kubernetesclusters.admin.gloo.solo.io",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ],
+    );
+    assert_eq!(names.trim(), "cluster-1 cluster-2");
+    let domain = kubectl(
+        "mgmt",
+        &[
+            "-n",
+            ns,
+            "get",
+            "kubernetesclusters.admin.gloo.solo.io",
+            "cluster-1",
+            "-o",
+            "jsonpath={.spec.clusterDomain}",
+        ],
+    );
+    assert_eq!(domain.trim(), "cluster.local");
+}

@@ -195,6 +195,19 @@ impl Backend for FailingDeletes {
         }
         self.0.write(write)
     }
+    fn observe_registrations(
+        &self,
+        namespace: &str,
+    ) -> Result<BTreeMap<String, relayctl::observed::Registration>, relayctl::backend::BackendError>
+    {
+        self.0.observe_registrations(namespace)
+    }
+    fn write_registration(
+        &self,
+        write: &relayctl::plan::RegistrationWrite,
+    ) -> Result<(), relayctl::backend::BackendError> {
+        self.0.write_registration(write)
+    }
     fn lock(
         &self,
         namespace: &str,
@@ -340,6 +353,19 @@ impl Backend for DiesAfter {
             });
         }
         self.inner.write(write)
+    }
+    fn observe_registrations(
+        &self,
+        namespace: &str,
+    ) -> Result<BTreeMap<String, relayctl::observed::Registration>, relayctl::backend::BackendError>
+    {
+        self.inner.observe_registrations(namespace)
+    }
+    fn write_registration(
+        &self,
+        write: &relayctl::plan::RegistrationWrite,
+    ) -> Result<(), relayctl::backend::BackendError> {
+        self.inner.write_registration(write)
     }
     fn lock(
         &self,

@@ -1299,13 +1299,7 @@ fn a_server_certificate_not_covering_the_authority_fails_the_agents_until_apply_
 fn an_unregistered_cluster_is_refused_until_it_is_registered() {
     let s = Scenario::new("external", "e2e-registration", Connections::PerCluster);
     let ns = s.ns.as_str();
-    s.apply();
-    // TODO(spec.registration): relayctl does not write KubernetesCluster
-    // objects yet. Once `spec.registration` lands, drop the CRD and objects
-    // made here with kubectl, let `relayctl apply` write them (cluster-3 left
-    // out of the config's registrations), assert relayctl check's × line for
-    // cluster-3 next to the sim's refusal, and repair with `relayctl apply`
-    // instead of the `kubectl apply` below.
+    // The product's CRD, as its Helm chart installs it on mgmt.
     let crd = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/relay-sim/crd-kubernetescluster.yaml"),
     )
@@ -1321,15 +1315,42 @@ fn an_unregistered_cluster_is_refused_until_it_is_registered() {
             "crd/kubernetesclusters.admin.gloo.solo.io",
         ],
     );
-    let register = |cluster: &str| {
-        let object = format!(
-            "apiVersion: admin.gloo.solo.io/v2\nkind: KubernetesCluster\n\
-             metadata: {{ name: {cluster}, namespace: {ns} }}\nspec: {{}}\n"
-        );
-        kubectl_with(MGMT, &["apply", "-f", "-"], Some(&object));
-    };
-    register("cluster-1");
-    register("cluster-2");
+    // relayctl registers every workload cluster.
+    let trust_file = s.dir.path().join("relay-trust.yaml");
+    let trust = std::fs::read_to_string(&trust_file).expect("relay-trust");
+    std::fs::write(
+        &trust_file,
+        trust.replacen(
+            "\nspec:\n",
+            "\nspec:\n  registration: { enabled: true }\n",
+            1,
+        ),
+    )
+    .expect("write relay-trust");
+    s.apply();
+    let registered = kubectl(
+        MGMT,
+        &[
+            "-n",
+            ns,
+            "get",
+            "kubernetesclusters.admin.gloo.solo.io",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ],
+    );
+    assert_eq!(registered.trim(), "cluster-1 cluster-2 cluster-3");
+    // Someone deletes cluster-3's registration.
+    kubectl(
+        MGMT,
+        &[
+            "-n",
+            ns,
+            "delete",
+            "kubernetesclusters.admin.gloo.solo.io",
+            "cluster-3",
+        ],
+    );
 
     let mut relay = Relay::start(ns, &["--require-registration"]);
     for cluster in ["cluster-1", "cluster-2"] {
@@ -1366,11 +1387,26 @@ fn an_unregistered_cluster_is_refused_until_it_is_registered() {
         "an unregistered cluster never connects\n{}",
         relay.report()
     );
+    let check = s.check();
+    check.assert_fails(
+        "cluster-3",
+        "registration",
+        "not registered: mgmt has no KubernetesCluster `cluster-3`",
+        &relay,
+    );
+    let (run, plan) = s.plan();
+    let change = plan.change(MGMT, "KubernetesCluster/cluster-3");
+    assert!(
+        change.is_some_and(|c| c.action == "create"),
+        "the plan registers cluster-3 again: {change:?}\n{}",
+        run.stdout
+    );
 
     let marks = relay.marks();
     let pids = relay.pids();
-    register("cluster-3");
+    s.apply();
     relay.assert_recovered(&marks, &pids);
+    relayctl_check_passes(&s, &relay);
 }
 
 /// After mgmt's CA is recreated (its Secrets deleted, a new root generated),

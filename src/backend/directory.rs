@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Backend, BackendError, LockGuard};
 use crate::files;
-use crate::observed::{ClusterObservation, SecretObject};
+use crate::observed::{ClusterObservation, Registration, SecretObject};
 use crate::plan::{Action, Write};
 use crate::secret::SecretBytes;
 
@@ -78,6 +78,14 @@ impl DirectoryBackend {
 
     fn lock_file(&self, instance: &str) -> PathBuf {
         self.root.join(format!(".relayctl-{instance}.lock"))
+    }
+
+    /// `<folder>/<namespace>/kubernetesclusters/`: registrations, one
+    /// `KubernetesCluster` manifest per workload.
+    fn registrations_dir(&self, namespace: &str) -> PathBuf {
+        self.root
+            .join(namespace)
+            .join(crate::relay::registration::PLURAL)
     }
 
     fn holder_file(&self, instance: &str) -> PathBuf {
@@ -325,6 +333,67 @@ pub fn parse_secret_file(path: &Path, bytes: &[u8]) -> Result<SecretObject, Back
     })
 }
 
+/// The file form of a `KubernetesCluster`.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegistrationFile {
+    api_version: String,
+    kind: String,
+    metadata: Metadata,
+    #[serde(default)]
+    spec: RegistrationSpec,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegistrationSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster_domain: Option<String>,
+}
+
+fn parse_registration_file(path: &Path, bytes: &[u8]) -> Result<Registration, BackendError> {
+    use crate::relay::registration::{GROUP, KIND, VERSION};
+    let corrupt = |reason: String| BackendError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| corrupt("not UTF-8".to_owned()))?;
+    let file: RegistrationFile = serde_saphyr::from_str(text).map_err(|err| {
+        corrupt(match err.location() {
+            Some(loc) => format!("YAML error at line {} column {}", loc.line(), loc.column()),
+            None => "YAML error".to_owned(),
+        })
+    })?;
+    if file.kind != KIND || file.api_version != format!("{GROUP}/{VERSION}") {
+        return Err(corrupt(format!("not a `{GROUP}/{VERSION}` `{KIND}`")));
+    }
+    Ok(Registration {
+        namespace: file.metadata.namespace,
+        name: file.metadata.name,
+        labels: file.metadata.labels,
+        cluster_domain: file.spec.cluster_domain,
+        version: version_of(bytes),
+    })
+}
+
+fn render_registration(registration: &Registration) -> String {
+    use crate::relay::registration::{GROUP, KIND, VERSION};
+    let file = RegistrationFile {
+        api_version: format!("{GROUP}/{VERSION}"),
+        kind: KIND.to_owned(),
+        metadata: Metadata {
+            name: registration.name.clone(),
+            namespace: registration.namespace.clone(),
+            labels: registration.labels.clone(),
+            annotations: BTreeMap::new(),
+        },
+        spec: RegistrationSpec {
+            cluster_domain: registration.cluster_domain.clone(),
+        },
+    };
+    serde_saphyr::to_string(&file).unwrap_or_default()
+}
+
 fn render(object: &SecretObject) -> Vec<u8> {
     let file = SecretFile {
         api_version: "v1".to_owned(),
@@ -532,6 +601,84 @@ impl Backend for DirectoryBackend {
                 Ok(Some(version_of(&bytes)))
             }
             Action::NoOp | Action::Conflict | Action::Error => Ok(current),
+        }
+    }
+
+    fn observe_registrations(
+        &self,
+        namespace: &str,
+    ) -> Result<BTreeMap<String, Registration>, BackendError> {
+        let mut out = BTreeMap::new();
+        if !self.guard_path_to(namespace)? {
+            return Ok(out);
+        }
+        let dir = self.registrations_dir(namespace);
+        if !self.guard_folder(&dir)? {
+            return Ok(out);
+        }
+        let entries = fs::read_dir(&dir).map_err(|source| BackendError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = file_name.strip_suffix(".yaml") else {
+                continue;
+            };
+            if file_name.starts_with('.') || !safe_name(stem) {
+                continue;
+            }
+            let path = entry.path();
+            let Some(bytes) = self.read_secret_file(&path)? else {
+                continue;
+            };
+            let registration = parse_registration_file(&path, &bytes)?;
+            if registration.name != stem || registration.namespace != namespace {
+                return Err(BackendError::Corrupt {
+                    path,
+                    reason: "a file holds the KubernetesCluster its name says".to_owned(),
+                });
+            }
+            out.insert(registration.name.clone(), registration);
+        }
+        Ok(out)
+    }
+
+    fn write_registration(
+        &self,
+        write: &crate::plan::RegistrationWrite,
+    ) -> Result<(), BackendError> {
+        let wanted = &write.registration;
+        if !safe_name(&wanted.name) {
+            return Err(Self::refused(
+                &self.root,
+                format!(
+                    "`{}` is not a cluster name",
+                    crate::text::printable(&wanted.name)
+                ),
+            ));
+        }
+        self.guard_path_to(&wanted.namespace)?;
+        let dir = self.registrations_dir(&wanted.namespace);
+        self.guard_folder(&dir)?;
+        let path = dir.join(format!("{}.yaml", wanted.name));
+        let current = self
+            .read_secret_file(&path)?
+            .map(|bytes| version_of(&zeroize::Zeroizing::new(bytes)));
+        if current != write.precondition {
+            return Err(BackendError::Stale {
+                namespace: wanted.namespace.clone(),
+                name: crate::relay::registration::change_name(&wanted.name),
+            });
+        }
+        match write.action {
+            Action::Delete => {
+                fs::remove_file(&path).map_err(|source| BackendError::Write { path, source })
+            }
+            Action::Create | Action::Update => {
+                write_atomic(&path, render_registration(wanted).as_bytes())
+            }
+            Action::NoOp | Action::Conflict | Action::Error => Ok(()),
         }
     }
 

@@ -58,6 +58,14 @@ pub enum BackendError {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// The product's CustomResourceDefinition is not installed.
+    #[error("the CustomResourceDefinition `{crd}` is not installed on cluster `{cluster}`")]
+    MissingCrd {
+        /// The cluster.
+        cluster: String,
+        /// The CRD's name.
+        crd: &'static str,
+    },
     /// The object changed between observation and write.
     #[error("secret `{namespace}/{name}` changed since it was observed; run plan again")]
     Stale {
@@ -170,6 +178,19 @@ pub trait Backend: Send + Sync {
     /// Carries out one planned write, honouring its precondition; returns
     /// the version the object has afterwards (`None` once deleted).
     fn write(&self, write: &Write) -> Result<Option<String>, BackendError>;
+
+    /// Every `KubernetesCluster` in `namespace`, by name. Fails with
+    /// [`BackendError::MissingCrd`] when the product's CRD is not installed.
+    fn observe_registrations(
+        &self,
+        namespace: &str,
+    ) -> Result<std::collections::BTreeMap<String, crate::observed::Registration>, BackendError>;
+
+    /// Carries out one planned registration write, honouring its precondition.
+    fn write_registration(
+        &self,
+        write: &crate::plan::RegistrationWrite,
+    ) -> Result<(), BackendError>;
 
     /// Removes what an interrupted earlier run left behind in `namespace`
     /// (temporary files holding keys). Called under the apply lock; returns

@@ -88,6 +88,8 @@ pub(super) struct Management {
     pub(super) bundle: Reference<Bundle>,
     pub(super) token_digest: Reference<SecretBytes>,
     pub(super) server: Reference<ServerSide>,
+    /// The names of the registered clusters, when relayctl registers them.
+    pub(super) registered: Option<Reference<std::collections::BTreeSet<String>>>,
 }
 
 /// Reads a bundle or chain for a check line; the error is the reader's chain.

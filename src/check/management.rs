@@ -37,6 +37,7 @@ pub(super) fn check_management(
                 bundle: Err(why()),
                 token_digest: Err(why()),
                 server: Err(why()),
+                registered: config.registration.enabled.then(|| Err(why())),
             },
         );
     };
@@ -60,6 +61,14 @@ pub(super) fn check_management(
             bundle,
             token_digest,
             server,
+            registered: config
+                .registration
+                .enabled
+                .then(|| match &obs.registrations {
+                    Some(Ok(found)) => Ok(found.keys().cloned().collect()),
+                    Some(Err(why)) => Err(why.clone()),
+                    None => Err("registrations were not observed".to_owned()),
+                }),
         },
     )
 }

@@ -113,11 +113,14 @@ pub enum CheckId {
     ClientCertExpiry,
     /// `mtls-handshake`: a real mTLS handshake between the server and the agent.
     MtlsHandshake,
+    /// `registration`: the workload is registered with the management server
+    /// (a `KubernetesCluster` on mgmt), when relayctl registers clusters.
+    Registration,
 }
 
 impl CheckId {
     /// Every check id.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::Reachable,
         Self::RootCa,
         Self::RootCaKey,
@@ -140,6 +143,7 @@ impl CheckId {
         Self::ClientCertKey,
         Self::ClientCertExpiry,
         Self::MtlsHandshake,
+        Self::Registration,
     ];
 
     /// The id as JSON and snapshots spell it.
@@ -167,6 +171,7 @@ impl CheckId {
             Self::ClientCertKey => "client-cert-key",
             Self::ClientCertExpiry => "client-cert-expiry",
             Self::MtlsHandshake => "mtls-handshake",
+            Self::Registration => "registration",
         }
     }
 }

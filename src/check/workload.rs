@@ -42,6 +42,7 @@ fn workload_lines(
     now: OffsetDateTime,
     lines: &mut Lines,
 ) {
+    registration(name, mgmt, lines);
     let own_bundle = workload_root(config, obs, mgmt, lines);
     if config.identity_token.enabled {
         workload_token(config, obs, mgmt, lines);
@@ -53,6 +54,29 @@ fn workload_lines(
         return;
     };
     handshake(config, obs, mgmt, client, key, now, lines);
+}
+
+/// Whether the management server will accept this cluster's agent: it
+/// refuses a cluster without a `KubernetesCluster` on mgmt.
+fn registration(name: &ClusterName, mgmt: &Management, lines: &mut Lines) {
+    use crate::relay::registration::{CRD, KIND};
+    match &mgmt.registered {
+        None => {}
+        Some(Ok(registered)) if registered.contains(name.as_str()) => lines.ok(
+            CheckId::Registration,
+            format!("registered with the management server ({KIND} `{name}`)"),
+        ),
+        Some(Ok(_)) => lines.fail(
+            CheckId::Registration,
+            format!("not registered: mgmt has no {KIND} `{name}`"),
+            "the management server refuses the agent of an unregistered cluster; `relayctl apply` registers it",
+        ),
+        Some(Err(why)) => lines.fail(
+            CheckId::Registration,
+            format!("registration not checked: {why}"),
+            format!("install the product's CRD `{CRD}` on mgmt, or set `spec.registration.enabled: false`"),
+        ),
+    }
 }
 
 /// What the agent would say of its client certificate, and how it is fixed.

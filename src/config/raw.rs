@@ -113,6 +113,23 @@ pub struct RawRelayTrustSpec {
     pub client_certs: RawClientCerts,
     /// Delete Secrets of this instance on clusters that left the config. Default false.
     pub prune: Option<bool>,
+    /// Register every workload cluster with the management server.
+    #[serde(default)]
+    pub registration: RawRegistration,
+}
+
+/// `spec.registration`: `KubernetesCluster` objects on the management cluster.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
+pub struct RawRegistration {
+    /// Write an `admin.gloo.solo.io/v2` `KubernetesCluster` named after each
+    /// workload cluster in the relay namespace of the management cluster
+    /// (the management server refuses agents of unregistered clusters).
+    /// Default false: you register clusters yourself (e.g. `meshctl`).
+    pub enabled: Option<bool>,
+    /// `spec.clusterDomain` of each `KubernetesCluster`. Default `cluster.local`.
+    pub cluster_domain: Option<String>,
 }
 
 /// `spec.ca`.

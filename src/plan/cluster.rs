@@ -30,6 +30,8 @@ pub(super) struct ClusterBuilder<'a> {
     pub(super) writes: Vec<Write>,
     /// Writes after every other cluster's (see [`ClusterWrites::last`]).
     pub(super) last: Vec<Write>,
+    /// `KubernetesCluster` writes (mgmt).
+    pub(super) registrations: Vec<super::RegistrationWrite>,
 }
 
 /// Where a named Secret stands on a cluster.
@@ -75,6 +77,7 @@ impl<'a> ClusterBuilder<'a> {
             changes: Vec::new(),
             writes: Vec::new(),
             last: Vec::new(),
+            registrations: Vec::new(),
         }
     }
 
@@ -104,6 +107,7 @@ impl<'a> ClusterBuilder<'a> {
                 role: self.role,
                 writes: self.writes,
                 last: self.last,
+                registrations: self.registrations,
             },
         )
     }

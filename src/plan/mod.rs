@@ -21,6 +21,7 @@ mod compare;
 mod desired;
 pub mod inventory;
 pub mod model;
+mod registration;
 pub mod render;
 pub mod saved;
 mod server;
@@ -89,6 +90,17 @@ pub struct Write {
     pub chained: bool,
 }
 
+/// One `KubernetesCluster` write on mgmt.
+#[derive(Debug, Clone)]
+pub struct RegistrationWrite {
+    /// Create, update or delete.
+    pub action: Action,
+    /// The object (its `version` is not used).
+    pub registration: crate::observed::Registration,
+    /// The version the write expects to replace (`None`: must not exist).
+    pub precondition: Option<String>,
+}
+
 /// The writes for one cluster, in order.
 #[derive(Debug, Clone)]
 pub struct ClusterWrites {
@@ -102,6 +114,8 @@ pub struct ClusterWrites {
     /// cluster failed: the inventory, which must keep listing an orphan whose
     /// prune did not go through so that the next run finds it again.
     pub last: Vec<Write>,
+    /// `KubernetesCluster` writes (mgmt only), after the Secrets.
+    pub registrations: Vec<RegistrationWrite>,
 }
 
 /// A plan plus the objects that carry it out.
@@ -147,6 +161,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
             .filter(|c| !c.writes.is_empty())
             .map(|c| &c.name)
             .collect();
+        registration::plan(input, obs, &mut mgmt);
         inventory::plan(input, obs, &kept, &written, &mut mgmt);
     }
     let digest = digest.clone();

@@ -43,6 +43,7 @@
 mod call;
 mod connect;
 mod lease;
+mod registrations;
 mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -213,6 +214,21 @@ impl Backend for KubeBackend {
             (Action::Delete, None) => Ok(None),
             (Action::NoOp | Action::Conflict | Action::Error, _) => Ok(write.precondition.clone()),
         }
+    }
+
+    fn observe_registrations(
+        &self,
+        namespace: &str,
+    ) -> Result<std::collections::BTreeMap<String, crate::observed::Registration>, BackendError>
+    {
+        block_on(self.observe_registrations_async(namespace))
+    }
+
+    fn write_registration(
+        &self,
+        write: &crate::plan::RegistrationWrite,
+    ) -> Result<(), BackendError> {
+        block_on(self.write_registration_async(write))
     }
 
     fn lock(

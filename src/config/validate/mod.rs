@@ -241,6 +241,7 @@ impl Validator {
         let server = trust::server(&mut r, &sources, &spec.server);
         let client_certs = trust::client_certs(&mut r, &spec.client_certs, mode);
         modes::check(&mut r, spec, &ca, &server, &client_certs, &identity_token);
+        let registration = trust::registration(&mut r, &spec.registration);
         let location = r.location(&[]);
 
         // The clusters.
@@ -271,6 +272,7 @@ impl Validator {
             server,
             client_certs,
             prune: spec.prune.unwrap_or(false),
+            registration,
             management: management?,
             workloads: workload_configs,
         })

@@ -151,6 +151,32 @@ pub(super) fn identity_token(
     }
 }
 
+/// `spec.registration`: off unless enabled; the cluster domain is a DNS name.
+pub(super) fn registration(
+    r: &mut Reporter<'_>,
+    raw: &crate::config::raw::RawRegistration,
+) -> crate::model::RegistrationConfig {
+    let cluster_domain = raw
+        .cluster_domain
+        .clone()
+        .unwrap_or_else(|| crate::model::DEFAULT_CLUSTER_DOMAIN.to_owned());
+    if let Err(why) = check_dns_name(&cluster_domain) {
+        r.at_value(
+            &path(&["spec", "registration", "clusterDomain"]),
+            Code::InvalidDnsName,
+            format!("cluster domain `{cluster_domain}` {why}"),
+            Some(format!(
+                "the DNS domain of the workload clusters, usually `{}`",
+                crate::model::DEFAULT_CLUSTER_DOMAIN
+            )),
+        );
+    }
+    crate::model::RegistrationConfig {
+        enabled: raw.enabled.unwrap_or(false),
+        cluster_domain,
+    }
+}
+
 /// `spec.server`: the authority first among the DNS names, lowercased and
 /// without repeats.
 pub(super) fn server(
