@@ -16,6 +16,9 @@
 //! - [`assess`]: one judgement of a leaf (key, SANs, chain, validity, renewal).
 //! - [`material`]: problems with material the user provides.
 //! - [`testing`]: a pooled [`KeySource`] that keeps tests fast.
+//!
+//! Each module's unit tests sit at its end; the relay chain they start from is
+//! built in `fixtures` (tests only).
 
 pub mod assess;
 pub mod bundle;
@@ -26,10 +29,10 @@ pub mod key;
 pub mod material;
 pub mod renewal;
 pub mod testing;
+pub mod verify;
 
 #[cfg(test)]
-mod tests;
-pub mod verify;
+pub(crate) mod fixtures;
 
 pub use assess::{Assessment, Expect, KeyMatch, Names, Window, assess, identity_is};
 pub use bundle::Bundle;
