@@ -327,13 +327,12 @@ fn read_available(
 mod tests {
     use super::*;
     use crate::model::{ClusterName, Duration, KeyAlgorithm};
+    use crate::pki::fixtures::AUTHORITY;
     use crate::pki::testing::PooledKeySource;
     use crate::pki::{
         CaRequest, ClientRequest, Issued, Issuer, ServerRequest, issue_client, issue_intermediate,
         issue_root, issue_server,
     };
-
-    const AUTHORITY: &str = "gloo-mesh-mgmt-server.gloo-mesh";
 
     struct Pki {
         root: Issued,

@@ -458,3 +458,140 @@ pub fn certificate_pem(der: &[u8]) -> String {
     let bytes = crate::pki::key::encode_pem("CERTIFICATE", der);
     String::from_utf8_lossy(&bytes).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::model::{DnsLabel, KeyAlgorithm};
+    use crate::pki::fixtures::{AUTHORITY, Chain, ca, hours};
+    use crate::pki::issue::{
+        CLOCK_SKEW_BACKDATE, ClientRequest, Issuer, ServerRequest, issue_client,
+        issue_intermediate, issue_root, issue_server,
+    };
+    use crate::pki::key::inspect_private_key;
+    use crate::pki::testing::PooledKeySource;
+    use crate::pki::verify::{Usage, verify_chain};
+
+    #[test]
+    fn inspect_rejects_bad_input_with_typed_errors() {
+        let chain = Chain::new(KeyAlgorithm::EcdsaP256);
+        let pem = chain.root.cert_pem.as_str();
+        assert!(matches!(
+            inspect_certificate(b""),
+            Err(InspectError::NoPem { .. })
+        ));
+        assert!(matches!(
+            inspect_certificate(b"hello, not a certificate"),
+            Err(InspectError::NoPem { .. })
+        ));
+        let key_pem = chain.root.key.to_pkcs8_pem().expose().to_vec();
+        let wrong = inspect_certificate(&key_pem).expect_err("key is not a cert");
+        assert!(
+            matches!(&wrong, InspectError::WrongLabel { label, .. } if label == "PRIVATE KEY"),
+            "{wrong:?}"
+        );
+        let truncated = &pem[..pem.len() / 2];
+        assert!(matches!(
+            inspect_certificate(truncated.as_bytes()),
+            Err(InspectError::NoPem { .. })
+        ));
+        let bundle_cut = format!("{pem}{truncated}");
+        assert!(matches!(
+            inspect_bundle(bundle_cut.as_bytes()),
+            Err(InspectError::Truncated {
+                begins: 2,
+                complete: 1
+            })
+        ));
+        // Valid PEM framing around DER that ends early.
+        let der = crate::pki::inspect::certificate_ders(pem.as_bytes())
+            .expect("der")
+            .remove(0);
+        let short = pem::encode(&pem::Pem::new(
+            "CERTIFICATE",
+            der[..der.len() - 10].to_vec(),
+        ));
+        let short = inspect_certificate(short.as_bytes());
+        assert!(
+            matches!(short, Err(InspectError::TruncatedDer { index: 0 })),
+            "{short:?}"
+        );
+        let mut long = der.clone();
+        long.extend_from_slice(&[0, 0, 0]);
+        let trailing = pem::encode(&pem::Pem::new("CERTIFICATE", long));
+        assert!(matches!(
+            inspect_certificate(trailing.as_bytes()),
+            Err(InspectError::TrailingData { extra: 3, .. })
+        ));
+        let garbage = pem::encode(&pem::Pem::new("CERTIFICATE", vec![0x04, 0x03, 1, 2, 3]));
+        assert!(matches!(
+            inspect_certificate(garbage.as_bytes()),
+            Err(InspectError::Parse { .. })
+        ));
+        let huge = vec![b'A'; MAX_PEM_INPUT + 1];
+        assert!(matches!(
+            inspect_bundle(&huge),
+            Err(InspectError::TooLarge { .. })
+        ));
+        let two = chain.chain_of(&chain.server);
+        assert!(matches!(
+            inspect_certificate(two.as_bytes()),
+            Err(InspectError::NotOne { count: 2 })
+        ));
+        assert_eq!(inspect_bundle(two.as_bytes()).expect("bundle").len(), 2);
+    }
+
+    fn algorithm() -> impl Strategy<Value = KeyAlgorithm> {
+        prop::sample::select(KeyAlgorithm::ALL.to_vec())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+        /// inspect(issue(x)) gives back x, and the chain verifies, for every key type.
+        #[test]
+        fn inspect_of_issue_round_trips(
+            key in algorithm(),
+            cluster in "[a-z][a-z0-9-]{0,20}[a-z0-9]",
+            extra in prop::collection::vec("[a-z]{1,10}(\\.[a-z]{1,10}){0,2}", 0..4),
+            validity_hours in 1u64..40_000,
+            now_offset in 0i64..(50 * 365 * 86_400),
+        ) {
+            let now = datetime!(2000-01-01 00:00 UTC) + time::Duration::seconds(now_offset);
+            let keys = PooledKeySource;
+            let root = issue_root(&ca("root", 50_000, key), &keys, now).expect("root");
+            let root_issuer = Issuer::from_issued(&root).expect("issuer");
+            let inter = issue_intermediate(&ca("inter", 45_000, key), &root_issuer, &keys, now).expect("inter");
+            let signing = Issuer::from_issued(&inter).expect("issuer");
+            let server = issue_server(
+                &ServerRequest { authority: AUTHORITY.to_owned(), dns_names: extra.clone(), validity: hours(validity_hours), key },
+                &signing, &keys, now,
+            ).expect("server");
+            let client = issue_client(
+                &ClientRequest { cluster_name: DnsLabel::parse(&cluster).expect("label"), validity: hours(validity_hours), key },
+                &signing, &keys, now,
+            ).expect("client");
+
+            let facts = inspect_certificate(server.cert_pem.as_bytes()).expect("inspect");
+            prop_assert_eq!(&facts, &server.facts);
+            let mut want = vec![AUTHORITY.to_owned()];
+            for name in extra { if !want.contains(&name) { want.push(name); } }
+            prop_assert_eq!(&facts.dns_names, &want);
+            prop_assert_eq!(facts.key_algorithm.as_str(), key.as_str());
+            prop_assert_eq!(facts.not_after - facts.not_before, hours(validity_hours).to_time() + CLOCK_SKEW_BACKDATE);
+            prop_assert!(key_matches(&facts, &inspect_private_key(server.key.to_pkcs8_pem()).expect("key")));
+
+            let facts = inspect_certificate(client.cert_pem.as_bytes()).expect("inspect");
+            prop_assert_eq!(facts.common_name.as_deref(), Some(cluster.as_str()));
+            prop_assert_eq!(&facts.dns_names, &vec![cluster.clone()]);
+            let bundle = inspect_bundle(format!("{}{}", client.cert_pem, inter.cert_pem).as_bytes()).expect("bundle");
+            prop_assert_eq!(&bundle[1], &inter.facts);
+
+            let chain = format!("{}{}", client.cert_pem, inter.cert_pem);
+            prop_assert!(verify_chain(chain.as_bytes(), root.cert_pem.as_bytes(), Usage::Client, Some(&cluster), now).is_ok());
+        }
+    }
+}

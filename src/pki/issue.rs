@@ -466,3 +466,150 @@ fn finish(subject: &str, cert: rcgen::Certificate, key: PrivateKey) -> Result<Is
         facts,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DnsLabel;
+    use crate::pki::fixtures::{AUTHORITY, Chain, NOW, ca, hours};
+    use crate::pki::inspect::key_matches;
+    use crate::pki::testing::PooledKeySource;
+
+    #[test]
+    fn issued_chain_has_the_extensions_of_design_section_1() {
+        let chain = Chain::new(KeyAlgorithm::EcdsaP256);
+        let (root, inter, server, client) = (
+            &chain.root.facts,
+            &chain.intermediate.facts,
+            &chain.server.facts,
+            &chain.client.facts,
+        );
+        assert!(root.is_ca && root.basic_constraints_critical && root.path_len.is_none());
+        assert!(root.is_self_issued());
+        assert_eq!(
+            root.key_usage,
+            ["digitalSignature", "keyCertSign", "cRLSign"]
+        );
+        assert!(inter.is_ca && inter.basic_constraints_critical);
+        assert_eq!(inter.path_len, Some(0));
+        assert_eq!(inter.issuer, root.subject);
+        for leaf in [server, client] {
+            assert!(!leaf.is_ca && leaf.basic_constraints_critical);
+            assert_eq!(leaf.key_usage, ["digitalSignature", "keyEncipherment"]);
+            assert_eq!(leaf.issuer, inter.subject);
+            assert_eq!(leaf.authority_key_id, inter.subject_key_id);
+        }
+        assert_eq!(inter.authority_key_id, root.subject_key_id);
+        assert_eq!(root.authority_key_id, root.subject_key_id);
+        assert!(root.subject_key_id.is_some());
+        assert_eq!(server.common_name.as_deref(), Some(AUTHORITY));
+        assert_eq!(server.dns_names, [AUTHORITY, "*.gloo-mesh"]);
+        assert_eq!(server.extended_key_usage, ["serverAuth", "clientAuth"]);
+        assert_eq!(client.common_name.as_deref(), Some("cluster-1"));
+        assert_eq!(client.dns_names, ["cluster-1"]);
+        assert_eq!(client.extended_key_usage, ["clientAuth"]);
+        assert_eq!(server.not_before, NOW - CLOCK_SKEW_BACKDATE);
+        assert_eq!(server.not_after, NOW + hours(8760).to_time());
+        // 0x01 prefix + 128 random bits.
+        assert_eq!(server.serial.split(':').count(), 17);
+        assert!(server.serial.starts_with("01:"));
+        assert_eq!(server.key_algorithm, "ecdsa-p256");
+        assert!(key_matches(server, &chain.server.key.facts()));
+        assert!(!key_matches(server, &chain.client.key.facts()));
+    }
+
+    #[test]
+    fn a_certificate_that_would_outlive_its_issuer_is_refused() {
+        let keys = PooledKeySource;
+        let root = issue_root(&ca("root", 100, KeyAlgorithm::EcdsaP256), &keys, NOW).expect("root");
+        let issuer = Issuer::from_issued(&root).expect("issuer");
+        let err = issue_intermediate(
+            &ca("inter", 101, KeyAlgorithm::EcdsaP256),
+            &issuer,
+            &keys,
+            NOW,
+        )
+        .expect_err("outlives");
+        assert!(matches!(err, IssueError::OutlivesIssuer { .. }), "{err:?}");
+        let err = issue_client(
+            &ClientRequest {
+                cluster_name: DnsLabel::parse("c").expect("label"),
+                validity: hours(200),
+                key: KeyAlgorithm::EcdsaP256,
+            },
+            &issuer,
+            &keys,
+            NOW,
+        )
+        .expect_err("outlives");
+        assert!(
+            err.to_string().contains("its issuer `CN=root` expires"),
+            "{err}"
+        );
+        // Exactly the issuer's end is fine.
+        issue_intermediate(
+            &ca("inter", 100, KeyAlgorithm::EcdsaP256),
+            &issuer,
+            &keys,
+            NOW,
+        )
+        .expect("same end");
+    }
+
+    #[test]
+    fn issuers_are_checked_before_signing() {
+        let chain = Chain::new(KeyAlgorithm::EcdsaP256);
+        let keys = PooledKeySource;
+        let not_ca = Issuer::new(chain.server.cert_pem.as_bytes(), chain.server.key.clone())
+            .expect_err("leaf as issuer");
+        assert!(
+            matches!(not_ca, IssueError::IssuerNotCa { .. }),
+            "{not_ca:?}"
+        );
+        let mismatch = Issuer::new(chain.root.cert_pem.as_bytes(), chain.server.key.clone())
+            .expect_err("wrong key");
+        assert!(matches!(mismatch, IssueError::IssuerKeyMismatch { .. }));
+        let signing = Issuer::from_issued(&chain.intermediate).expect("issuer");
+        let pathlen = issue_intermediate(
+            &ca("sub", 10, KeyAlgorithm::EcdsaP256),
+            &signing,
+            &keys,
+            NOW,
+        )
+        .expect_err("pathlen 0");
+        assert!(matches!(pathlen, IssueError::IssuerPathLen { .. }));
+        let late = NOW + hours(43_801).to_time();
+        let expired = issue_server(
+            &ServerRequest {
+                authority: AUTHORITY.to_owned(),
+                dns_names: vec![],
+                validity: hours(1),
+                key: KeyAlgorithm::EcdsaP256,
+            },
+            &signing,
+            &keys,
+            late,
+        )
+        .expect_err("expired issuer");
+        assert!(matches!(expired, IssueError::IssuerNotValid { .. }));
+        let zero =
+            issue_root(&ca("zero", 0, KeyAlgorithm::EcdsaP256), &keys, NOW).expect_err("zero");
+        assert!(matches!(zero, IssueError::InvalidValidity { .. }));
+        let bad_name = issue_server(
+            &ServerRequest {
+                authority: "bad name\u{e9}".to_owned(),
+                dns_names: vec![],
+                validity: hours(1),
+                key: KeyAlgorithm::EcdsaP256,
+            },
+            &signing,
+            &keys,
+            NOW,
+        )
+        .expect_err("non-ascii SAN");
+        assert!(
+            matches!(bad_name, IssueError::InvalidName { .. }),
+            "{bad_name:?}"
+        );
+    }
+}

@@ -382,3 +382,201 @@ fn der_tlv(tag: u8, content: &[u8]) -> Zeroizing<Vec<u8>> {
     out.extend_from_slice(content);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::fixtures::{Chain, NOW, ca, secret};
+    use crate::pki::issue::{Issuer, issue_root};
+    use crate::pki::material;
+    use crate::pki::testing::PooledKeySource;
+
+    #[test]
+    fn os_key_source_gives_distinct_serials_and_keys() {
+        let a = issue_root(
+            &ca("a", 24, KeyAlgorithm::EcdsaP256),
+            &crate::pki::OsKeySource,
+            NOW,
+        )
+        .expect("a");
+        let b = issue_root(
+            &ca("a", 24, KeyAlgorithm::EcdsaP256),
+            &crate::pki::OsKeySource,
+            NOW,
+        )
+        .expect("b");
+        assert_ne!(a.facts.serial, b.facts.serial);
+        assert_ne!(a.facts.spki_sha256, b.facts.spki_sha256);
+    }
+
+    #[test]
+    fn private_keys_read_every_secret_encoding_and_reject_the_rest() {
+        use rsa::pkcs1::EncodeRsaPrivateKey as _;
+        use rsa::pkcs8::DecodePrivateKey as _;
+
+        let rsa_key = PooledKeySource
+            .generate(KeyAlgorithm::Rsa2048)
+            .expect("rsa");
+        let pkcs8 = rsa_key.to_pkcs8_pem().clone();
+        assert_eq!(inspect_private_key(&pkcs8).expect("pkcs8"), rsa_key.facts());
+        let pem_text = std::str::from_utf8(pkcs8.expose()).expect("utf8");
+        let parsed = rsa::PrivateKey::from_pkcs8_pem(pem_text).expect("rsa parse");
+        let pkcs1 = parsed
+            .to_pkcs1_pem(rsa::pkcs8::LineEnding::LF)
+            .expect("pkcs1");
+        let pkcs1 = SecretBytes::from(pkcs1.as_str().to_owned());
+        assert_eq!(inspect_private_key(&pkcs1).expect("pkcs1"), rsa_key.facts());
+
+        let err = |input: &str| inspect_private_key(&secret(input)).expect_err(input);
+        assert!(matches!(err(""), KeyError::NoPem { .. }));
+        assert!(matches!(err("garbage"), KeyError::NoPem { .. }));
+        assert!(matches!(
+            err(&pem_text[..pem_text.len() / 2]),
+            KeyError::NoPem { .. }
+        ));
+        let chain = Chain::new(KeyAlgorithm::EcdsaP256);
+        assert!(matches!(
+            err(&chain.root.cert_pem),
+            KeyError::WrongLabel { .. }
+        ));
+        assert!(matches!(
+            err(&format!("{pem_text}{pem_text}")),
+            KeyError::SeveralBlocks { count: 2 }
+        ));
+        let encrypted = pem::encode(&pem::Pem::new("ENCRYPTED PRIVATE KEY", vec![1, 2, 3]));
+        assert!(matches!(err(&encrypted), KeyError::Encrypted));
+        let corrupt = pem::encode(&pem::Pem::new("PRIVATE KEY", vec![0x30, 0x01, 0]));
+        assert!(matches!(err(&corrupt), KeyError::Decode { .. }));
+        let huge = SecretBytes::new(vec![b'A'; MAX_PEM_INPUT + 1]);
+        assert!(matches!(
+            inspect_private_key(&huge),
+            Err(KeyError::TooLarge { .. })
+        ));
+    }
+
+    /// Every way the private part of `key` could leak into text: fragments of
+    /// its PEM, base64 body and DER hex that do not also occur in `public` (the
+    /// certificates, which share algorithm identifiers and the public key).
+    fn private_fragments(key: &PrivateKey, public: &str) -> Vec<String> {
+        let fragments: Vec<String> = key_fragments(key)
+            .into_iter()
+            .filter(|fragment| !public.contains(fragment.as_str()))
+            .collect();
+        assert!(
+            fragments.len() > 20,
+            "too few private fragments to be a test"
+        );
+        fragments
+    }
+
+    fn key_fragments(key: &PrivateKey) -> Vec<String> {
+        let pem_text = String::from_utf8(key.to_pkcs8_pem().expose().to_vec()).expect("utf8");
+        let body: String = pem_text
+            .lines()
+            .filter(|line| !line.starts_with("-----"))
+            .collect();
+        let der = pem::parse(&pem_text).expect("pem").into_contents();
+        let der_hex = hex::encode(&der);
+        let mut fragments = vec![pem_text.clone(), body.clone(), der_hex.clone()];
+        // Any 16 consecutive base64 characters or 16 hex digits (8 bytes) of the
+        // key, not only the whole value, and the raw bytes as Debug would list them.
+        fragments.extend(
+            body.as_bytes()
+                .windows(16)
+                .step_by(4)
+                .map(|w| String::from_utf8_lossy(w).into_owned()),
+        );
+        fragments.extend(
+            der_hex
+                .as_bytes()
+                .windows(16)
+                .step_by(2)
+                .map(|w| String::from_utf8_lossy(w).into_owned()),
+        );
+        fragments.push(format!("{:?}", &der[der.len() - 8..]));
+        fragments
+    }
+
+    #[test]
+    fn no_key_byte_appears_in_any_formatting() {
+        for algorithm in KeyAlgorithm::ALL {
+            let chain = Chain::new(algorithm);
+            let issuer = Issuer::from_issued(&chain.intermediate).expect("issuer");
+            let key_pem = chain.client.key.to_pkcs8_pem().clone();
+            let shown = [
+                format!("{:?}", chain.root),
+                format!("{:#?}", chain.root),
+                format!("{:?}", chain.client),
+                format!("{:#?}", chain.intermediate),
+                format!("{:?}", chain.client.key),
+                format!("{:#?}", chain.client.key),
+                format!("{}", chain.client.key),
+                format!("{issuer:?}"),
+                format!("{issuer:#?}"),
+                format!("{key_pem:?}"),
+                format!("{key_pem}"),
+                format!("{:?}", inspect_private_key(&key_pem)),
+                format!("{:?}", chain.client.key.facts()),
+                serde_json::to_string(&chain.client.facts).expect("json"),
+                format!(
+                    "{:?}",
+                    material::check_key_pair(chain.root.cert_pem.as_bytes(), &key_pem)
+                ),
+            ];
+            let mut public = String::new();
+            for issued in [
+                &chain.root,
+                &chain.intermediate,
+                &chain.server,
+                &chain.client,
+            ] {
+                public.push_str(&issued.cert_pem);
+                let der =
+                    crate::pki::inspect::certificate_ders(issued.cert_pem.as_bytes()).expect("der");
+                public.push_str(&hex::encode(&der[0]));
+                public.push_str(&format!("{:?}", der[0]));
+                public.push_str(&hex::encode(issued.key.public_key_der()));
+            }
+            for key in [
+                &chain.root.key,
+                &chain.intermediate.key,
+                &chain.server.key,
+                &chain.client.key,
+            ] {
+                for fragment in private_fragments(key, &public) {
+                    for text in &shown {
+                        assert!(
+                            !text.contains(&fragment),
+                            "{algorithm}: key fragment `{fragment}` leaked into `{text}`"
+                        );
+                    }
+                }
+            }
+            assert!(shown[4].contains("<redacted>"), "{}", shown[4]);
+        }
+    }
+
+    #[test]
+    fn errors_about_keys_never_echo_the_input() {
+        let key = PooledKeySource
+            .generate(KeyAlgorithm::EcdsaP256)
+            .expect("key");
+        let text = String::from_utf8(key.to_pkcs8_pem().expose().to_vec()).expect("utf8");
+        // Corrupt one base64 character in the middle of the body.
+        let mut corrupt = text.clone().into_bytes();
+        let middle = corrupt.len() / 2;
+        corrupt[middle] = b'!';
+        for input in [corrupt, text.as_bytes()[..text.len() - 30].to_vec()] {
+            let error = inspect_private_key(&SecretBytes::new(input)).expect_err("broken key");
+            let mut message = format!("{error} {error:?}");
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                message.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            for fragment in key_fragments(&key) {
+                assert!(!message.contains(&fragment), "{message}");
+            }
+        }
+    }
+}

@@ -503,3 +503,100 @@ fn key_problems(cert: &CertFacts, key: Option<&SecretBytes>, problems: &mut Vec<
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::KeyAlgorithm;
+    use crate::pki::fixtures::{AUTHORITY, Chain, NOW, hours, secret};
+
+    #[test]
+    fn material_checks_report_every_problem() {
+        let chain = Chain::new(KeyAlgorithm::EcdsaP256);
+        let root_key = chain.root.key.to_pkcs8_pem();
+        let server_key = chain.server.key.to_pkcs8_pem();
+        assert_eq!(
+            check_ca(
+                chain.root.cert_pem.as_bytes(),
+                Some(root_key),
+                Some(hours(43_800)),
+                NOW
+            ),
+            []
+        );
+
+        let problems = check_ca(
+            chain.server.cert_pem.as_bytes(),
+            Some(root_key),
+            None,
+            NOW + hours(9000).to_time(),
+        );
+        let kinds: Vec<_> = problems.iter().map(std::mem::discriminant).collect();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(matches!(problems[0], MaterialProblem::NotCa { .. }));
+        assert!(matches!(problems[1], MaterialProblem::Expired { .. }));
+        assert!(matches!(problems[2], MaterialProblem::KeyMismatch { .. }));
+        assert_eq!(kinds.len(), 3);
+
+        let short = check_ca(
+            chain.intermediate.cert_pem.as_bytes(),
+            None,
+            Some(hours(43_800)),
+            NOW + hours(24).to_time(),
+        );
+        assert!(
+            matches!(short.as_slice(), [MaterialProblem::CaTooShort { .. }]),
+            "{short:?}"
+        );
+        assert!(
+            short[0].message().contains("shorter than the 1825d"),
+            "{}",
+            short[0]
+        );
+
+        let server = chain.chain_of(&chain.server);
+        assert_eq!(
+            check_server(server.as_bytes(), Some(server_key), AUTHORITY, NOW),
+            []
+        );
+        let wrong = check_server(
+            server.as_bytes(),
+            Some(server_key),
+            "relay.example.com",
+            NOW,
+        );
+        assert!(matches!(
+            wrong.as_slice(),
+            [MaterialProblem::SanMissesAuthority { .. }]
+        ));
+        assert!(wrong[0].hint().contains("relay.example.com"));
+        let client_as_server =
+            check_server(chain.client.cert_pem.as_bytes(), None, "cluster-1", NOW);
+        assert!(matches!(
+            client_as_server.as_slice(),
+            [MaterialProblem::MissingExtendedKeyUsage { .. }]
+        ));
+        assert_eq!(
+            check_client(chain.client.cert_pem.as_bytes(), None, "cluster-1", NOW),
+            []
+        );
+        let other_cluster = check_client(chain.client.cert_pem.as_bytes(), None, "cluster-2", NOW);
+        assert!(matches!(
+            other_cluster.as_slice(),
+            [MaterialProblem::SanNotClusterName { .. }]
+        ));
+        let garbage = check_ca(b"nope", Some(&secret("nope")), None, NOW);
+        assert!(matches!(
+            garbage.as_slice(),
+            [MaterialProblem::UnreadableCertificate { .. }]
+        ));
+        let bad_key = check_key_pair(chain.root.cert_pem.as_bytes(), &secret("nope"));
+        assert!(matches!(
+            bad_key.as_slice(),
+            [MaterialProblem::UnreadableKey { .. }]
+        ));
+        // Problems serialize for JSON diagnostics.
+        let json = serde_json::to_string(&bad_key).expect("json");
+        assert!(json.contains("\"kind\":\"unreadable-key\""), "{json}");
+    }
+}

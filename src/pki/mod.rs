@@ -18,6 +18,9 @@
 //! - [`material`]: problems with material the user provides.
 //! - `testing` (tests and the `testing` feature only): a pooled
 //!   [`KeySource`] that keeps tests fast.
+//!
+//! Each module's unit tests sit at its end; the relay chain they start from is
+//! built in `fixtures` (tests only).
 
 pub mod assess;
 pub mod bundle;
@@ -30,10 +33,10 @@ pub mod os;
 pub mod renewal;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod verify;
 
 #[cfg(test)]
-mod tests;
-pub mod verify;
+pub(crate) mod fixtures;
 
 pub use assess::{Assessment, Expect, KeyMatch, Names, Window, assess, identity_is};
 pub use bundle::Bundle;

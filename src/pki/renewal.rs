@@ -122,3 +122,85 @@ pub fn human(duration: time::Duration) -> String {
         .map(|(value, unit)| format!("{value}{unit}"))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::KeyAlgorithm;
+    use crate::pki::fixtures::{Chain, NOW, hours};
+
+    fn facts_with(not_before: OffsetDateTime, lifetime: time::Duration) -> CertFacts {
+        let mut facts = Chain::new(KeyAlgorithm::EcdsaP256).client.facts;
+        facts.not_before = not_before;
+        facts.not_after = not_before + lifetime;
+        facts
+    }
+
+    #[test]
+    fn renewal_follows_cert_managers_rule_and_explains_itself() {
+        let facts = facts_with(NOW, time::Duration::days(365));
+        let renew_before = hours(30 * 24);
+        assert_eq!(
+            renewal_due(&facts, renew_before, NOW + time::Duration::days(300)),
+            None
+        );
+        assert_eq!(
+            renewal_due(&facts, renew_before, NOW + time::Duration::days(353)).as_deref(),
+            Some("expires in 12d < renewBefore 720h")
+        );
+        assert_eq!(
+            renewal_due(&facts, renew_before, NOW + time::Duration::days(368)).as_deref(),
+            Some("expired 3d ago")
+        );
+        // A cert not longer than renewBefore: renewed at lifetime/3, not in a loop.
+        let short = facts_with(NOW, time::Duration::days(9));
+        assert_eq!(
+            renewal_due(&short, renew_before, NOW + time::Duration::days(1)),
+            None
+        );
+        assert_eq!(
+            renewal_due(
+                &short,
+                renew_before,
+                NOW + time::Duration::hours(6 * 24 + 3)
+            )
+            .as_deref(),
+            Some("expires in 2d21h < lifetime/3 3d")
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// The rule, restated: due exactly when remaining < renewBefore, or
+        /// < lifetime/3 when renewBefore is not shorter than the lifetime; never
+        /// at issuance (no renewal loop), whatever renewBefore says.
+        #[test]
+        fn renewal_rule(
+            lifetime_secs in 3_600i64..20 * 365 * 86_400,
+            renew_before_secs in 0u64..30 * 365 * 86_400,
+            elapsed_permille in 0i64..1_200,
+        ) {
+            let lifetime = time::Duration::seconds(lifetime_secs);
+            let mut facts = FACTS.clone();
+            facts.not_before = NOW;
+            facts.not_after = NOW + lifetime;
+            let now = NOW + lifetime * elapsed_permille as f64 / 1000.0;
+            let renew_before = Duration::from_secs(renew_before_secs);
+            let configured = time::Duration::seconds(renew_before_secs as i64);
+            let threshold = if configured < lifetime { configured } else { lifetime / 3 };
+            let remaining = facts.not_after - now;
+            let due = renewal_due(&facts, renew_before, now);
+            prop_assert_eq!(due.is_some(), remaining < threshold || remaining <= time::Duration::ZERO);
+            prop_assert!(renewal_due(&facts, renew_before, NOW).is_none());
+            if let Some(reason) = due {
+                prop_assert!(reason.starts_with("expires in ") || reason.starts_with("expired "), "{}", reason);
+            }
+        }
+    }
+
+    static FACTS: std::sync::LazyLock<CertFacts> =
+        std::sync::LazyLock::new(|| Chain::new(KeyAlgorithm::EcdsaP256).client.facts);
+}

@@ -169,3 +169,100 @@ pub fn issued_by(child_der: &[u8], issuer_ders: &[&[u8]]) -> bool {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::KeyAlgorithm;
+    use crate::pki::fixtures::{AUTHORITY, Chain, NOW, hours};
+
+    #[test]
+    fn chains_verify_for_their_usage_only() {
+        let chain = Chain::new(KeyAlgorithm::EcdsaP384);
+        let other = Chain::new(KeyAlgorithm::EcdsaP256);
+        let roots = chain.root.cert_pem.as_bytes();
+        let server = chain.chain_of(&chain.server);
+        let client = chain.chain_of(&chain.client);
+        verify_chain(
+            server.as_bytes(),
+            roots,
+            Usage::Server,
+            Some(AUTHORITY),
+            NOW,
+        )
+        .expect("server");
+        verify_chain(server.as_bytes(), roots, Usage::Client, None, NOW).expect("server as client");
+        verify_chain(
+            client.as_bytes(),
+            roots,
+            Usage::Client,
+            Some("cluster-1"),
+            NOW,
+        )
+        .expect("client");
+
+        let as_server = verify_chain(client.as_bytes(), roots, Usage::Server, None, NOW);
+        assert!(
+            matches!(as_server, Err(VerifyError::Untrusted { .. })),
+            "{as_server:?}"
+        );
+        let wrong_name = verify_chain(
+            client.as_bytes(),
+            roots,
+            Usage::Client,
+            Some("cluster-2"),
+            NOW,
+        );
+        assert!(
+            matches!(wrong_name, Err(VerifyError::NameMismatch { .. })),
+            "{wrong_name:?}"
+        );
+        let later = NOW + hours(8761).to_time();
+        let expired = verify_chain(server.as_bytes(), roots, Usage::Server, None, later);
+        assert!(
+            matches!(expired, Err(VerifyError::Untrusted { .. })),
+            "{expired:?}"
+        );
+        let before = NOW - time::Duration::hours(1);
+        assert!(verify_chain(server.as_bytes(), roots, Usage::Server, None, before).is_err());
+        let foreign = verify_chain(
+            server.as_bytes(),
+            other.root.cert_pem.as_bytes(),
+            Usage::Server,
+            None,
+            NOW,
+        );
+        assert!(
+            matches!(foreign, Err(VerifyError::Untrusted { .. })),
+            "{foreign:?}"
+        );
+        // Without the intermediate the leaf does not reach the root.
+        let leaf_only = verify_chain(
+            chain.server.cert_pem.as_bytes(),
+            roots,
+            Usage::Server,
+            None,
+            NOW,
+        );
+        assert!(leaf_only.is_err());
+        // A bundle of several roots (rotation) trusts either chain.
+        let bundle = format!("{}{}", other.root.cert_pem, chain.root.cert_pem);
+        verify_chain(
+            server.as_bytes(),
+            bundle.as_bytes(),
+            Usage::Server,
+            None,
+            NOW,
+        )
+        .expect("bundle");
+        let other_server = other.chain_of(&other.server);
+        verify_chain(
+            other_server.as_bytes(),
+            bundle.as_bytes(),
+            Usage::Server,
+            None,
+            NOW,
+        )
+        .expect("bundle");
+    }
+}
