@@ -201,6 +201,42 @@ impl<'a> ClusterBuilder<'a> {
         });
     }
 
+    /// A `tls.crt`/`tls.key`/`ca.crt` Secret copied as it is from the user's
+    /// material (`external` mode): rewritten when it differs from the
+    /// source or from the root bundle.
+    #[allow(clippy::too_many_arguments)] // the Secret, its source, and the bundle it carries
+    pub(super) fn decide_copy(
+        &mut self,
+        obs: &ClusterObservation,
+        name: &str,
+        chain: &crate::pki::Bundle,
+        private: &PrivateKey,
+        bundle: &[u8],
+        bundle_facts: &[crate::pki::CertFacts],
+        new_root: bool,
+    ) {
+        let slot = self.slot(obs, name);
+        let mut reasons = Vec::new();
+        if let Some(existing) = slot.usable() {
+            super::compare::copied_reasons(existing, &chain.facts(), private, &mut reasons);
+            super::compare::bundle_reason(
+                existing,
+                bundle_facts,
+                "`ca.crt` differs from the root bundle",
+                &mut reasons,
+            );
+        }
+        let (data, shown) = super::show::tls_data(
+            chain.pem().to_vec(),
+            private,
+            false,
+            bundle,
+            bundle_facts,
+            new_root,
+        );
+        self.decide(&slot, name, reasons, data, shown);
+    }
+
     /// A Secret that cannot be planned, and why.
     pub(super) fn push_error(
         &mut self,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::cluster::ClusterBuilder;
-use super::compare::{bundle_reason, copied_reasons, expect, issue_err, leaf_problems, outlives};
+use super::compare::{bundle_reason, expect, issue_err, leaf_problems, outlives};
 use super::show::tls_data;
 use super::{PlanError, PlanInput};
 use crate::observed::ClusterObservation;
@@ -108,38 +108,15 @@ pub(super) fn issued(
 }
 
 /// The server certificate copied from the user's sources (`external`).
-/// `false` when a source is unusable (the error is recorded on mgmt).
 pub(super) fn copied(
     input: &PlanInput<'_>,
     obs: &ClusterObservation,
     mgmt: &mut ClusterBuilder<'_>,
     bundle: &[u8],
     bundle_facts: &[CertFacts],
-) -> bool {
-    let name = RelaySecret::Server.name();
-    let Some((chain, private)) = &input.material.server else {
-        return true;
-    };
-    let slot = mgmt.slot(obs, name);
-    let chain_facts = chain.facts();
-    let mut reasons = Vec::new();
-    if let Some(existing) = slot.usable() {
-        copied_reasons(existing, &chain_facts, private, &mut reasons);
-        bundle_reason(
-            existing,
-            bundle_facts,
-            "`ca.crt` differs from the root bundle",
-            &mut reasons,
-        );
+) {
+    if let Some((chain, private)) = &input.material.server {
+        let name = RelaySecret::Server.name();
+        mgmt.decide_copy(obs, name, chain, private, bundle, bundle_facts, false);
     }
-    let (data, shown) = tls_data(
-        chain.pem().to_vec(),
-        private,
-        false,
-        bundle,
-        bundle_facts,
-        false,
-    );
-    mgmt.decide(&slot, name, reasons, data, shown);
-    true
 }

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 
 use super::cluster::ClusterBuilder;
 use super::compare::{
-    bundle_reason, copied_reasons, expect, issue_err, key_reason, leaf_problems, names_reason,
-    outlives,
+    bundle_reason, expect, issue_err, key_reason, leaf_problems, names_reason, outlives,
 };
 use super::desired::Trust;
 use super::show::{show_certs, show_observed, show_token, tls_data};
@@ -271,27 +270,15 @@ fn external_client(
         verify_users_client(input, obs, trust, cluster);
         return;
     };
-    let slot = cluster.slot(obs, name);
-    let chain_facts = chain.facts();
-    let mut reasons = Vec::new();
-    if let Some(existing) = slot.usable() {
-        copied_reasons(existing, &chain_facts, private, &mut reasons);
-        bundle_reason(
-            existing,
-            &trust.bundle_facts,
-            "`ca.crt` differs from the root bundle",
-            &mut reasons,
-        );
-    }
-    let (data, shown) = tls_data(
-        chain.pem().to_vec(),
+    cluster.decide_copy(
+        obs,
+        name,
+        chain,
         private,
-        false,
         &trust.bundle,
         &trust.bundle_facts,
         trust.new_root,
     );
-    cluster.decide(&slot, name, reasons, data, shown);
 }
 
 /// No source: the user's PKI writes the client certificate; relayctl only

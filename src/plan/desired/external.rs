@@ -17,9 +17,7 @@ pub(super) fn plan(
         return Ok(None);
     };
     let bundle_facts = bundle.facts();
-    if !crate::plan::server::copied(input, obs, mgmt, bundle.pem(), &bundle_facts) {
-        return Ok(None);
-    }
+    crate::plan::server::copied(input, obs, mgmt, bundle.pem(), &bundle_facts);
     let token = token(input, obs, mgmt);
     Ok(Some(Trust {
         bundle: bundle.pem().to_vec(),
