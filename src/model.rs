@@ -559,6 +559,8 @@ pub struct CaCertConfig {
     pub cert: Option<MaterialSource>,
     /// Key brought from a source.
     pub private_key: Option<MaterialSource>,
+    /// Rotate (relayctl-made CAs) when less than this is left.
+    pub renew_before: Duration,
 }
 
 /// `spec.ca`.
@@ -570,6 +572,20 @@ pub struct CaConfig {
     pub root: CaCertConfig,
     /// Intermediate (signing) CA.
     pub intermediate: CaCertConfig,
+    /// How the CA is rotated.
+    pub rotation: RotationConfig,
+}
+
+/// `spec.ca.rotation`: the root's generation and the pace of its rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationConfig {
+    /// The root generation asked for (`managed`).
+    pub generation: u32,
+    /// Least time each phase holds.
+    pub soak: Duration,
+    /// Percent of workload clusters reissued per apply.
+    pub wave: u8,
 }
 
 impl CaConfig {
@@ -592,6 +608,8 @@ pub struct TokenConfig {
     pub enabled: bool,
     /// A user-provided token instead of a generated one.
     pub value: Option<MaterialSource>,
+    /// The generated token's generation.
+    pub generation: u32,
 }
 
 /// `spec.server`.

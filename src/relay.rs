@@ -26,6 +26,30 @@ pub mod key {
     pub const TOKEN: &str = "token";
     /// The inventory's list of workload clusters (JSON).
     pub const INVENTORY: &str = "clusters.json";
+
+    /// Keys of the rotation record (`relayctl-<instance>-rotation`).
+    pub mod rotation {
+        /// Generations, and the rotation under way with its phase (JSON, no key).
+        pub const STATE: &str = "state.json";
+        /// The root being replaced (PEM).
+        pub const OLD_ROOT_CRT: &str = "old-root.crt";
+        /// Its key, when relayctl holds it (PEM).
+        pub const OLD_ROOT_KEY: &str = "old-root.key";
+        /// The root being introduced (PEM).
+        pub const NEW_ROOT_CRT: &str = "new-root.crt";
+        /// Its key, when relayctl holds it (PEM).
+        pub const NEW_ROOT_KEY: &str = "new-root.key";
+        /// The intermediate being replaced (PEM), kept for a rollback.
+        pub const OLD_SIGNING_CRT: &str = "old-signing.crt";
+        /// Its key (PEM).
+        pub const OLD_SIGNING_KEY: &str = "old-signing.key";
+        /// The intermediate being introduced (PEM).
+        pub const NEW_SIGNING_CRT: &str = "new-signing.crt";
+        /// Its key (PEM).
+        pub const NEW_SIGNING_KEY: &str = "new-signing.key";
+        /// The new intermediate signed by the old root: the cross-sign bridge (PEM).
+        pub const CROSS_CRT: &str = "cross.crt";
+    }
 }
 
 /// What a cluster is in the fleet.
@@ -234,13 +258,20 @@ pub fn inventory_secret(instance: &str) -> String {
     format!("relayctl-{instance}-inventory")
 }
 
+/// Name of the rotation record on the management cluster: the root and
+/// token generations, and the CA rotation under way (phase, start times,
+/// the old and new CA material) so that a crash or a rerun resumes it.
+pub fn rotation_secret(instance: &str) -> String {
+    format!("relayctl-{instance}-rotation")
+}
+
 /// Every Secret name observation reads on a cluster besides those labelled
-/// for the instance: the relay Secrets and the inventory.
+/// for the instance: the relay Secrets, the inventory and the rotation record.
 pub fn observed_names(instance: &str) -> Vec<String> {
     RelaySecret::ALL
         .iter()
         .map(|s| s.name().to_owned())
-        .chain(std::iter::once(inventory_secret(instance)))
+        .chain([inventory_secret(instance), rotation_secret(instance)])
         .collect()
 }
 
@@ -349,6 +380,7 @@ mod tests {
             assert!(secret.name().starts_with("relay-"));
         }
         assert_eq!(inventory_secret("prod"), "relayctl-prod-inventory");
-        assert_eq!(observed_names("prod").len(), 6);
+        assert_eq!(rotation_secret("prod"), "relayctl-prod-rotation");
+        assert_eq!(observed_names("prod").len(), 7);
     }
 }

@@ -62,6 +62,7 @@ fn converged(config: &TrustConfig) -> Observed {
             keys: &pki::OsKeySource,
             token: &token,
         },
+        rotation: Default::default(),
     })
     .unwrap_or_else(|e| panic!("{e}"));
     Observed {
@@ -530,6 +531,7 @@ fn plan_at(config: &TrustConfig, observed: &Observed, at: OffsetDateTime) -> cra
             keys: &pki::testing::PooledKeySource,
             token: &token,
         },
+        rotation: Default::default(),
     })
     .unwrap_or_else(|e| panic!("{e}"))
     .plan

@@ -221,6 +221,27 @@ pub struct FleetArgs {
     /// List unchanged Secrets' data too.
     #[arg(long)]
     pub show_unchanged: bool,
+    /// Step the CA rotation under way back one phase and hold it there
+    /// (docs/rotation.md); in its first phase, cancel it.
+    #[arg(long, conflicts_with = "resume")]
+    pub rollback: bool,
+    /// Continue a CA rotation held after a rollback, or start a cancelled one again.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl FleetArgs {
+    /// What is asked of a CA rotation.
+    pub fn rotation(&self) -> crate::plan::rotation::RotationRequest {
+        use crate::plan::rotation::RotationRequest;
+        if self.rollback {
+            RotationRequest::Rollback
+        } else if self.resume {
+            RotationRequest::Resume
+        } else {
+            RotationRequest::Proceed
+        }
+    }
 }
 
 /// `relayctl plan`.
@@ -275,6 +296,10 @@ pub struct ApplyArgs {
     /// Output format of the plan shown before applying.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Apply as of TIME (RFC 3339): certificates are issued for that time.
+    /// For tests of rotations over simulated months; never in production.
+    #[arg(long, value_name = "TIME", value_parser = parse_instant, hide = true)]
+    pub at: Option<time::OffsetDateTime>,
     /// Shared fleet flags.
     #[command(flatten)]
     pub fleet: FleetArgs,

@@ -257,6 +257,7 @@ pub(crate) fn prepare(
             keys: &keys,
             token: &crate::pki::os_token,
         },
+        rotation: fleet_args.rotation(),
     };
     let planned = plan::plan(&input).map_err(CliError::Plan)?;
     Ok(Prepared {
@@ -291,6 +292,7 @@ pub(crate) fn lock_and_prepare(
     source: &ConfigSource,
     fleet_args: &FleetArgs,
     lock_timeout: std::time::Duration,
+    now: OffsetDateTime,
 ) -> Result<(Box<dyn crate::backend::LockGuard>, Prepared), CliError> {
     let loaded = load_config(settings, source)?;
     let config = &loaded.config;
@@ -319,7 +321,7 @@ pub(crate) fn lock_and_prepare(
         settings,
         &source.pinned(&loaded.provenance),
         fleet_args,
-        OffsetDateTime::now_utc(),
+        now,
     )?;
     Ok((lock, prepared))
 }
@@ -418,6 +420,8 @@ pub(crate) fn plan_command(settings: &Settings, args: &PlanArgs) -> Result<Outco
             git,
             adopt: args.fleet.adopt,
             prune: args.fleet.prune,
+            rollback: args.fleet.rollback,
+            resume: args.fleet.resume,
             observed: plan::saved::versions(&prepared.observed),
             material: prepared.material.clone(),
             plan: plan.clone(),
@@ -437,6 +441,7 @@ pub(crate) fn plan_command(settings: &Settings, args: &PlanArgs) -> Result<Outco
     Ok(match (args.detailed_exitcode, status) {
         (_, plan::DetailedStatus::Error) => Outcome::Failed,
         (true, plan::DetailedStatus::Changes) => Outcome::Changes,
+        (true, plan::DetailedStatus::Blocked) => Outcome::Blocked,
         _ => Outcome::Success,
     })
 }
@@ -465,6 +470,8 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
                 adopt: saved.adopt,
                 prune: saved.prune,
                 show_unchanged: args.fleet.show_unchanged,
+                rollback: saved.rollback,
+                resume: saved.resume,
             },
         ),
         None if args.git.git.is_some() && args.path.is_some() => {
@@ -480,15 +487,18 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
                 adopt: args.fleet.adopt,
                 prune: args.fleet.prune,
                 show_unchanged: args.fleet.show_unchanged,
+                rollback: args.fleet.rollback,
+                resume: args.fleet.resume,
             },
         ),
     };
 
+    let now = args.at.unwrap_or_else(OffsetDateTime::now_utc);
     // Without a terminal and without `--auto-approve` an apply with changes
     // can only be refused: find that out before the lock is taken, so a
     // refused apply leaves nothing behind (no lock file, no folder).
     if saved.is_none() && !args.auto_approve && !std::io::stdin().is_terminal() {
-        let preview = prepare(settings, &source, &fleet_args, OffsetDateTime::now_utc())?;
+        let preview = prepare(settings, &source, &fleet_args, now)?;
         if preview.planned.plan.summary.has_changes() {
             print_stdout(&render_plan(
                 &preview.planned.plan,
@@ -500,7 +510,8 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
     }
 
     // Lock first, then observe: what is planned is what is applied.
-    let (_lock, prepared) = lock_and_prepare(settings, &source, &fleet_args, args.lock_timeout)?;
+    let (_lock, prepared) =
+        lock_and_prepare(settings, &source, &fleet_args, args.lock_timeout, now)?;
     sweep(settings, &prepared);
     let plan = &prepared.planned.plan;
     if let Some(saved) = &saved {

@@ -26,6 +26,8 @@ pub enum Outcome {
     Success,
     /// `--detailed-exitcode`: changes are pending (2).
     Changes,
+    /// `--detailed-exitcode`: nothing to write, a CA rotation waits on its gate (3).
+    Blocked,
     /// Something failed and was already reported (1).
     Failed,
     /// An error of this class was already reported (its exit code).
@@ -46,6 +48,7 @@ impl From<Outcome> for ExitCode {
             Outcome::Failed => ExitCode::from(1),
             Outcome::Error(class) => ExitCode::from(class.exit_code()),
             Outcome::Changes => ExitCode::from(2),
+            Outcome::Blocked => ExitCode::from(3),
         }
     }
 }

@@ -47,6 +47,11 @@ pub(crate) fn reconcile_command(
             message: "`reconcile` reads the manifests from Git: pass `--git URL`".to_owned(),
         });
     };
+    if args.fleet.rollback || args.fleet.resume {
+        return Err(CliError::Usage {
+            message: "`--rollback` and `--resume` act once: use them with `relayctl apply`, not with `reconcile`".to_owned(),
+        });
+    }
     let lock_timeout = args.lock_timeout;
     let interval = args.interval;
     let stop = Stop::install()?;
@@ -58,6 +63,8 @@ pub(crate) fn reconcile_command(
             adopt: args.fleet.adopt,
             prune: args.fleet.prune,
             show_unchanged: false,
+            rollback: false,
+            resume: false,
         },
         lock_timeout,
         applied: AppliedRecord::new(git, settings),
@@ -138,8 +145,13 @@ impl Reconciler<'_> {
     }
 
     fn tick(&mut self, tick: u64) -> Result<Outcome, CliError> {
-        let (_lock, prepared) =
-            fleet::lock_and_prepare(self.settings, self.source, &self.fleet, self.lock_timeout)?;
+        let (_lock, prepared) = fleet::lock_and_prepare(
+            self.settings,
+            self.source,
+            &self.fleet,
+            self.lock_timeout,
+            time::OffsetDateTime::now_utc(),
+        )?;
         let commit = prepared.provenance.commit.clone().unwrap_or_default();
         self.check_ancestry(&commit);
         let plan = &prepared.planned.plan;

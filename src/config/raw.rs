@@ -149,6 +149,27 @@ pub struct RawCa {
     /// The intermediate (signing) CA that signs server and client certificates.
     #[serde(default)]
     pub intermediate: RawCaCert,
+    /// How the CA is rotated (docs/rotation.md).
+    #[serde(default)]
+    pub rotation: RawRotation,
+}
+
+/// `spec.ca.rotation`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(deny_unknown_fields)]
+pub struct RawRotation {
+    /// The root's generation (`managed`): raise it to rotate the root through
+    /// the phases of docs/rotation.md. Default 1.
+    pub generation: Option<u32>,
+    /// Least time each phase holds before the next may start, Go notation.
+    /// Default `24h`.
+    #[schemars(with = "Option<DurationSchema>")]
+    pub soak: Option<Scalar>,
+    /// Share of the workload clusters whose client certificates are reissued
+    /// per apply while the fleet moves to the new root, in percent (1 to
+    /// 100). Default 25.
+    pub wave: Option<u8>,
 }
 
 /// A CA certificate: generated (`managed`) or brought from a source (`custom`, `external`).
@@ -168,6 +189,11 @@ pub struct RawCaCert {
     pub cert: Option<RawSource>,
     /// Its private key (PEM) from a source. Never commit it to Git in clear.
     pub private_key: Option<RawSource>,
+    /// When relayctl makes the CA (`managed`; a derived intermediate): start
+    /// its rotation when less than this is left, Go notation. Default
+    /// validity / 3.
+    #[schemars(with = "Option<DurationSchema>")]
+    pub renew_before: Option<Scalar>,
 }
 
 /// `spec.identityToken`.
@@ -179,6 +205,8 @@ pub struct RawIdentityToken {
     pub enabled: Option<bool>,
     /// Bring your own token instead of a generated one (256 random bits, hex).
     pub value: Option<RawSource>,
+    /// The generated token's generation: raise it to rotate the token. Default 1.
+    pub generation: Option<u32>,
 }
 
 /// `spec.server`.

@@ -276,6 +276,31 @@ pub fn issue_intermediate(
     sign_under(&subject, params, request.key, issuer, keys, now)
 }
 
+/// A cross-certificate for `intermediate`: the same subject and key, issued
+/// by `by` (another root), valid until the earlier of the two ends. A peer
+/// that trusts only `by` then verifies every leaf of `intermediate` when
+/// the chain carries it (the bridge of a root rotation).
+pub fn issue_cross(
+    intermediate: &Issuer,
+    by: &Issuer,
+    keys: &dyn KeySource,
+    now: OffsetDateTime,
+) -> Result<String, IssueError> {
+    let facts = intermediate.facts();
+    let subject = facts
+        .common_name
+        .clone()
+        .unwrap_or_else(|| facts.subject.clone());
+    let end = facts.not_after.min(by.facts().not_after);
+    let seconds = (end - now.replace_nanosecond(0).unwrap_or(now)).whole_seconds();
+    let validity = Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+    let mut params = base_params(&subject, validity, keys, now)?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = ca_key_usages();
+    let issued = sign_with(&subject, params, intermediate.key().clone(), by, now)?;
+    Ok(issued.cert_pem)
+}
+
 /// Issues the management server's certificate: CN = authority, DNS SANs =
 /// authority then the extra names, EKU serverAuth + clientAuth.
 pub fn issue_server(
@@ -418,6 +443,27 @@ fn sign_under(
         });
     }
     let key = generate(keys, algorithm, subject)?;
+    sign_with(subject, params, key, issuer, now)
+}
+
+/// Signs `params` for `key` under `issuer` (already checked to be valid now
+/// and to outlive the certificate).
+fn sign_with(
+    subject: &str,
+    params: CertificateParams,
+    key: PrivateKey,
+    issuer: &Issuer,
+    now: OffsetDateTime,
+) -> Result<Issued, IssueError> {
+    let issuer_facts = &issuer.facts;
+    if !issuer_facts.is_valid_at(now) || params.not_after > issuer_facts.not_after {
+        return Err(IssueError::OutlivesIssuer {
+            subject: subject.to_owned(),
+            not_after: params.not_after,
+            issuer: issuer_facts.subject.clone(),
+            issuer_not_after: issuer_facts.not_after,
+        });
+    }
     let subject_pair = key.key_pair().map_err(|source| IssueError::LoadKey {
         subject: subject.to_owned(),
         source,

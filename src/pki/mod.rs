@@ -39,12 +39,12 @@ pub mod verify;
 pub(crate) mod fixtures;
 
 pub use assess::{Assessment, Expect, KeyMatch, Names, Window, assess, identity_is};
-pub use bundle::Bundle;
+pub use bundle::{Bundle, short_fingerprint};
 pub use handshake::{Endpoint, Established, HandshakeError, Side, mtls_handshake};
 pub use inspect::{CertFacts, InspectError, inspect_bundle, inspect_certificate, key_matches};
 pub use issue::{
     CLOCK_SKEW_BACKDATE, CaRequest, ClientRequest, IssueError, Issued, Issuer, ServerRequest,
-    issue_client, issue_intermediate, issue_root, issue_server,
+    issue_client, issue_cross, issue_intermediate, issue_root, issue_server,
 };
 pub use key::{KeyError, KeyFacts, KeySource, MAX_PEM_INPUT, PrivateKey, inspect_private_key};
 pub use material::MaterialProblem;

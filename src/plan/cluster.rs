@@ -330,7 +330,7 @@ impl<'a> ClusterBuilder<'a> {
 
 /// Whether two data values hold the same thing: equal bytes, the same
 /// certificates (by fingerprint, in order), or the same private key.
-fn same_value(a: &SecretBytes, b: &SecretBytes) -> bool {
+pub(super) fn same_value(a: &SecretBytes, b: &SecretBytes) -> bool {
     if a == b {
         return true;
     }

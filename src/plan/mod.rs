@@ -23,6 +23,7 @@ pub mod inventory;
 pub mod model;
 mod registration;
 pub mod render;
+pub mod rotation;
 pub mod saved;
 mod server;
 mod show;
@@ -74,6 +75,8 @@ pub struct PlanInput<'a> {
     pub now: OffsetDateTime,
     /// Randomness.
     pub random: Randomness<'a>,
+    /// What is asked of a CA rotation (`apply --rollback`, `--resume`).
+    pub rotation: rotation::RotationRequest,
 }
 
 /// One write to carry out.
@@ -142,19 +145,51 @@ pub enum PlanError {
     },
 }
 
-/// Computes the plan: mgmt's desired state first (it yields the trust
-/// every workload is planned against), then each workload, then the
-/// orphans, and last the inventory, once everything it lists is known.
+/// Computes the plan: the lifecycle stage (a CA rotation's phase, from the
+/// rotation record), mgmt's desired state in it (it yields the trust every
+/// workload is planned against), then each workload, then the orphans, and
+/// last the inventory, once everything it lists is known. When a rotation's
+/// phase is in place everywhere and its gate holds, the next phase is
+/// planned instead: one phase per apply.
 pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
     // Serializes the whole config (every workload cluster): computed once, not
     // once per written Secret, which made planning a fleet quadratic in N.
     let digest = input.config.digest();
+    let staged = rotation::stage(input, input.rotation);
+    let (stage, drift) = match &staged {
+        Ok((stage, drift)) => (Ok(stage), drift.clone()),
+        Err(why) => (Err(why.as_str()), Vec::new()),
+    };
+    let mut planned = plan_stage(input, &digest, stage)?;
+    let mut current = stage.ok().cloned();
+    if let Ok(stage) = stage
+        && stage.rotation().is_some()
+        && rotation::gate(input, stage, &planned.plan).is_some_and(|g| g.open)
+    {
+        let next = rotation::advance(input, stage)
+            .map_err(compare::issue_err("the rotation's next phase"))?;
+        planned = plan_stage(input, &digest, Ok(&next))?;
+        current = Some(next);
+    }
+    planned.plan.ca = model::CaStatus {
+        drift,
+        rotation: current.and_then(|s| rotation::status(input, &s, &planned.plan)),
+    };
+    Ok(planned)
+}
+
+/// The plan of one lifecycle stage.
+fn plan_stage(
+    input: &PlanInput<'_>,
+    digest: &str,
+    stage: Result<&rotation::Stage, &str>,
+) -> Result<Planned, PlanError> {
     let mgmt_name = &input.config.management.name;
-    let mut mgmt = ClusterBuilder::new(input, &digest, mgmt_name.clone(), Role::Management);
-    let trust = desired::management(input, &mut mgmt)?;
+    let mut mgmt = ClusterBuilder::new(input, digest, mgmt_name.clone(), Role::Management);
+    let trust = desired::management(input, &mut mgmt, stage)?;
     let blocked = blocked_by(&mgmt);
-    let workloads = plan_workloads(input, &digest, trust.as_ref(), blocked.as_deref())?;
-    let (orphans, kept) = inventory::orphans(input, &digest);
+    let workloads = plan_workloads(input, digest, trust.as_ref(), blocked.as_deref())?;
+    let (orphans, kept) = inventory::orphans(input, digest);
     if let (Some(Ok(obs)), None) = (input.observed.clusters.get(mgmt_name), &mgmt.error) {
         let written: BTreeSet<&ClusterName> = workloads
             .iter()
@@ -164,8 +199,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Planned, PlanError> {
         registration::plan(input, obs, &mut mgmt);
         inventory::plan(input, obs, &kept, &written, &mut mgmt);
     }
-    let digest = digest.clone();
-    Ok(finish(input, digest, mgmt, workloads, orphans))
+    Ok(finish(input, digest.to_owned(), mgmt, workloads, orphans))
 }
 
 /// Why no workload may be written: mgmt cannot be planned, or has
@@ -235,6 +269,7 @@ fn finish(
             source: input.source.to_owned(),
             clusters,
             summary,
+            ca: model::CaStatus::default(),
         },
         writes,
     }

@@ -37,6 +37,104 @@ pub struct Plan {
     pub clusters: Vec<ClusterPlan>,
     /// Counts over the fleet.
     pub summary: Summary,
+    /// The CA: where it differs from the config, and its rotation.
+    #[serde(default, skip_serializing_if = "CaStatus::is_empty")]
+    pub ca: CaStatus,
+}
+
+/// The CA's state beside the per-Secret changes: what the clusters hold
+/// that the config says otherwise, and the rotation under way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaStatus {
+    /// Where the CA in the clusters differs from the config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<CaDrift>,
+    /// The rotation under way, or starting or ending with this apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationStatus>,
+}
+
+impl CaStatus {
+    /// Nothing to say.
+    pub fn is_empty(&self) -> bool {
+        self.drift.is_empty() && self.rotation.is_none()
+    }
+}
+
+/// One difference between the CA the clusters hold and the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaDrift {
+    /// `root` or `intermediate`.
+    pub ca: String,
+    /// The config field, e.g. `spec.ca.root.key`.
+    pub field: String,
+    /// What the clusters hold.
+    pub observed: String,
+    /// What the config says.
+    pub configured: String,
+    /// What relayctl does about it.
+    pub action: String,
+}
+
+/// A CA rotation as this plan sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStatus {
+    /// Its id.
+    pub id: String,
+    /// `root` or `intermediate`.
+    pub kind: String,
+    /// Why it started.
+    pub trigger: String,
+    /// The phase this plan is in (`trust-both`, `switch-signer`, `reissue`, `drop-old`).
+    pub phase: String,
+    /// 1-based number of the phase.
+    pub step: usize,
+    /// Number of phases.
+    pub steps: usize,
+    /// When the phase began (RFC 3339); this apply, when it begins now.
+    pub phase_started: String,
+    /// What this apply does for the rotation.
+    pub this_apply: String,
+    /// The gate before the next phase (none after the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Gate>,
+    /// Held by a rollback until `apply --resume`.
+    #[serde(default)]
+    pub held: bool,
+}
+
+/// What must hold before the next phase starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Gate {
+    /// The next phase.
+    pub next: String,
+    /// Whether it holds now (then the next apply starts the next phase).
+    pub open: bool,
+    /// Conditions not met yet, for people.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
+    /// Clusters that block it, with why (the first 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blockers: Vec<Blocker>,
+    /// How many clusters block it in all.
+    pub blocked_clusters: usize,
+    /// Certificates that still chain only to the old root (or, for an
+    /// intermediate rotation, are signed by the old intermediate).
+    pub old_certificates: usize,
+}
+
+/// A cluster that blocks a gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Blocker {
+    /// The cluster.
+    pub cluster: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// What happens on one cluster.
@@ -243,12 +341,21 @@ impl Summary {
 }
 
 impl Plan {
-    /// The exit status `--detailed-exitcode` asks for: error > changes > none.
+    /// The exit status `--detailed-exitcode` asks for: error > changes >
+    /// blocked on a rotation gate > none.
     pub fn detailed_status(&self) -> DetailedStatus {
         if self.summary.has_errors() {
             DetailedStatus::Error
         } else if self.summary.has_changes() {
             DetailedStatus::Changes
+        } else if self
+            .ca
+            .rotation
+            .as_ref()
+            .and_then(|r| r.gate.as_ref())
+            .is_some_and(|g| !g.open)
+        {
+            DetailedStatus::Blocked
         } else {
             DetailedStatus::NoChanges
         }
@@ -262,6 +369,9 @@ pub enum DetailedStatus {
     NoChanges,
     /// Something to write.
     Changes,
+    /// Nothing to write, but a rotation waits on its gate (soak time,
+    /// clusters that have not caught up, agents to restart).
+    Blocked,
     /// A conflict, an unreachable cluster or invalid state.
     Error,
 }

@@ -194,9 +194,111 @@ pub fn text(plan: &Plan, palette: Palette, verbose: bool) -> String {
         cluster_text(&mut out, cluster, palette, verbose);
     }
     out.push('\n');
+    let ca = ca_text(plan);
+    if !ca.is_empty() {
+        let _ = writeln!(out, "{ca}");
+    }
     let _ = writeln!(out, "{}", summary_line(plan));
-    if !plan.summary.has_changes() && !plan.summary.has_errors() {
-        let _ = writeln!(out, "No changes: every cluster matches the config.");
+    if let Some(line) = closing_line(plan) {
+        let _ = writeln!(out, "{line}");
+    }
+    out
+}
+
+/// The last line of a plan with nothing to write: whether everything
+/// matches, or what still differs.
+fn closing_line(plan: &Plan) -> Option<&'static str> {
+    if plan.summary.has_changes() || plan.summary.has_errors() {
+        return None;
+    }
+    let waiting = plan
+        .ca
+        .rotation
+        .as_ref()
+        .and_then(|r| r.gate.as_ref())
+        .is_some_and(|g| !g.open);
+    Some(if !plan.ca.drift.is_empty() {
+        "No changes to write, but the CA in the clusters differs from the config (see `CA drift` above)."
+    } else if waiting {
+        "No changes to write: the CA rotation waits for its gate (see above)."
+    } else {
+        "No changes: every cluster matches the config."
+    })
+}
+
+/// The CA drift and the rotation, as text; empty when there is neither.
+pub fn ca_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    if !plan.ca.drift.is_empty() {
+        let _ = writeln!(
+            out,
+            "CA drift: the clusters hold a CA the config describes otherwise"
+        );
+        for d in &plan.ca.drift {
+            let _ = writeln!(
+                out,
+                "  {} `{}`: {} in the clusters, {} in the config",
+                d.ca, d.field, d.observed, d.configured
+            );
+            let _ = writeln!(out, "    → {}", d.action);
+        }
+    }
+    if let Some(r) = &plan.ca.rotation {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "CA rotation `{}` ({}): phase {} of {} ({}), since {}{}",
+            r.id,
+            r.kind,
+            r.step,
+            r.steps,
+            r.phase,
+            r.phase_started,
+            if r.held {
+                ", held after a rollback"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(out, "  trigger: {}", r.trigger);
+        let _ = writeln!(out, "  this apply: {}", r.this_apply);
+        if let Some(g) = &r.gate {
+            let state = if g.open {
+                "open: the next apply starts it".to_owned()
+            } else {
+                "closed".to_owned()
+            };
+            let _ = writeln!(out, "  next phase: {} (gate {state})", g.next);
+            for w in &g.waiting_for {
+                let _ = writeln!(out, "    waiting for {w}");
+            }
+            if g.blocked_clusters > 0 {
+                let _ = writeln!(
+                    out,
+                    "    blocked by {} cluster{}:",
+                    g.blocked_clusters,
+                    if g.blocked_clusters == 1 { "" } else { "s" }
+                );
+                for b in &g.blockers {
+                    let _ = writeln!(out, "      {}: {}", b.cluster, b.reason);
+                }
+                if g.blocked_clusters > g.blockers.len() {
+                    let _ = writeln!(
+                        out,
+                        "      … and {} more (`-o json` lists the first {})",
+                        g.blocked_clusters - g.blockers.len(),
+                        g.blockers.len()
+                    );
+                }
+            }
+            let _ = writeln!(
+                out,
+                "    certificates still on the old side: {}",
+                g.old_certificates
+            );
+        }
     }
     out
 }
@@ -256,6 +358,13 @@ pub fn markdown(plan: &Plan) -> String {
     let _ = writeln!(head, "### relayctl plan\n");
     let _ = writeln!(head, "{}\n", header(plan));
     let _ = writeln!(head, "**{}**\n", summary_line(plan));
+    let ca = ca_text(plan);
+    if !ca.is_empty() {
+        let _ = writeln!(head, "```text\n{}```\n", ca);
+    }
+    if let Some(line) = closing_line(plan).filter(|_| !plan.ca.is_empty()) {
+        let _ = writeln!(head, "{line}\n");
+    }
     let mut body = String::new();
     let mut truncated_after = None;
     for (index, cluster) in plan.clusters.iter().enumerate() {

@@ -39,6 +39,12 @@ pub struct SavedPlan {
     pub adopt: bool,
     /// `--prune` was given.
     pub prune: bool,
+    /// `--rollback` was given.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+    /// `--resume` was given.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resume: bool,
     /// Every object observed, with its version.
     pub observed: Vec<ObjectVersion>,
     /// Digest prefixes of the material the plan was made with (never the values).
@@ -224,6 +230,8 @@ mod tests {
             git: None,
             adopt: false,
             prune: false,
+            rollback: false,
+            resume: false,
             observed: Vec::new(),
             material: BTreeMap::new(),
             plan: plan(),

@@ -16,6 +16,9 @@ use crate::relay::{RelaySecret, key};
 pub(super) struct Signed<'a> {
     /// The signing CA.
     pub(super) signer: &'a Issuer,
+    /// What follows the leaf in `tls.crt` (the signer, and its cross-signed
+    /// twin during a root rotation), PEM.
+    pub(super) chain_tail: &'a [u8],
     /// The root bundle (`ca.crt`), canonical PEM.
     pub(super) bundle: &'a [u8],
     /// Its certificates' facts.
@@ -79,7 +82,7 @@ pub(super) fn issued(
         )
         .map_err(issue_err("the server certificate"))?;
         let mut chain = issued.cert_pem.clone().into_bytes();
-        chain.extend_from_slice(signed.signer.cert_pem().as_bytes());
+        chain.extend_from_slice(signed.chain_tail);
         (chain, issued.key, true)
     } else {
         let s = existing.expect("reused implies existing");

@@ -83,6 +83,7 @@ impl Fleet {
                 keys: &crate::pki::testing::PooledKeySource,
                 token: &token,
             },
+            rotation: Default::default(),
         })
         .unwrap_or_else(|e| panic!("{e}"))
     }

@@ -149,6 +149,18 @@ fn agent_client(
     else {
         return;
     };
+    if let (Some(rotation), Some(signer)) = (&trust.rotation, &trust.signer)
+        && rotation.reissuing
+        && rotation.wave.contains(&cluster.name)
+        && !(leaf.authority_key_id.is_some()
+            && leaf.authority_key_id == signer.facts().subject_key_id)
+    {
+        cluster.push_delete(
+            existing,
+            "CA rotation: the agent's certificate is from the old intermediate: deleted so that the agent bootstraps again with the identity token and gets one from the new intermediate",
+        );
+        return;
+    }
     let at = input.now.clamp(leaf.not_before, leaf.not_after);
     if pki::verify_chain(chain.expose(), &trust.bundle, Usage::Client, None, at).is_err() {
         cluster.push_delete(
@@ -189,6 +201,17 @@ fn issued_client(
     let mut reasons = existing
         .map(|s| leaf_problems(s, signer, &trust.bundle, &wanted))
         .unwrap_or_default();
+    // During a CA rotation, a certificate from the other intermediate is
+    // kept until its cluster's reissue wave.
+    if let (Some(s), Some(rotation), false) = (existing, &trust.rotation, reasons.is_empty())
+        && !rotation.wave.contains(&cluster_name)
+        && rotation
+            .accepted
+            .iter()
+            .any(|other| leaf_problems(s, other, &trust.bundle, &wanted).is_empty())
+    {
+        reasons.clear();
+    }
     let reissue = existing.is_none() || !reasons.is_empty();
     if let (Some(s), false) = (existing, reissue) {
         bundle_reason(
@@ -203,7 +226,7 @@ fn issued_client(
             cluster.push_error(name, None, vec![why], BTreeMap::new());
             return Ok(());
         }
-        let (chain, private) = issue(input, signer, &cluster_name)?;
+        let (chain, private) = issue(input, signer, &trust.chain_tail, &cluster_name)?;
         (chain, private, true)
     } else {
         let s = existing.expect("reused implies existing");
@@ -233,10 +256,12 @@ fn issued_client(
     Ok(())
 }
 
-/// A new client certificate for `cluster`, and its chain (leaf, signer).
+/// A new client certificate for `cluster`, and its chain (leaf, then
+/// `chain_tail`: the signer, and its cross-signed twin in a root rotation).
 fn issue(
     input: &PlanInput<'_>,
     signer: &Issuer,
+    chain_tail: &[u8],
     cluster: &crate::model::ClusterName,
 ) -> Result<(Vec<u8>, PrivateKey), PlanError> {
     let config = input.config;
@@ -252,7 +277,7 @@ fn issue(
     )
     .map_err(issue_err("a client certificate"))?;
     let mut chain = issued.cert_pem.clone().into_bytes();
-    chain.extend_from_slice(signer.cert_pem().as_bytes());
+    chain.extend_from_slice(chain_tail);
     Ok((chain, issued.key))
 }
 

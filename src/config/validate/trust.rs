@@ -86,6 +86,39 @@ pub(super) fn ca(
             "relay-intermediate-ca",
             Duration::from_hours(43_800),
         ),
+        rotation: rotation(r, &raw.rotation),
+    }
+}
+
+/// `spec.ca.rotation`.
+fn rotation(
+    r: &mut Reporter<'_>,
+    raw: &crate::config::raw::RawRotation,
+) -> crate::model::RotationConfig {
+    let at = |field: &str| path(&["spec", "ca", "rotation", field]);
+    let generation = raw.generation.unwrap_or(1);
+    if generation == 0 {
+        r.at_value(
+            &at("generation"),
+            Code::InvalidValue,
+            "generation 0 is not a generation; they start at 1".to_owned(),
+            Some("raise the generation by one to rotate the root".to_owned()),
+        );
+    }
+    let wave = raw.wave.unwrap_or(25);
+    if !(1..=100).contains(&wave) {
+        r.at_value(
+            &at("wave"),
+            Code::InvalidValue,
+            format!("wave {wave}% is not between 1 and 100"),
+            Some("the share of workload clusters moved per apply, e.g. `25`".to_owned()),
+        );
+    }
+    crate::model::RotationConfig {
+        generation: generation.max(1),
+        soak: duration(r, &at("soak"), raw.soak.as_ref().map(|s| s.as_str()))
+            .unwrap_or(Duration::from_hours(24)),
+        wave: wave.clamp(1, 100),
     }
 }
 
@@ -115,14 +148,33 @@ fn ca_cert(
             Some("X.509 limits a common name to 64 characters".to_owned()),
         );
     }
+    let validity = duration(
+        r,
+        &at("validity"),
+        raw.validity.as_ref().map(|s| s.as_str()),
+    )
+    .unwrap_or(default_validity);
+    let renew_before = duration(
+        r,
+        &at("renewBefore"),
+        raw.renew_before.as_ref().map(|s| s.as_str()),
+    )
+    .unwrap_or(validity.third());
+    if renew_before >= validity {
+        r.at_value(
+            &at("renewBefore"),
+            Code::RenewBeforeTooLong,
+            format!("`renewBefore` `{renew_before}` is not shorter than `validity` `{validity}`"),
+            Some(format!(
+                "the CA would be rotated at once, on every run: use less than `{validity}` (the default is a third, `{}`)",
+                validity.third()
+            )),
+        );
+    }
     CaCertConfig {
         common_name,
-        validity: duration(
-            r,
-            &at("validity"),
-            raw.validity.as_ref().map(|s| s.as_str()),
-        )
-        .unwrap_or(default_validity),
+        validity,
+        renew_before,
         key: key_algorithm(r, &at("key"), raw.key.as_ref().map(|s| s.as_str())),
         cert: raw
             .cert
@@ -142,7 +194,16 @@ pub(super) fn identity_token(
     raw: &RawIdentityToken,
     mode: CaMode,
 ) -> TokenConfig {
+    if raw.generation == Some(0) {
+        r.at_value(
+            &path(&["spec", "identityToken", "generation"]),
+            Code::InvalidValue,
+            "generation 0 is not a generation; they start at 1".to_owned(),
+            Some("raise the generation by one to rotate the token".to_owned()),
+        );
+    }
     TokenConfig {
+        generation: raw.generation.unwrap_or(1).max(1),
         enabled: raw.enabled.unwrap_or(modes::tokens_by_default(mode)),
         value: raw
             .value

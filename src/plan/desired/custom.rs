@@ -25,7 +25,7 @@ pub(super) fn plan(
     signed_by_relayctl(input, obs, mgmt, root)
 }
 
-fn root(
+pub(super) fn root(
     input: &PlanInput<'_>,
     obs: &ClusterObservation,
     mgmt: &mut ClusterBuilder<'_>,

@@ -24,6 +24,8 @@ pub(super) fn plan(
         bundle_facts,
         new_root: false,
         signer: None,
+        chain_tail: Vec::new(),
         token,
+        rotation: None,
     }))
 }

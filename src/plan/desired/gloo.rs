@@ -93,7 +93,12 @@ pub(super) fn plan(
         bundle_facts: bundle.facts(),
         bundle: bundle.pem().to_vec(),
         new_root: false,
+        chain_tail: signer
+            .as_ref()
+            .map(|s| s.cert_pem().as_bytes().to_vec())
+            .unwrap_or_default(),
         signer,
         token,
+        rotation: None,
     }))
 }

@@ -9,7 +9,7 @@ use super::{Root, Trust, signed_by_relayctl};
 use crate::observed::ClusterObservation;
 use crate::pki::{self, CaRequest, Issuer};
 use crate::plan::cluster::ClusterBuilder;
-use crate::plan::compare::{existing_ca, issue_err};
+use crate::plan::compare::{bundle_reason, existing_ca, issue_err};
 use crate::plan::show::{show_certs, show_key, show_observed};
 use crate::plan::{PlanError, PlanInput};
 use crate::relay::{RelaySecret, key};
@@ -28,7 +28,7 @@ pub(super) fn plan(
 
 /// The root: reused when it exists and its key matches, generated when it
 /// does not exist.
-fn root(
+pub(super) fn root(
     input: &PlanInput<'_>,
     obs: &ClusterObservation,
     mgmt: &mut ClusterBuilder<'_>,
@@ -78,8 +78,18 @@ fn root(
         (key::CA_CRT.to_owned(), show_certs(&facts, new)),
         (key::TLS_KEY.to_owned(), show_key(issuer.key(), new)),
     ]);
+    let mut reasons = Vec::new();
+    if let Some(existing) = slot.usable() {
+        // After a rotation the old root leaves the bundle.
+        bundle_reason(
+            existing,
+            &facts,
+            "`ca.crt` holds more than the root",
+            &mut reasons,
+        );
+    }
     let conflict = slot.is_conflict();
-    mgmt.decide(&slot, name, Vec::new(), data, shown);
+    mgmt.decide(&slot, name, reasons, data, shown);
     Ok((!conflict).then_some(Root {
         issuer: Some(issuer),
         bundle,

@@ -10,14 +10,16 @@ mod custom;
 mod external;
 mod gloo;
 mod managed;
+mod rotating;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::cluster::ClusterBuilder;
 use super::compare::{bundle_reason, existing_ca, issue_err, outlives};
+use super::rotation::Stage;
 use super::show::{show_certs, show_key, show_token};
 use super::{PlanError, PlanInput};
-use crate::model::{CaMode, Duration};
+use crate::model::{CaMode, ClusterName};
 use crate::observed::ClusterObservation;
 use crate::pki::{self, Bundle, CaRequest, CertFacts, Issuer};
 use crate::relay::{RelaySecret, key};
@@ -33,8 +35,25 @@ pub(super) struct Trust {
     pub(super) new_root: bool,
     /// Signs leaves, when relayctl can sign.
     pub(super) signer: Option<Issuer>,
+    /// What follows a leaf in the `tls.crt` relayctl writes: the signer,
+    /// then (in a root rotation) its cross-signed twin. PEM.
+    pub(super) chain_tail: Vec<u8>,
     /// The token every cluster gets, when tokens are on.
     pub(super) token: Option<SecretBytes>,
+    /// A CA rotation under way.
+    pub(super) rotation: Option<RotationTrust>,
+}
+
+/// How leaves are judged while a rotation is under way.
+pub(super) struct RotationTrust {
+    /// Intermediates other than the signer whose leaves are kept (outside
+    /// the reissue wave): both sides verify while both roots are trusted.
+    pub(super) accepted: Vec<Issuer>,
+    /// Workload clusters whose leaves move to the signer in this apply.
+    pub(super) wave: BTreeSet<ClusterName>,
+    /// The `reissue` phase: token-mode agents of the wave are made to
+    /// bootstrap again from the new intermediate.
+    pub(super) reissuing: bool,
 }
 
 /// The root as planned on mgmt, before the signer.
@@ -47,11 +66,13 @@ pub(super) struct Root {
     new: bool,
 }
 
-/// Plans mgmt for the config's CA mode; `None` when no workload can be
-/// planned (mgmt is unreachable, or its trust has conflicts or errors).
+/// Plans mgmt for the config's CA mode and the lifecycle `stage` (its
+/// rotation record first); `None` when no workload can be planned (mgmt is
+/// unreachable, or its trust has conflicts or errors).
 pub(super) fn management(
     input: &PlanInput<'_>,
     mgmt: &mut ClusterBuilder<'_>,
+    stage: Result<&Stage, &str>,
 ) -> Result<Option<Trust>, PlanError> {
     let obs = match input.observed.clusters.get(&input.config.management.name) {
         Some(Ok(obs)) => obs,
@@ -64,12 +85,81 @@ pub(super) fn management(
             return Ok(None);
         }
     };
+    let record_name = crate::relay::rotation_secret(input.config.instance.as_str());
+    let stage = match stage {
+        Ok(stage) => stage,
+        Err(why) => {
+            let version = obs.secrets.get(&record_name).map(|s| s.version.clone());
+            mgmt.push_error(&record_name, version, vec![why.to_owned()], BTreeMap::new());
+            return Ok(None);
+        }
+    };
+    if !record(input, obs, mgmt, stage) {
+        return Ok(None);
+    }
+    if stage.rotation().is_some() {
+        return rotating::plan(input, obs, mgmt, stage);
+    }
     match input.config.ca.mode {
         CaMode::Managed => managed::plan(input, obs, mgmt),
         CaMode::Custom => custom::plan(input, obs, mgmt),
         CaMode::Gloo => gloo::plan(input, obs, mgmt),
         CaMode::External => external::plan(input, obs, mgmt),
     }
+}
+
+/// The root in the steady state of the CA mode (`managed`, `custom`).
+fn steady_root(
+    input: &PlanInput<'_>,
+    obs: &ClusterObservation,
+    mgmt: &mut ClusterBuilder<'_>,
+) -> Result<Option<Root>, PlanError> {
+    match input.config.ca.mode {
+        CaMode::Managed => managed::root(input, obs, mgmt),
+        _ => custom::root(input, obs, mgmt),
+    }
+}
+
+/// The rotation record, written first among mgmt's Secrets whenever the
+/// stage changes it; `false` when it cannot be (someone else's Secret).
+fn record(
+    input: &PlanInput<'_>,
+    obs: &ClusterObservation,
+    mgmt: &mut ClusterBuilder<'_>,
+    stage: &Stage,
+) -> bool {
+    let name = crate::relay::rotation_secret(input.config.instance.as_str());
+    let slot = mgmt.slot(obs, &name);
+    let wanted = stage.record.data();
+    let unchanged = slot.usable().is_some_and(|existing| {
+        existing.data.len() == wanted.len()
+            && wanted.iter().all(|(k, v)| {
+                existing.get(k).is_some_and(|have| {
+                    if k == crate::relay::key::rotation::STATE {
+                        serde_json::from_slice::<serde_json::Value>(have.expose()).ok()
+                            == serde_json::from_slice::<serde_json::Value>(v.expose()).ok()
+                    } else {
+                        super::cluster::same_value(have, v)
+                    }
+                })
+            })
+    });
+    if unchanged
+        || (slot.usable().is_none()
+            && !slot.is_conflict()
+            && stage.record_reasons.is_empty()
+            && stage.observed.version.is_none())
+    {
+        return true;
+    }
+    let mut reasons = stage.record_reasons.clone();
+    if reasons.is_empty() {
+        reasons.push("the rotation record is rewritten".to_owned());
+    }
+    let shown = show_record(stage);
+    let conflict = slot.is_conflict();
+    mgmt.decide(&slot, &name, reasons, wanted, shown);
+    !conflict
 }
 
 /// The steps after the root in the modes where relayctl signs (`managed`,
@@ -89,6 +179,7 @@ fn signed_by_relayctl(
         mgmt,
         &super::server::Signed {
             signer: &signer,
+            chain_tail: signer.cert_pem().as_bytes(),
             bundle: &root.bundle,
             bundle_facts: &root.facts,
             new_signer,
@@ -100,9 +191,45 @@ fn signed_by_relayctl(
         bundle: root.bundle,
         bundle_facts: root.facts,
         new_root: root.new,
+        chain_tail: signer.cert_pem().as_bytes().to_vec(),
         signer: Some(signer),
         token,
+        rotation: None,
     }))
+}
+
+/// How the record is shown: its state in words, its certificates by their
+/// facts and its keys by algorithm and public-key digest.
+fn show_record(stage: &Stage) -> BTreeMap<String, super::model::Value> {
+    use crate::relay::key::rotation as keys;
+    let state = &stage.record.state;
+    let mut text = format!("root generation {}", state.root_generation);
+    if let Some(r) = &state.rotation {
+        text.push_str(&format!("; rotation `{}`: {}", r.id, r.phase.as_str()));
+        if r.held {
+            text.push_str(" (held)");
+        }
+    }
+    let mut shown = BTreeMap::from([(keys::STATE.to_owned(), super::model::Value::Text { text })]);
+    let data = stage.record.data();
+    let before = stage.observed.data();
+    for (name, value) in &data {
+        if name == keys::STATE {
+            continue;
+        }
+        let new = before
+            .get(name)
+            .is_none_or(|b| !super::cluster::same_value(b, value));
+        let entry = match crate::pki::PrivateKey::from_pem(value) {
+            Ok(private) => show_key(&private, new),
+            Err(_) => show_certs(
+                &pki::inspect_bundle(value.expose()).unwrap_or_default(),
+                new,
+            ),
+        };
+        shown.insert(name.clone(), entry);
+    }
+    shown
 }
 
 /// The signing (intermediate) CA: the configured one, or one derived from
@@ -145,7 +272,7 @@ fn signing(
         };
         let existing = slot
             .usable()
-            .map(|s| derived_is_usable(s, root_issuer, config.ca.intermediate.validity, input.now));
+            .map(|s| derived_is_usable(s, root_issuer, input.now));
         match existing {
             Some(Ok(issuer)) => (issuer, false, Vec::new()),
             other => {
@@ -206,12 +333,11 @@ fn signing(
 }
 
 /// An intermediate relayctl derived earlier, if it may still sign: it
-/// chains to the current root, has pathlen 0, and is not due for renewal
-/// (renewed at a third of its validity, at least 60 days ahead).
+/// chains to the current root and has pathlen 0. Its renewal is an
+/// intermediate rotation (`plan::rotation`), not a silent reissue.
 fn derived_is_usable(
     secret: &crate::observed::SecretObject,
     root: &Issuer,
-    validity: Duration,
     now: time::OffsetDateTime,
 ) -> Result<Issuer, String> {
     let issuer = existing_ca(secret, key::TLS_CRT)?;
@@ -228,9 +354,11 @@ fn derived_is_usable(
     if issuer.facts().path_len != Some(0) {
         return Err("intermediate has no pathlen 0 constraint".to_owned());
     }
-    let renew = validity.third().max(Duration::from_hours(24 * 60));
-    if let Some(why) = pki::renewal_due(issuer.facts(), renew, now) {
-        return Err(format!("intermediate {why}"));
+    if issuer.facts().not_after <= now {
+        return Err(format!(
+            "intermediate expired at {}",
+            pki::inspect::rfc3339(issuer.facts().not_after)
+        ));
     }
     Ok(issuer)
 }
