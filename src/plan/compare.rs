@@ -19,7 +19,8 @@ pub(super) fn issue_err(what: &str) -> impl FnOnce(pki::IssueError) -> PlanError
     }
 }
 
-/// A CA (cert + key) found in a Secret, if its key matches and it is a CA.
+/// A CA (cert + key) found in a Secret, if its key matches and it is a CA;
+/// of several certificates, the first.
 pub(super) fn existing_ca(secret: &SecretObject, cert_key: &str) -> Result<Issuer, String> {
     let cert = secret
         .get(cert_key)
@@ -34,7 +35,14 @@ pub(super) fn existing_ca(secret: &SecretObject, cert_key: &str) -> Result<Issue
             crate::error::error_chain(&e)
         )
     })?;
-    Issuer::new(cert.expose(), private).map_err(|e| match e {
+    // A root Secret's `ca.crt` may be a bundle (during a rotation, or
+    // after one): the CA is its first certificate.
+    let first = pki::inspect::certificate_ders(cert.expose())
+        .ok()
+        .and_then(|d| d.into_iter().next())
+        .map(|der| pki::inspect::certificate_pem(&der).into_bytes())
+        .unwrap_or_else(|| cert.expose().to_vec());
+    Issuer::new(&first, private).map_err(|e| match e {
         pki::IssueError::IssuerKeyMismatch { .. } => {
             format!("`{}` does not match `{cert_key}`", key::TLS_KEY)
         }
