@@ -31,29 +31,46 @@ fn unsafe_char(c: char) -> bool {
 /// `text` with unsafe characters escaped (`\n`, `\u{1b}`, …) and cut to
 /// [`MAX_SHOWN_CHARS`] characters.
 pub fn printable(text: &str) -> Cow<'_, str> {
+    printable_within(text, MAX_SHOWN_CHARS)
+}
+
+/// [`printable`] with another bound: for whole messages, which quote one or
+/// more values inside fixed wording.
+pub fn printable_within(text: &str, max_chars: usize) -> Cow<'_, str> {
     let needs_escape = text.chars().any(unsafe_char);
-    let too_long = text.chars().nth(MAX_SHOWN_CHARS).is_some();
+    let too_long = text.chars().nth(max_chars).is_some();
     if !needs_escape && !too_long {
         return Cow::Borrowed(text);
     }
-    let mut out = String::with_capacity(text.len().min(MAX_SHOWN_CHARS * 2));
+    let mut out = String::with_capacity(text.len().min(max_chars * 2));
     for (shown, c) in text.chars().enumerate() {
-        if shown == MAX_SHOWN_CHARS {
+        if shown == max_chars {
             let rest = text.chars().count() - shown;
             let _ = write!(out, "… ({rest} more characters)");
             break;
         }
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if unsafe_char(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
-            }
-            c => out.push(c),
-        }
+        push_escaped(&mut out, c);
     }
     Cow::Owned(out)
+}
+
+/// Pushes `c`, escaped when it is unsafe; returns how many characters it took.
+pub fn push_escaped(out: &mut String, c: char) -> usize {
+    let before = out.len();
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        c if unsafe_char(c) => {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        }
+        c => {
+            out.push(c);
+            return 1;
+        }
+    }
+    // Every escape is ASCII: its bytes are its characters.
+    out.len() - before
 }
 
 #[cfg(test)]
