@@ -43,6 +43,7 @@
 mod call;
 mod connect;
 mod lease;
+mod report;
 mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -55,7 +56,7 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 
 use self::call::CallError;
-pub use self::call::{ApiStatus, DecodeError, MAX_ATTEMPTS};
+pub use self::call::{ApiStatus, DecodeError, MAX_ATTEMPTS, api_calls};
 pub use self::lease::LEASE_DURATION;
 use super::{Backend, BackendError, LockGuard};
 use crate::observed::ClusterObservation;
@@ -213,6 +214,25 @@ impl Backend for KubeBackend {
             (Action::Delete, None) => Ok(None),
             (Action::NoOp | Action::Conflict | Action::Error, _) => Ok(write.precondition.clone()),
         }
+    }
+
+    fn record_event(
+        &self,
+        note: &crate::events::EventNote,
+        instance: &str,
+        reporter: &str,
+    ) -> Result<bool, BackendError> {
+        block_on(self.record_event_async(note, instance, reporter)).map(|()| true)
+    }
+
+    fn write_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        instance: &str,
+        data: &BTreeMap<String, String>,
+    ) -> Result<bool, BackendError> {
+        block_on(self.write_status_async(namespace, name, instance, data)).map(|()| true)
     }
 
     fn lock(
