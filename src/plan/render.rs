@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 
 use super::model::{Action, CertSummary, Change, ClusterPlan, Plan, Role, Value};
+use crate::text::printable;
 
 /// GitHub refuses comments over 65,536 characters; keep a margin.
 pub const MARKDOWN_LIMIT: usize = 65_000;
@@ -185,15 +186,30 @@ pub fn summary_line(plan: &Plan) -> String {
     line
 }
 
-/// Terraform-like text. `verbose` also lists the data of unchanged Secrets.
-pub fn text(plan: &Plan, palette: Palette, verbose: bool) -> String {
+/// Terraform-like text: the Secrets that change, conflicts and errors, then
+/// how many clusters are unchanged and the summary line. `show_unchanged`
+/// lists every cluster and Secret, with the data of unchanged ones too.
+pub fn text(plan: &Plan, palette: Palette, show_unchanged: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "relayctl plan: {}", header(plan));
+    let mut unchanged = 0;
     for cluster in &plan.clusters {
+        if !show_unchanged && !cluster_changes(cluster) {
+            unchanged += 1;
+            continue;
+        }
         out.push('\n');
-        cluster_text(&mut out, cluster, palette, verbose);
+        cluster_text(&mut out, cluster, palette, show_unchanged);
     }
     out.push('\n');
+    if unchanged > 0 {
+        let _ = writeln!(
+            out,
+            "{} unchanged (`--show-unchanged` lists {}).",
+            count(unchanged, "cluster", "clusters"),
+            if unchanged == 1 { "it" } else { "them" }
+        );
+    }
     let _ = writeln!(out, "{}", summary_line(plan));
     if !plan.summary.has_changes() && !plan.summary.has_errors() {
         let _ = writeln!(out, "No changes: every cluster matches the config.");
@@ -201,11 +217,21 @@ pub fn text(plan: &Plan, palette: Palette, verbose: bool) -> String {
     out
 }
 
-fn cluster_text(out: &mut String, cluster: &ClusterPlan, palette: Palette, verbose: bool) {
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Whether a cluster has anything but unchanged Secrets: a write, a
+/// conflict or an error.
+fn cluster_changes(cluster: &ClusterPlan) -> bool {
+    cluster.error.is_some() || cluster.changes.iter().any(|c| c.action != Action::NoOp)
+}
+
+fn cluster_text(out: &mut String, cluster: &ClusterPlan, palette: Palette, show_unchanged: bool) {
     let _ = writeln!(
         out,
         "{} ({})",
-        palette.paint("1", &cluster.name),
+        palette.paint("1", &printable(&cluster.name)),
         role(cluster.role)
     );
     if let Some(error) = &cluster.error {
@@ -213,15 +239,28 @@ fn cluster_text(out: &mut String, cluster: &ClusterPlan, palette: Palette, verbo
             out,
             "  {} {}",
             palette.action(Action::Error, Action::Error.marker()),
-            palette.action(Action::Error, error)
+            palette.action(Action::Error, &printable(error))
         );
         return;
     }
     if cluster.changes.is_empty() {
         let _ = writeln!(out, "  (nothing to manage)");
     }
+    let mut hidden = 0;
     for change in &cluster.changes {
-        change_text(out, change, palette, verbose);
+        if change.action == Action::NoOp && !show_unchanged {
+            hidden += 1;
+            continue;
+        }
+        change_text(out, change, palette, show_unchanged);
+    }
+    if hidden > 0 {
+        let _ = writeln!(
+            out,
+            "  {} {} unchanged",
+            palette.action(Action::NoOp, Action::NoOp.marker()),
+            palette.action(Action::NoOp, &count(hidden, "Secret", "Secrets"))
+        );
     }
 }
 
@@ -235,12 +274,19 @@ fn change_text(out: &mut String, change: &Change, palette: Palette, verbose: boo
     };
     let _ = writeln!(
         out,
-        "  {marker} {}/{}  {what}{reasons}",
-        change.namespace, change.name
+        "  {marker} {}/{}  {what}{}",
+        printable(&change.namespace),
+        printable(&change.name),
+        printable(&reasons)
     );
     if change.action != Action::NoOp || verbose {
         for (key, value) in &change.data {
-            let _ = writeln!(out, "      {key}: {}", value_line(value));
+            let _ = writeln!(
+                out,
+                "      {}: {}",
+                printable(key),
+                printable(&value_line(value))
+            );
         }
     }
 }
@@ -251,28 +297,36 @@ pub fn json(plan: &Plan) -> String {
 }
 
 /// Markdown for a pull-request comment, at most [`MARKDOWN_LIMIT`] characters.
-pub fn markdown(plan: &Plan) -> String {
+///
+/// As the text: only clusters with changes, conflicts or errors (then how
+/// many are unchanged), unless `show_unchanged`.
+pub fn markdown(plan: &Plan, show_unchanged: bool) -> String {
     let mut head = String::new();
     let _ = writeln!(head, "### relayctl plan\n");
     let _ = writeln!(head, "{}\n", header(plan));
     let _ = writeln!(head, "**{}**\n", summary_line(plan));
     let mut body = String::new();
     let mut truncated_after = None;
-    for (index, cluster) in plan.clusters.iter().enumerate() {
+    let shown: Vec<&ClusterPlan> = plan
+        .clusters
+        .iter()
+        .filter(|c| show_unchanged || cluster_changes(c))
+        .collect();
+    let unchanged = plan.clusters.len() - shown.len();
+    for (index, cluster) in shown.iter().enumerate() {
         let mut section = String::new();
-        let changed =
-            cluster.error.is_some() || cluster.changes.iter().any(|c| c.action != Action::NoOp);
+        let changed = cluster_changes(cluster);
         let _ = writeln!(
             section,
             "<details{}><summary><code>{}</code> ({}){}</summary>\n",
             if changed { " open" } else { "" },
-            cluster.name,
+            html_escape(&printable(&cluster.name)),
             role(cluster.role),
             if changed { "" } else { ": no changes" }
         );
         section.push_str("```diff\n");
         let mut text = String::new();
-        cluster_text(&mut text, cluster, Palette::plain(), false);
+        cluster_text(&mut text, cluster, Palette::plain(), show_unchanged);
         for line in text.lines().skip(1) {
             // Move the action marker to column 0, where `diff` highlighting
             // looks for it; detail lines stay context.
@@ -308,9 +362,24 @@ pub fn markdown(plan: &Plan) -> String {
             out,
             "> **Truncated:** {} of {} clusters shown to stay under {} characters; run `relayctl plan -o text` for the full plan.",
             index,
-            plan.clusters.len(),
+            shown.len(),
             MARKDOWN_LIMIT
         );
     }
+    if unchanged > 0 {
+        let _ = writeln!(
+            out,
+            "{} unchanged (`--show-unchanged` lists {}).",
+            count(unchanged, "cluster", "clusters"),
+            if unchanged == 1 { "it" } else { "them" }
+        );
+    }
     out
+}
+
+/// `<`, `>` and `&` escaped, for text inside Markdown's HTML tags.
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
