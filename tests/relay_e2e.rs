@@ -1417,9 +1417,9 @@ fn agents_locked_out_by_a_recreated_ca_bootstrap_again_after_apply() {
     relayctl_check_passes(&s, &relay);
     let (run, plan) = s.plan();
     assert!(
-        WORKLOADS
-            .iter()
-            .all(|c| plan.change(c, CLIENT_SECRET).is_none_or(|ch| ch.action == "no-op")),
+        WORKLOADS.iter().all(|c| plan
+            .change(c, CLIENT_SECRET)
+            .is_none_or(|ch| ch.action == "no-op")),
         "the agents' new Secrets are left alone:\n{}",
         run.stdout
     );

@@ -221,10 +221,13 @@ fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// Whether a cluster has anything but unchanged Secrets: a write, a
-/// conflict or an error.
+/// Whether a cluster is listed without `--show-unchanged`: it has a write,
+/// a conflict or an error, or it left the config (an orphan, whose Secrets
+/// are kept or pruned, is always worth a line).
 fn cluster_changes(cluster: &ClusterPlan) -> bool {
-    cluster.error.is_some() || cluster.changes.iter().any(|c| c.action != Action::NoOp)
+    cluster.role == Role::Orphan
+        || cluster.error.is_some()
+        || cluster.changes.iter().any(|c| c.action != Action::NoOp)
 }
 
 fn cluster_text(out: &mut String, cluster: &ClusterPlan, palette: Palette, show_unchanged: bool) {
@@ -248,7 +251,7 @@ fn cluster_text(out: &mut String, cluster: &ClusterPlan, palette: Palette, show_
     }
     let mut hidden = 0;
     for change in &cluster.changes {
-        if change.action == Action::NoOp && !show_unchanged {
+        if change.action == Action::NoOp && !show_unchanged && cluster.role != Role::Orphan {
             hidden += 1;
             continue;
         }
