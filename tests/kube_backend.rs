@@ -1332,3 +1332,205 @@ fn the_deploy_examples_are_accepted_by_a_real_api_server() {
     let tmp = tempfile::tempdir().expect("tempdir");
     relayctl(tmp.path(), &["validate", &config], &[]).expect(0, "the Job's manifests validate");
 }
+
+// ---------------------------------------------------------------------------
+// Events and the status ConfigMap
+// ---------------------------------------------------------------------------
+
+/// relayctl's Events in `ns` on `context`: (reason, Secret, type, note).
+fn relayctl_events(context: &str, ns: &str) -> Vec<(String, String, String, String)> {
+    let json: serde_json::Value = serde_json::from_str(&kubectl(
+        context,
+        &["-n", ns, "get", "events.events.k8s.io", "-o", "json"],
+    ))
+    .expect("events json");
+    let mut out: Vec<(String, String, String, String)> = json["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["reportingController"] == "relayctl.dev/relayctl")
+        .map(|e| {
+            assert_eq!(e["regarding"]["kind"], "Secret", "{e}");
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            (
+                text(&e["reason"]),
+                text(&e["regarding"]["name"]),
+                text(&e["type"]),
+                text(&e["note"]),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The `status.json` of the status ConfigMap on mgmt.
+fn run_status(ns: &str) -> serde_json::Value {
+    let json: serde_json::Value = serde_json::from_str(&kubectl(
+        "mgmt",
+        &[
+            "-n",
+            ns,
+            "get",
+            "configmap",
+            "relayctl-status-prod",
+            "-o",
+            "json",
+        ],
+    ))
+    .expect("configmap json");
+    serde_json::from_str(json["data"]["status.json"].as_str().expect("status.json"))
+        .expect("status is JSON")
+}
+
+#[test]
+fn events_record_transitions_only_and_jobs_write_their_status_with_the_example_rbac() {
+    let ns = "kb-ops";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rbac = deploy_rbac(ns);
+    let mut targets = Vec::new();
+    for context in ["mgmt", "cluster-1", "cluster-2"] {
+        kubectl_stdin(context, &["apply", "-f", "-"], &rbac);
+        let user = env()
+            .user_kubeconfig(context, &format!("ops-{context}"), &["relayctl"])
+            .expect("mint a user");
+        let copy = tmp.path().join(format!("{context}.kubeconfig"));
+        std::fs::copy(&user, &copy).expect("copy kubeconfig");
+        targets.push(Target::via(context, context, &copy));
+    }
+    let dir = scenario("managed-preprovisioned", ns, &targets);
+    let repo = dir.path().display().to_string();
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .expect("git");
+        assert!(status.success(), "git {args:?}");
+    };
+    std::fs::write(dir.path().join(".gitignore"), "state/\ncache/\n").expect("gitignore");
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "fleet"]);
+    let cache = dir.path().join("cache").display().to_string();
+    let once = || {
+        relayctl(
+            dir.path(),
+            &[
+                "reconcile",
+                "--once",
+                "--git",
+                &repo,
+                "--path",
+                ".",
+                "--git-cache",
+                &cache,
+                "--status-configmap",
+            ],
+            &[],
+        )
+    };
+    let all_events = || {
+        ["mgmt", "cluster-1", "cluster-2"]
+            .map(|c| relayctl_events(c, ns))
+            .to_vec()
+    };
+
+    // First run: every Secret is created, each with one `Created` Event in
+    // the cluster that holds it.
+    let run = once();
+    run.expect(0, "first run");
+    let first = all_events();
+    for (context, events) in ["mgmt", "cluster-1", "cluster-2"].iter().zip(&first) {
+        for name in secrets(context, ns).keys() {
+            assert!(
+                events
+                    .iter()
+                    .any(|(r, s, t, _)| r == "Created" && s == name && t == "Normal"),
+                "{context}: no Created Event for {name}: {events:?}\n{}",
+                run.all()
+            );
+        }
+    }
+    let status = run_status(ns);
+    assert_eq!(status["ok"], true, "{status}");
+    assert_eq!(status["counts"]["drift"], 3, "{status}");
+    assert_eq!(status["failing"], serde_json::json!([]));
+    assert_eq!(
+        status["commit"].as_str().map(str::len),
+        Some(40),
+        "{status}"
+    );
+    assert!(
+        status["configDigest"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
+
+    // An unchanged run records nothing.
+    once().expect(0, "unchanged run");
+    assert_eq!(all_events(), first, "an unchanged run records no Event");
+    assert_eq!(run_status(ns)["counts"]["converged"], 3);
+
+    // Drift is repaired once, with one `Repaired` Event.
+    patch_data(
+        "cluster-1",
+        ns,
+        TOKEN_SECRET,
+        &[("token", b"tampered".as_slice())],
+    );
+    once().expect(0, "repair");
+    let repaired: Vec<_> = relayctl_events("cluster-1", ns)
+        .into_iter()
+        .filter(|(r, ..)| r == "Repaired")
+        .collect();
+    assert_eq!(repaired.len(), 1, "{repaired:?}");
+    assert!(
+        repaired[0].3.contains("token differs from mgmt"),
+        "{repaired:?}"
+    );
+
+    // A conflict is one Warning, however many runs find it again.
+    kubectl("cluster-2", &["-n", ns, "delete", "secret", ROOT_SECRET]);
+    kubectl(
+        "cluster-2",
+        &[
+            "-n",
+            ns,
+            "create",
+            "secret",
+            "generic",
+            ROOT_SECRET,
+            "--from-literal=ca.crt=not-ours",
+        ],
+    );
+    once().expect(1, "a conflict fails the run");
+    once().expect(1, "the conflict is still there");
+    let conflicts: Vec<_> = relayctl_events("cluster-2", ns)
+        .into_iter()
+        .filter(|(r, ..)| r == "Conflict")
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0].2, "Warning");
+    let status = run_status(ns);
+    assert_eq!(status["ok"], false);
+    assert_eq!(status["counts"]["conflict"], 1, "{status}");
+    assert_eq!(status["failing"][0]["name"], "cluster-2", "{status}");
+    assert_eq!(status["failing"][0]["state"], "conflict", "{status}");
+
+    // No secret in any Event or in the status.
+    let mgmt = secrets("mgmt", ns);
+    let token = String::from_utf8_lossy(data(&mgmt, TOKEN_SECRET, "token")).into_owned();
+    let everything = format!("{:?}{}", all_events(), run_status(ns));
+    assert!(!everything.contains(&token));
+    assert!(!everything.contains("PRIVATE KEY"));
+    for key in [SIGNING_SECRET, SERVER_SECRET] {
+        let pem = String::from_utf8_lossy(data(&mgmt, key, "tls.key")).into_owned();
+        for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!everything.contains(line));
+        }
+    }
+}

@@ -39,7 +39,8 @@ impl KubeBackend {
                     None,
                 )
             }
-            None => (None, Some(format!("{}.relayctl.", note.name))),
+            // A trailing `-` is the one character a prefix may end with.
+            None => (None, Some(format!("{}.relayctl-", note.name))),
         };
         let event = Event {
             metadata: ObjectMeta {
