@@ -533,8 +533,10 @@ mod tests {
     #[test]
     fn counters_are_typed_under_their_total_name_in_the_classic_format() {
         let mut registry = registry();
-        let mut process = Process::default();
-        process.runs = 3;
+        let mut process = Process {
+            runs: 3,
+            ..Process::default()
+        };
         process.errors.insert(ErrorReason::Lock, 1);
         process.duration.observe(0.7);
         let mut api = ApiCalls::default();

@@ -1312,7 +1312,12 @@ fn the_deploy_examples_are_accepted_by_a_real_api_server() {
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/deploy");
     let rbac = std::fs::read_to_string(deploy.join("rbac.yaml")).expect("rbac.yaml");
     kubectl_stdin("mgmt", &["apply", "-f", "-"], &rbac);
-    for file in ["job.yaml", "cronjob.yaml", "job-configmap.yaml"] {
+    for file in [
+        "job.yaml",
+        "cronjob.yaml",
+        "job-configmap.yaml",
+        "deployment.yaml",
+    ] {
         let path = deploy.join(file).display().to_string();
         kubectl("mgmt", &["apply", "--dry-run=server", "-f", &path]);
     }

@@ -32,7 +32,9 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// A Python with `prometheus_client`, in a venv cached in the target dir.
+/// A Python with `prometheus_client` (the exposition parsers) and
+/// `promql-parser` (PromQL, for the alert rules), in a venv cached in the
+/// target dir.
 fn python() -> PathBuf {
     static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     PYTHON
@@ -43,7 +45,7 @@ fn python() -> PathBuf {
                 Command::new(&python)
                     .args([
                         "-c",
-                        "import prometheus_client.parser, prometheus_client.openmetrics.parser",
+                        "import prometheus_client.parser, prometheus_client.openmetrics.parser, promql_parser",
                     ])
                     .status()
                     .is_ok_and(|s| s.success())
@@ -56,10 +58,18 @@ fn python() -> PathBuf {
                     .expect("python3 is needed to parse the metrics independently");
                 assert!(status.success(), "python3 -m venv failed");
                 let status = Command::new(venv.join("bin/pip"))
-                    .args(["install", "-q", "prometheus-client==0.26.0"])
+                    .args([
+                        "install",
+                        "-q",
+                        "prometheus-client==0.26.0",
+                        "promql-parser==0.11.0",
+                    ])
                     .status()
                     .expect("run pip");
-                assert!(status.success(), "pip install prometheus-client failed");
+                assert!(
+                    status.success(),
+                    "pip install prometheus-client promql-parser failed"
+                );
                 assert!(
                     ready(),
                     "prometheus_client is not importable after installing it"
@@ -436,6 +446,11 @@ fn the_loop_serves_metrics_an_independent_parser_reads_and_a_removed_cluster_dis
         assert_eq!(build.1[0].1["version"], env!("CARGO_PKG_VERSION"));
     }
 
+    // Every alert rule of examples/deploy parses as PromQL and names only
+    // metrics the loop serves.
+    let (text, _) = looping.metrics("prometheus");
+    alert_rules_name_served_metrics(&text);
+
     // cluster-2 leaves the config: its series are gone at the next tick.
     std::fs::remove_file(repo.path.join("relay/cluster-2.yaml")).unwrap();
     repo.commit("cluster-2 leaves");
@@ -454,6 +469,57 @@ fn the_loop_serves_metrics_an_independent_parser_reads_and_a_removed_cluster_dis
         .borrow_mut()
         .push_str(&looping.metrics("openmetrics").0);
     fixture.assert_no_leak(&[]);
+}
+
+/// Checks `examples/deploy/prometheus-rules.yaml` against `served` (the
+/// classic text of a scrape).
+fn alert_rules_name_served_metrics(served: &str) {
+    let path = Path::new(support::ROOT).join("examples/deploy/prometheus-rules.yaml");
+    let rules: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let rules = rules["groups"][0]["rules"].as_array().unwrap();
+    let names: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    for wanted in [
+        "RelayCertificateExpiresIn30Days",
+        "RelayClusterNotConverged",
+    ] {
+        assert!(names.contains(&wanted), "{names:?}");
+    }
+    let samples: std::collections::BTreeSet<&str> = served
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for rule in rules {
+        let expr = rule["expr"].as_str().unwrap();
+        assert!(rule["labels"]["severity"].is_string(), "{rule}");
+        assert!(rule["annotations"]["summary"].is_string(), "{rule}");
+        let output = Command::new(python())
+            .args([
+                "-c",
+                "import sys, promql_parser; promql_parser.parse(sys.argv[1])",
+                expr,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "`{expr}` is not PromQL: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut rest = expr;
+        while let Some(at) = rest.find("relayctl_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                samples.contains(name.as_str()),
+                "`{name}` in `{expr}` is not served"
+            );
+            rest = &rest[at + name.len()..];
+        }
+    }
 }
 
 #[test]

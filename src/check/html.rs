@@ -393,9 +393,9 @@ fn timeline(out: &mut String, report: &Report, now: OffsetDateTime) {
             x(at)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<span class=\"today\" style=\"left:{today:.3}%\"></span><span class=\"today-label\" style=\"left:{today:.3}%\">today</span></div></div>\n"
+        "<span class=\"today\" style=\"left:{today:.3}%\"></span><span class=\"today-label\" style=\"left:{today:.3}%\">today</span></div></div>"
     );
     for row in &rows {
         let c = row.cert;
@@ -407,7 +407,7 @@ fn timeline(out: &mut String, report: &Report, now: OffsetDateTime) {
             ""
         };
         let holders = match row.holders.as_slice() {
-            [one] => format!("{one}"),
+            [one] => (*one).to_owned(),
             many => format!("{} clusters", many.len()),
         };
         let listed: Vec<&str> = row.holders.iter().take(20).copied().collect();
