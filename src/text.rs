@@ -56,6 +56,28 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` with unsafe characters escaped as [`printable`] does, but never
+/// cut: for messages relayctl composes (which bound the data they quote
+/// themselves), such as a cluster's error or a check line.
+pub fn escaped(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +92,14 @@ mod tests {
         assert_eq!(printable("\u{1b}[2J"), "\\u{1b}[2J");
         assert_eq!(printable("a\u{202e}b"), "a\\u{202e}b");
         assert!(!printable("x\n```\n").contains('\n'));
+    }
+
+    #[test]
+    fn composed_messages_are_escaped_but_never_cut() {
+        let long = format!("{}\u{1b}", "a".repeat(1000));
+        let shown = escaped(&long);
+        assert_eq!(shown.len(), 1000 + "\\u{1b}".len());
+        assert_eq!(escaped("plain"), "plain");
     }
 
     #[test]

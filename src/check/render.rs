@@ -3,13 +3,13 @@
 use std::fmt::Write as _;
 
 use super::{Report, Status};
-use crate::text::printable;
+use crate::text::escaped;
 
 /// The report for people: one `√` line for each cluster whose every check
 /// passed; for a cluster with a ‼ or ×, one `√ ‼ ×` line per check and a
 /// hint under every ‼ and ×; then a summary line. `verbose` expands every
 /// cluster; `colour` adds ANSI colours. Every data value goes through
-/// [`printable`].
+/// [`escaped`](crate::text::escaped).
 pub fn render_text(report: &Report, colour: bool, verbose: bool) -> String {
     let paint = |code: &str, text: &str| {
         if colour {
@@ -22,15 +22,15 @@ pub fn render_text(report: &Report, colour: bool, verbose: bool) -> String {
     let _ = writeln!(
         out,
         "relayctl check: instance `{}`, {} CA, {} client certs, authority `{}`",
-        printable(&report.instance),
+        escaped(&report.instance),
         report.ca_mode,
         report.client_cert_mode,
-        printable(&report.authority)
+        escaped(&report.authority)
     );
     let mut compact = false;
     for cluster in &report.clusters {
         let role = cluster.role.as_str();
-        let name = printable(&cluster.name);
+        let name = escaped(&cluster.name);
         if !verbose && cluster.worst() == Status::Ok {
             if !compact {
                 out.push('\n');
@@ -59,10 +59,10 @@ pub fn render_text(report: &Report, colour: bool, verbose: bool) -> String {
                 out,
                 "  {} {}",
                 paint(code, check.status.marker()),
-                printable(&check.message)
+                escaped(&check.message)
             );
             if let Some(hint) = &check.hint {
-                let _ = writeln!(out, "    {} {}", paint("2", "hint:"), printable(hint));
+                let _ = writeln!(out, "    {} {}", paint("2", "hint:"), escaped(hint));
             }
         }
     }

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 
 use super::model::{Action, CertSummary, Change, ClusterPlan, Plan, Role, Value};
-use crate::text::printable;
+use crate::text::escaped;
 
 /// GitHub refuses comments over 65,536 characters; keep a margin.
 pub const MARKDOWN_LIMIT: usize = 65_000;
@@ -234,7 +234,7 @@ fn cluster_text(out: &mut String, cluster: &ClusterPlan, palette: Palette, show_
     let _ = writeln!(
         out,
         "{} ({})",
-        palette.paint("1", &printable(&cluster.name)),
+        palette.paint("1", &escaped(&cluster.name)),
         role(cluster.role)
     );
     if let Some(error) = &cluster.error {
@@ -242,7 +242,7 @@ fn cluster_text(out: &mut String, cluster: &ClusterPlan, palette: Palette, show_
             out,
             "  {} {}",
             palette.action(Action::Error, Action::Error.marker()),
-            palette.action(Action::Error, &printable(error))
+            palette.action(Action::Error, &escaped(error))
         );
         return;
     }
@@ -278,17 +278,17 @@ fn change_text(out: &mut String, change: &Change, palette: Palette, verbose: boo
     let _ = writeln!(
         out,
         "  {marker} {}/{}  {what}{}",
-        printable(&change.namespace),
-        printable(&change.name),
-        printable(&reasons)
+        escaped(&change.namespace),
+        escaped(&change.name),
+        escaped(&reasons)
     );
     if change.action != Action::NoOp || verbose {
         for (key, value) in &change.data {
             let _ = writeln!(
                 out,
                 "      {}: {}",
-                printable(key),
-                printable(&value_line(value))
+                escaped(key),
+                escaped(&value_line(value))
             );
         }
     }
@@ -323,7 +323,7 @@ pub fn markdown(plan: &Plan, show_unchanged: bool) -> String {
             section,
             "<details{}><summary><code>{}</code> ({}){}</summary>\n",
             if changed { " open" } else { "" },
-            html_escape(&printable(&cluster.name)),
+            html_escape(&escaped(&cluster.name)),
             role(cluster.role),
             if changed { "" } else { ": no changes" }
         );
