@@ -1498,6 +1498,130 @@ fn events_record_transitions_only_and_jobs_write_their_status_with_the_example_r
         "{repaired:?}"
     );
 
+    // An expired client certificate is renewed, with one `Renewed` Event
+    // naming the new notAfter.
+    let mgmt = secrets("mgmt", ns);
+    let signing = relayctl::pki::Issuer::new(
+        data(&mgmt, SIGNING_SECRET, "tls.crt"),
+        relayctl::pki::PrivateKey::from_pem(mgmt[SIGNING_SECRET].get("tls.key").expect("key"))
+            .expect("signing key"),
+    )
+    .expect("issuer");
+    let short = relayctl::pki::issue_client(
+        &relayctl::pki::ClientRequest {
+            cluster_name: DnsLabel::parse("cluster-2").expect("name"),
+            validity: relayctl::model::Duration::from_secs(60),
+            key: Default::default(),
+        },
+        &signing,
+        &relayctl::pki::OsKeySource,
+        // Issued as early as the signing CA allows, for a minute: expired
+        // by now (the signing CA is backdated for clock skew).
+        relayctl::pki::inspect_bundle(data(&mgmt, SIGNING_SECRET, "tls.crt")).expect("signing")[0]
+            .not_before
+            + time::Duration::seconds(1),
+    )
+    .expect("issue");
+    let chain = format!("{}{}", short.cert_pem, signing.cert_pem());
+    patch_data(
+        "cluster-2",
+        ns,
+        CLIENT_SECRET,
+        &[
+            ("tls.crt", chain.as_bytes()),
+            ("tls.key", short.key.to_pkcs8_pem().expose()),
+        ],
+    );
+    once().expect(0, "renewal");
+    let renewed: Vec<_> = relayctl_events("cluster-2", ns)
+        .into_iter()
+        .filter(|(r, ..)| r == "Renewed")
+        .collect();
+    assert_eq!(renewed.len(), 1, "{:?}", relayctl_events("cluster-2", ns));
+    assert!(renewed[0].1 == CLIENT_SECRET, "{renewed:?}");
+    assert!(renewed[0].3.contains("expired "), "{renewed:?}");
+    assert!(renewed[0].3.contains("valid until"), "{renewed:?}");
+
+    // The loop on real API servers: its metrics count the API requests.
+    let mut looping = Command::new(env!("CARGO_BIN_EXE_relayctl"))
+        .args([
+            "reconcile",
+            "--git",
+            &repo,
+            "--path",
+            ".",
+            "--git-cache",
+            &cache,
+        ])
+        .args(["--interval", "1s", "--metrics-addr", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir.path())
+        .env("NO_COLOR", "1")
+        .env("RELAYCTL_STATE_DIR", dir.path().join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the loop");
+    let stderr = looping.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the loop logs its address")
+            .expect("line");
+        if let Some(at) = line.find("on http://") {
+            break line[at + "on http://".len()..]
+                .split_whitespace()
+                .next()
+                .expect("addr")
+                .to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let scrape = || -> String {
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut text).expect("response");
+        text
+    };
+    let started = Instant::now();
+    let metrics = loop {
+        let text = scrape();
+        if text.contains("relayctl_cluster_state{cluster=\"cluster-1\",state=\"converged\"} 1") {
+            break text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no converged tick:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = looping.kill();
+    let _ = looping.wait();
+    let count = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{prefix}` in\n{metrics}"))
+    };
+    assert!(
+        count("relayctl_api_requests_total{code=\"2xx\"} ") >= 3.0,
+        "{metrics}"
+    );
+    assert!(
+        count("relayctl_api_request_duration_seconds_count ") >= 3.0,
+        "{metrics}"
+    );
+    assert!(!metrics.contains("relayctl_api_request_duration_seconds_bucket{cluster"));
+
     // A conflict is one Warning, however many runs find it again.
     kubectl("cluster-2", &["-n", ns, "delete", "secret", ROOT_SECRET]);
     kubectl(
