@@ -201,6 +201,25 @@ impl Default for Process {
     }
 }
 
+/// Gauges with labels, encoded in the order given (prometheus-client's
+/// `Family` is a hash map: its order changes from run to run, which makes
+/// a textfile or a snapshot churn for nothing).
+#[derive(Debug)]
+struct Gauges<L>(Vec<(L, i64)>);
+
+impl<L: EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static> EncodeMetric for Gauges<L> {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, value) in &self.0 {
+            encoder.encode_family(labels)?.encode_gauge(value)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CertLabels {
     cluster: String,
@@ -232,9 +251,9 @@ struct BuildLabels {
 
 /// The per-certificate and per-cluster metrics of `observation`, into `registry`.
 pub fn register_observation(registry: &mut Registry, observation: &Observation) {
-    let not_after = Family::<CertLabels, Gauge>::default();
-    let not_before = Family::<CertLabels, Gauge>::default();
-    let renewal = Family::<CertLabels, Gauge>::default();
+    let mut not_after = Vec::new();
+    let mut not_before = Vec::new();
+    let mut renewal = Vec::new();
     for (cluster, cert) in &observation.certificates {
         let labels = CertLabels {
             cluster: cluster.clone(),
@@ -242,49 +261,44 @@ pub fn register_observation(registry: &mut Registry, observation: &Observation) 
             role: cert.role.as_str().to_owned(),
             fingerprint: cert.short_fingerprint().to_owned(),
         };
-        not_after
-            .get_or_create(&labels)
-            .set(cert.not_after.unix_timestamp());
-        not_before
-            .get_or_create(&labels)
-            .set(cert.not_before.unix_timestamp());
-        renewal
-            .get_or_create(&labels)
-            .set(cert.renewal.unix_timestamp());
+        not_after.push((labels.clone(), cert.not_after.unix_timestamp()));
+        not_before.push((labels.clone(), cert.not_before.unix_timestamp()));
+        renewal.push((labels, cert.renewal.unix_timestamp()));
     }
     registry.register_with_unit(
         "certificate_not_after_timestamp",
         "The certificate's notAfter (Unix time)",
         Unit::Seconds,
-        not_after,
+        Gauges(not_after),
     );
     registry.register_with_unit(
         "certificate_not_before_timestamp",
         "The certificate's notBefore (Unix time)",
         Unit::Seconds,
-        not_before,
+        Gauges(not_before),
     );
     registry.register_with_unit(
         "certificate_renewal_timestamp",
         "When the certificate is renewed: relayctl's renewBefore rule for what it issues, the agent's grace ratio for token-mode client certificates, and for CAs when a rotation is due (check warns from then on) (Unix time)",
         Unit::Seconds,
-        renewal,
+        Gauges(renewal),
     );
-    let state = Family::<StateLabels, Gauge>::default();
+    let mut state = Vec::new();
     for cluster in &observation.clusters {
         for candidate in ClusterState::ALL {
-            state
-                .get_or_create(&StateLabels {
+            state.push((
+                StateLabels {
                     cluster: cluster.name.clone(),
                     state: candidate.as_str().to_owned(),
-                })
-                .set(i64::from(candidate == cluster.state));
+                },
+                i64::from(candidate == cluster.state),
+            ));
         }
     }
     registry.register(
         "cluster_state",
         "How the cluster stands after the last observation: 1 on its state (converged, drift, unreachable, conflict, error), 0 on the others",
-        state,
+        Gauges(state),
     );
     if let Some(at) = observation.at {
         let gauge = Gauge::<i64>::default();
@@ -580,6 +594,17 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn series_keep_the_order_of_the_observation() {
+        let text = observation_text(&observation(&["b", "a", "c"]));
+        let clusters: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("relayctl_certificate_not_after"))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        assert_eq!(clusters, ["b", "a", "c"]);
     }
 
     #[test]

@@ -163,6 +163,21 @@ fn a_converged_preprovisioned_fleet_is_all_ok_and_every_handshake_passes() {
     snapshot_settings().bind(|| {
         insta::assert_snapshot!("converged_preprovisioned_json", json.stdout);
     });
+
+    // The default text: one line per all-√ cluster.
+    let compact = fixture.run(&["check", "config"]);
+    snapshot_settings().bind(|| {
+        insta::assert_snapshot!("converged_preprovisioned_compact_text", compact.stdout);
+    });
+    let prometheus = fixture.run(&["check", "config", "-o", "prometheus"]);
+    assert_eq!(prometheus.code, 0, "{}", prometheus.stderr);
+    let mut settings = snapshot_settings();
+    settings.add_filter(r#"fingerprint="[0-9a-f]{12}""#, r#"fingerprint="[FP]""#);
+    settings.add_filter(r"\} \d{10}\n", "} [UNIX TIME]\n");
+    settings.add_filter(r"_seconds \d{10}\n", "_seconds [UNIX TIME]\n");
+    settings.bind(|| {
+        insta::assert_snapshot!("converged_preprovisioned_prometheus", prometheus.stdout);
+    });
     let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(value["formatVersion"], 1);
     assert_eq!(value["clusters"][0]["name"], "mgmt");

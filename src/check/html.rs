@@ -60,6 +60,8 @@ main { padding: 0 24px 32px; }
 .cell.ok { background: var(--ok); } .cell.warn { background: var(--warn); } .cell.fail { background: var(--fail); }
 .cell.selected { outline: 3px solid #0969da; outline-offset: 1px; }
 .cell.hidden { display: none; }
+#grid.dense { gap: 2px; }
+#grid.dense .cell { width: 16px; height: 16px; padding: 0; font-size: 0; border-radius: 2px; }
 #detail { margin-top: 12px; border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; background: var(--bg); min-height: 40px; }
 #detail ul { list-style: none; padding: 0; margin: 4px 0; }
 #detail li { margin: 2px 0; }
@@ -285,13 +287,22 @@ fn cell_title(cluster: &ClusterReport) -> String {
     }
 }
 
+/// Above this many clusters the grid shows squares without names (a heat
+/// map; names on hover and in the detail panel).
+pub const DENSE_GRID: usize = 200;
+
 fn grid(out: &mut String, report: &Report) {
+    let dense = report.clusters.len() > DENSE_GRID;
     let _ = write!(
         out,
-        "<section id=\"clusters\">\n<h2>Clusters ({})</h2>\n<div class=\"toolbar\"><input id=\"filter\" type=\"search\" placeholder=\"filter by name\" aria-label=\"filter clusters by name\"><label><input id=\"problems\" type=\"checkbox\"> only ‼ and ×</label><span class=\"legend\">hover a cell for its failing lines, click for every line</span></div>\n<div id=\"grid\" role=\"list\">\n",
-        report.clusters.len()
+        "<section id=\"clusters\">\n<h2>Clusters ({})</h2>\n<div class=\"toolbar\"><input id=\"filter\" type=\"search\" placeholder=\"filter by name\" aria-label=\"filter clusters by name\"><label><input id=\"problems\" type=\"checkbox\"> only ‼ and ×</label><span class=\"legend\">× first, then ‼, then √; hover a cell for its failing lines, click for every line</span></div>\n<div id=\"grid\" role=\"list\"{}>\n",
+        report.clusters.len(),
+        if dense { " class=\"dense\"" } else { "" }
     );
-    for (i, cluster) in report.clusters.iter().enumerate() {
+    // Problems first: at a thousand clusters they must not hide among the √.
+    let mut order: Vec<(usize, &ClusterReport)> = report.clusters.iter().enumerate().collect();
+    order.sort_by_key(|(i, c)| (std::cmp::Reverse(c.worst()), *i));
+    for (i, cluster) in order {
         let status = cluster.worst();
         let _ = writeln!(
             out,
