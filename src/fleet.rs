@@ -60,10 +60,12 @@ fn names_for(
 
 /// Observes `clusters` concurrently. A cluster that cannot be reached is
 /// recorded with its error; it does not stop the others.
+/// `on_done` is told of every cluster once it is observed (for progress).
 pub fn observe(
     config: &TrustConfig,
     clusters: &[(ClusterName, Arc<dyn Backend>)],
     parallelism: usize,
+    on_done: &(dyn Fn(&ClusterName, bool) + Sync),
 ) -> Observed {
     let namespace = config.namespace.as_str();
     let instance = config.instance.as_str();
@@ -112,6 +114,7 @@ pub fn observe(
                     .map_err(|e| error_chain(&e)),
             );
         }
+        on_done(name, result.is_err());
         (name.clone(), result)
     });
     Observed {

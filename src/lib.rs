@@ -18,11 +18,14 @@
 //!                                                 │
 //!                                 apply (carry out the writes: order, concurrency, no decisions)
 //!                                 check (verify what the clusters hold, with a real handshake)
+//!                                                 │
+//!   status (each cluster's state, a run's outcome) · events (notes for transitions only)
+//!   metrics (a Prometheus registry built from an observation and counters)
 //! ```
 //!
 //! [`config`], [`model`], [`observed`], [`relay`], [`pki`] (outside
-//! [`pki::os`]), [`plan`], [`check`] and [`material`] (outside its loader)
-//! are pure: no I/O, and the clock and randomness are parameters;
+//! [`pki::os`]), [`plan`], [`check`], [`status`], [`events`], [`metrics`]
+//! and [`material`] (outside its loader) are pure: no I/O, and the clock and randomness are parameters;
 //! `tests/purity.rs` fails when one of them reaches for the file system, the
 //! environment, the clock, OS randomness or the shell. The shell —
 //! [`cli`], [`source`], [`fleet`], [`backend`], [`files`],
@@ -44,7 +47,12 @@
 //!   [`pki::assess`](mod@pki::assess), which the planner, `check` and validation all use.
 //! - A new place clusters live: a [`backend::Backend`] implementation, its
 //!   [`model::Connection`], and its arm in [`backend::backend_for`].
-//! - A new output of the plan: [`plan::render`].
+//! - A new output of the plan: [`plan::render`]; of `check`:
+//!   [`check`]'s `render` and [`check::html`].
+//! - A new metric: [`metrics`] (built from data); what the reconcile loop
+//!   serves it from is `cli::serve`.
+//! - A new kind of Event: [`events::Reason`] and where [`events::of_run`]
+//!   finds it.
 //!
 //! # Glossary
 //!
@@ -64,9 +72,11 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod fleet;
 pub mod material;
+pub mod metrics;
 pub mod model;
 pub mod observed;
 pub mod pki;
@@ -74,4 +84,5 @@ pub mod plan;
 pub mod relay;
 pub mod secret;
 pub mod source;
+pub mod status;
 pub mod text;

@@ -249,6 +249,13 @@ pub mod registration {
     pub fn change_name(cluster: &str) -> String {
         format!("{KIND}/{cluster}")
     }
+
+    /// Whether a plan change's name is a registration's (a Secret's name
+    /// never holds a `/`).
+    pub fn is_change_name(name: &str) -> bool {
+        name.strip_prefix(KIND)
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
 }
 
 /// Name of the inventory Secret on the management cluster: which workload

@@ -42,8 +42,10 @@ impl Fixture {
         fixture
     }
 
+    /// `check -v`: every line of every cluster (the default collapses
+    /// all-√ clusters to one line; `tests/operations.rs` covers that).
     fn check(&self) -> Run {
-        self.run(&["check", "config"])
+        self.run(&["check", "config", "-v"])
     }
 
     fn set(&self, cluster: &str, name: &str, key: &str, value: SecretBytes) {
@@ -133,6 +135,7 @@ fn snapshot_settings() -> insta::Settings {
     let mut settings = insta::Settings::clone_current();
     settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]");
     settings.add_filter(r"sha256 [0-9a-f]{16}", "sha256 [FP]");
+    settings.add_filter(r#""sha256": "[0-9a-f]{64}""#, r#""sha256": "[FP]""#);
     settings.add_filter(r"/[^\s`]*/state/", "[STATE]/");
     settings
 }
@@ -159,6 +162,21 @@ fn a_converged_preprovisioned_fleet_is_all_ok_and_every_handshake_passes() {
     assert_eq!(json.code, 0, "{}", json.stderr);
     snapshot_settings().bind(|| {
         insta::assert_snapshot!("converged_preprovisioned_json", json.stdout);
+    });
+
+    // The default text: one line per all-√ cluster.
+    let compact = fixture.run(&["check", "config"]);
+    snapshot_settings().bind(|| {
+        insta::assert_snapshot!("converged_preprovisioned_compact_text", compact.stdout);
+    });
+    let prometheus = fixture.run(&["check", "config", "-o", "prometheus"]);
+    assert_eq!(prometheus.code, 0, "{}", prometheus.stderr);
+    let mut settings = snapshot_settings();
+    settings.add_filter(r#"fingerprint="[0-9a-f]{12}""#, r#"fingerprint="[FP]""#);
+    settings.add_filter(r"\} \d{10}\n", "} [UNIX TIME]\n");
+    settings.add_filter(r"_seconds \d{10}\n", "_seconds [UNIX TIME]\n");
+    settings.bind(|| {
+        insta::assert_snapshot!("converged_preprovisioned_prometheus", prometheus.stdout);
     });
     let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(value["formatVersion"], 1);
@@ -286,7 +304,7 @@ fn an_expiring_client_cert_warns_and_check_still_passes() {
     let (issued, signing) = fixture.client_cert("cluster-1", Duration::from_hours(2160));
     fixture.write_client_cert("cluster-1", &issued, &signing);
     let at = relayctl::pki::inspect::rfc3339(now + time::Duration::hours(2112));
-    let run = fixture.run(&["check", "config", "--at", &at]);
+    let run = fixture.run(&["check", "config", "-v", "--at", &at]);
     assert_eq!(run.code, 0, "warnings do not fail:\n{}", run.stdout);
     assert_line(&run, "cluster-1", "‼ client certificate expires in 1d23h");
     assert_line(&run, "cluster-1", "under renewBefore 720h");
@@ -396,6 +414,7 @@ fn check_reads_the_manifests_from_git() {
     let cache = fixture.dir.path().join("git-cache");
     let run = fixture.run(&[
         "check",
+        "-v",
         "--git",
         repo.to_str().unwrap(),
         "--ref",

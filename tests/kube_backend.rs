@@ -1312,7 +1312,12 @@ fn the_deploy_examples_are_accepted_by_a_real_api_server() {
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/deploy");
     let rbac = std::fs::read_to_string(deploy.join("rbac.yaml")).expect("rbac.yaml");
     kubectl_stdin("mgmt", &["apply", "-f", "-"], &rbac);
-    for file in ["job.yaml", "cronjob.yaml", "job-configmap.yaml"] {
+    for file in [
+        "job.yaml",
+        "cronjob.yaml",
+        "job-configmap.yaml",
+        "deployment.yaml",
+    ] {
         let path = deploy.join(file).display().to_string();
         kubectl("mgmt", &["apply", "--dry-run=server", "-f", &path]);
     }
@@ -1419,4 +1424,330 @@ fn registration_names_a_missing_crd_then_writes_kubernetes_clusters_on_mgmt() {
         ],
     );
     assert_eq!(domain.trim(), "cluster.local");
+}
+
+// ---------------------------------------------------------------------------
+// Events and the status ConfigMap
+// ---------------------------------------------------------------------------
+
+/// relayctl's Events in `ns` on `context`: (reason, Secret, type, note).
+fn relayctl_events(context: &str, ns: &str) -> Vec<(String, String, String, String)> {
+    let json: serde_json::Value = serde_json::from_str(&kubectl(
+        context,
+        &["-n", ns, "get", "events.events.k8s.io", "-o", "json"],
+    ))
+    .expect("events json");
+    let mut out: Vec<(String, String, String, String)> = json["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["reportingController"] == "relayctl.dev/relayctl")
+        .map(|e| {
+            assert_eq!(e["regarding"]["kind"], "Secret", "{e}");
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            (
+                text(&e["reason"]),
+                text(&e["regarding"]["name"]),
+                text(&e["type"]),
+                text(&e["note"]),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The `status.json` of the status ConfigMap on mgmt.
+fn run_status(ns: &str) -> serde_json::Value {
+    let json: serde_json::Value = serde_json::from_str(&kubectl(
+        "mgmt",
+        &[
+            "-n",
+            ns,
+            "get",
+            "configmap",
+            "relayctl-status-prod",
+            "-o",
+            "json",
+        ],
+    ))
+    .expect("configmap json");
+    serde_json::from_str(json["data"]["status.json"].as_str().expect("status.json"))
+        .expect("status is JSON")
+}
+
+#[test]
+fn events_record_transitions_only_and_jobs_write_their_status_with_the_example_rbac() {
+    let ns = "kb-ops";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let rbac = deploy_rbac(ns);
+    let mut targets = Vec::new();
+    for context in ["mgmt", "cluster-1", "cluster-2"] {
+        kubectl_stdin(context, &["apply", "-f", "-"], &rbac);
+        let user = env()
+            .user_kubeconfig(context, &format!("ops-{context}"), &["relayctl"])
+            .expect("mint a user");
+        let copy = tmp.path().join(format!("{context}.kubeconfig"));
+        std::fs::copy(&user, &copy).expect("copy kubeconfig");
+        targets.push(Target::via(context, context, &copy));
+    }
+    let dir = scenario("managed-preprovisioned", ns, &targets);
+    let repo = dir.path().display().to_string();
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .expect("git");
+        assert!(status.success(), "git {args:?}");
+    };
+    std::fs::write(dir.path().join(".gitignore"), "state/\ncache/\n").expect("gitignore");
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "fleet"]);
+    let cache = dir.path().join("cache").display().to_string();
+    let once = || {
+        relayctl(
+            dir.path(),
+            &[
+                "reconcile",
+                "--once",
+                "--git",
+                &repo,
+                "--path",
+                ".",
+                "--git-cache",
+                &cache,
+                "--status-configmap",
+            ],
+            &[],
+        )
+    };
+    let all_events = || {
+        ["mgmt", "cluster-1", "cluster-2"]
+            .map(|c| relayctl_events(c, ns))
+            .to_vec()
+    };
+
+    // First run: every Secret is created, each with one `Created` Event in
+    // the cluster that holds it.
+    let run = once();
+    run.expect(0, "first run");
+    let first = all_events();
+    for (context, events) in ["mgmt", "cluster-1", "cluster-2"].iter().zip(&first) {
+        for name in secrets(context, ns).keys() {
+            assert!(
+                events
+                    .iter()
+                    .any(|(r, s, t, _)| r == "Created" && s == name && t == "Normal"),
+                "{context}: no Created Event for {name}: {events:?}\n{}",
+                run.all()
+            );
+        }
+    }
+    let status = run_status(ns);
+    assert_eq!(status["ok"], true, "{status}");
+    assert_eq!(status["counts"]["drift"], 3, "{status}");
+    assert_eq!(status["failing"], serde_json::json!([]));
+    assert_eq!(
+        status["commit"].as_str().map(str::len),
+        Some(40),
+        "{status}"
+    );
+    assert!(
+        status["configDigest"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
+
+    // An unchanged run records nothing.
+    once().expect(0, "unchanged run");
+    assert_eq!(all_events(), first, "an unchanged run records no Event");
+    assert_eq!(run_status(ns)["counts"]["converged"], 3);
+
+    // Drift is repaired once, with one `Repaired` Event.
+    patch_data(
+        "cluster-1",
+        ns,
+        TOKEN_SECRET,
+        &[("token", b"tampered".as_slice())],
+    );
+    once().expect(0, "repair");
+    let repaired: Vec<_> = relayctl_events("cluster-1", ns)
+        .into_iter()
+        .filter(|(r, ..)| r == "Repaired")
+        .collect();
+    assert_eq!(repaired.len(), 1, "{repaired:?}");
+    assert!(
+        repaired[0].3.contains("token differs from mgmt"),
+        "{repaired:?}"
+    );
+
+    // An expired client certificate is renewed, with one `Renewed` Event
+    // naming the new notAfter.
+    let mgmt = secrets("mgmt", ns);
+    let signing = relayctl::pki::Issuer::new(
+        data(&mgmt, SIGNING_SECRET, "tls.crt"),
+        relayctl::pki::PrivateKey::from_pem(mgmt[SIGNING_SECRET].get("tls.key").expect("key"))
+            .expect("signing key"),
+    )
+    .expect("issuer");
+    let short = relayctl::pki::issue_client(
+        &relayctl::pki::ClientRequest {
+            cluster_name: DnsLabel::parse("cluster-2").expect("name"),
+            validity: relayctl::model::Duration::from_secs(60),
+            key: Default::default(),
+        },
+        &signing,
+        &relayctl::pki::OsKeySource,
+        // Issued as early as the signing CA allows, for a minute: expired
+        // by now (the signing CA is backdated for clock skew).
+        relayctl::pki::inspect_bundle(data(&mgmt, SIGNING_SECRET, "tls.crt")).expect("signing")[0]
+            .not_before
+            + time::Duration::seconds(1),
+    )
+    .expect("issue");
+    let chain = format!("{}{}", short.cert_pem, signing.cert_pem());
+    patch_data(
+        "cluster-2",
+        ns,
+        CLIENT_SECRET,
+        &[
+            ("tls.crt", chain.as_bytes()),
+            ("tls.key", short.key.to_pkcs8_pem().expose()),
+        ],
+    );
+    once().expect(0, "renewal");
+    let renewed: Vec<_> = relayctl_events("cluster-2", ns)
+        .into_iter()
+        .filter(|(r, ..)| r == "Renewed")
+        .collect();
+    assert_eq!(renewed.len(), 1, "{:?}", relayctl_events("cluster-2", ns));
+    assert!(renewed[0].1 == CLIENT_SECRET, "{renewed:?}");
+    assert!(renewed[0].3.contains("expired "), "{renewed:?}");
+    assert!(renewed[0].3.contains("valid until"), "{renewed:?}");
+
+    // The loop on real API servers: its metrics count the API requests.
+    let mut looping = Command::new(env!("CARGO_BIN_EXE_relayctl"))
+        .args([
+            "reconcile",
+            "--git",
+            &repo,
+            "--path",
+            ".",
+            "--git-cache",
+            &cache,
+        ])
+        .args(["--interval", "1s", "--metrics-addr", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir.path())
+        .env("NO_COLOR", "1")
+        .env("RELAYCTL_STATE_DIR", dir.path().join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the loop");
+    let stderr = looping.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the loop logs its address")
+            .expect("line");
+        if let Some(at) = line.find("on http://") {
+            break line[at + "on http://".len()..]
+                .split_whitespace()
+                .next()
+                .expect("addr")
+                .to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let scrape = || -> String {
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut text).expect("response");
+        text
+    };
+    let started = Instant::now();
+    let metrics = loop {
+        let text = scrape();
+        if text.contains("relayctl_cluster_state{cluster=\"cluster-1\",state=\"converged\"} 1") {
+            break text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no converged tick:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = looping.kill();
+    let _ = looping.wait();
+    let count = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{prefix}` in\n{metrics}"))
+    };
+    assert!(
+        count("relayctl_api_requests_total{code=\"2xx\"} ") >= 3.0,
+        "{metrics}"
+    );
+    assert!(
+        count("relayctl_api_request_duration_seconds_count ") >= 3.0,
+        "{metrics}"
+    );
+    assert!(!metrics.contains("relayctl_api_request_duration_seconds_bucket{cluster"));
+
+    // A conflict is one Warning, however many runs find it again.
+    kubectl("cluster-2", &["-n", ns, "delete", "secret", ROOT_SECRET]);
+    kubectl(
+        "cluster-2",
+        &[
+            "-n",
+            ns,
+            "create",
+            "secret",
+            "generic",
+            ROOT_SECRET,
+            "--from-literal=ca.crt=not-ours",
+        ],
+    );
+    once().expect(1, "a conflict fails the run");
+    once().expect(1, "the conflict is still there");
+    let conflicts: Vec<_> = relayctl_events("cluster-2", ns)
+        .into_iter()
+        .filter(|(r, ..)| r == "Conflict")
+        .collect();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0].2, "Warning");
+    let status = run_status(ns);
+    assert_eq!(status["ok"], false);
+    assert_eq!(status["counts"]["conflict"], 1, "{status}");
+    assert_eq!(status["failing"][0]["name"], "cluster-2", "{status}");
+    assert_eq!(status["failing"][0]["state"], "conflict", "{status}");
+
+    // No secret in any Event or in the status.
+    let mgmt = secrets("mgmt", ns);
+    let token = String::from_utf8_lossy(data(&mgmt, TOKEN_SECRET, "token")).into_owned();
+    let everything = format!("{:?}{}", all_events(), run_status(ns));
+    assert!(!everything.contains(&token));
+    assert!(!everything.contains("PRIVATE KEY"));
+    for key in [SIGNING_SECRET, SERVER_SECRET] {
+        let pem = String::from_utf8_lossy(data(&mgmt, key, "tls.key")).into_owned();
+        for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!everything.contains(line));
+        }
+    }
 }

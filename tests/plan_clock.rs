@@ -53,7 +53,7 @@ impl World {
 
     fn plan(&self, now: OffsetDateTime) -> Planned {
         let clusters: Vec<_> = self.backends().into_iter().collect();
-        let observed = relayctl::fleet::observe(&self.config, &clusters, 4);
+        let observed = relayctl::fleet::observe(&self.config, &clusters, 4, &|_, _| {});
         let keys = relayctl::pki::testing::PooledKeySource;
         let input = PlanInput {
             config: &self.config,
@@ -241,7 +241,7 @@ fn an_orphan_whose_prune_failed_stays_in_the_inventory() {
     let orphans = BTreeMap::from([(gone.name.clone(), gone.connection.clone())]);
     let plan_with = |backends: &BTreeMap<ClusterName, Arc<dyn Backend>>| {
         let clusters: Vec<_> = backends.clone().into_iter().collect();
-        let observed = relayctl::fleet::observe(&world.config, &clusters, 4);
+        let observed = relayctl::fleet::observe(&world.config, &clusters, 4, &|_, _| {});
         let keys = relayctl::pki::testing::PooledKeySource;
         let input = PlanInput {
             config: &world.config,
@@ -449,7 +449,7 @@ fn a_new_cluster_is_in_the_inventory_before_its_first_write() {
         Arc::new(DirectoryBackend::new(world.state.path().join("cluster-3"))),
     );
     let clusters: Vec<_> = backends.clone().into_iter().collect();
-    let observed = relayctl::fleet::observe(&world.config, &clusters, 4);
+    let observed = relayctl::fleet::observe(&world.config, &clusters, 4, &|_, _| {});
     let keys = relayctl::pki::testing::PooledKeySource;
     let input = PlanInput {
         config: &world.config,

@@ -200,6 +200,34 @@ pub trait Backend: Send + Sync {
         Ok(0)
     }
 
+    /// Records a Kubernetes Event on the Secret `note` names, reported by
+    /// `reporter` for `instance`. Returns whether the backend records
+    /// Events at all: the directory backend has nowhere to put them.
+    fn record_event(
+        &self,
+        note: &crate::events::EventNote,
+        instance: &str,
+        reporter: &str,
+    ) -> Result<bool, BackendError> {
+        let _ = (note, instance, reporter);
+        Ok(false)
+    }
+
+    /// Writes (creates or replaces) the status ConfigMap `name` of a run in
+    /// `namespace`. Returns whether the backend keeps one: the directory
+    /// backend does not (a folder of Secret manifests guarded like a key
+    /// store is no place for it).
+    fn write_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        instance: &str,
+        data: &BTreeMap<String, String>,
+    ) -> Result<bool, BackendError> {
+        let _ = (namespace, name, instance, data);
+        Ok(false)
+    }
+
     /// Takes the apply lock of `instance`, waiting up to `timeout`; fails
     /// naming the holder.
     fn lock(

@@ -32,6 +32,7 @@ pub(super) fn check_management(
                 name,
                 role: Role::Management,
                 checks: lines.0,
+                certificates: Vec::new(),
             },
             Management {
                 bundle: Err(why()),
@@ -56,6 +57,7 @@ pub(super) fn check_management(
             name,
             role: Role::Management,
             checks: lines.0,
+            certificates: Vec::new(),
         },
         Management {
             bundle,

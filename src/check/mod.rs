@@ -14,6 +14,8 @@
 //! message: tokens are compared by digest in constant time and only their
 //! length is shown; keys only as "matches" or not.
 
+pub mod certificates;
+pub mod html;
 mod lines;
 mod management;
 mod render;
@@ -24,6 +26,7 @@ mod workload;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+pub use self::certificates::{CertRole, HeldCertificate, held_certificates};
 pub use self::render::{render_json, render_text, summary_line};
 use crate::model::{CaMode, ClientCertMode, TrustConfig};
 use crate::observed::Observed;
@@ -213,6 +216,38 @@ pub struct ClusterReport {
     pub role: Role,
     /// Its checks, in a fixed order.
     pub checks: Vec<Check>,
+    /// The certificates it holds, with validity and renewal (see
+    /// [`certificates`]); empty when it could not be read.
+    pub certificates: Vec<HeldCertificate>,
+}
+
+impl ClusterReport {
+    /// The worst status of its checks (√ for a cluster without checks).
+    pub fn worst(&self) -> Status {
+        self.checks
+            .iter()
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(Status::Ok)
+    }
+
+    /// How the cluster stands: unreachable when it could not be read,
+    /// else error on any ×, drift on any ‼, converged otherwise.
+    pub fn state(&self) -> crate::status::ClusterState {
+        use crate::status::ClusterState;
+        if self
+            .checks
+            .iter()
+            .any(|c| c.id == CheckId::Reachable && c.status == Status::Fail)
+        {
+            return ClusterState::Unreachable;
+        }
+        match self.worst() {
+            Status::Ok => ClusterState::Converged,
+            Status::Warn => ClusterState::Drift,
+            Status::Fail => ClusterState::Error,
+        }
+    }
 }
 
 /// How many checks ended how.
@@ -273,6 +308,12 @@ pub fn check(config: &TrustConfig, observed: &Observed, now: OffsetDateTime) -> 
             &mgmt,
             now,
         ));
+    }
+    for cluster in &mut clusters {
+        let name = crate::model::ClusterName::parse(&cluster.name).ok();
+        if let Some(Some(Ok(obs))) = name.map(|n| observed.clusters.get(&n)) {
+            cluster.certificates = held_certificates(config, cluster.role, obs);
+        }
     }
     let mut summary = Summary::default();
     for check in clusters.iter().flat_map(|c| &c.checks) {

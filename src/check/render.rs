@@ -3,10 +3,14 @@
 use std::fmt::Write as _;
 
 use super::{Report, Status};
+use crate::text::escaped;
 
-/// The report for people: per cluster, one `√ ‼ ×` line per check, a hint
-/// under every ‼ and ×, then a summary line. `colour` adds ANSI colours.
-pub fn render_text(report: &Report, colour: bool) -> String {
+/// The report for people: one `√` line for each cluster whose every check
+/// passed; for a cluster with a ‼ or ×, one `√ ‼ ×` line per check and a
+/// hint under every ‼ and ×; then a summary line. `verbose` expands every
+/// cluster; `colour` adds ANSI colours. Every data value goes through
+/// [`escaped`](crate::text::escaped).
+pub fn render_text(report: &Report, colour: bool, verbose: bool) -> String {
     let paint = |code: &str, text: &str| {
         if colour {
             format!("\u{1b}[{code}m{text}\u{1b}[0m")
@@ -18,12 +22,33 @@ pub fn render_text(report: &Report, colour: bool) -> String {
     let _ = writeln!(
         out,
         "relayctl check: instance `{}`, {} CA, {} client certs, authority `{}`",
-        report.instance, report.ca_mode, report.client_cert_mode, report.authority
+        escaped(&report.instance),
+        report.ca_mode,
+        report.client_cert_mode,
+        escaped(&report.authority)
     );
+    let mut compact = false;
     for cluster in &report.clusters {
-        out.push('\n');
         let role = cluster.role.as_str();
-        let _ = writeln!(out, "{} ({role})", paint("1", &cluster.name));
+        let name = escaped(&cluster.name);
+        if !verbose && cluster.worst() == Status::Ok {
+            if !compact {
+                out.push('\n');
+                compact = true;
+            }
+            let n = cluster.checks.len();
+            let _ = writeln!(
+                out,
+                "{} {} ({role}): {n} check{} passed",
+                paint("32", Status::Ok.marker()),
+                paint("1", &name),
+                if n == 1 { "" } else { "s" }
+            );
+            continue;
+        }
+        compact = false;
+        out.push('\n');
+        let _ = writeln!(out, "{} ({role})", paint("1", &name));
         for check in &cluster.checks {
             let code = match check.status {
                 Status::Ok => "32",
@@ -34,10 +59,10 @@ pub fn render_text(report: &Report, colour: bool) -> String {
                 out,
                 "  {} {}",
                 paint(code, check.status.marker()),
-                check.message
+                escaped(&check.message)
             );
             if let Some(hint) = &check.hint {
-                let _ = writeln!(out, "    {} {hint}", paint("2", "hint:"));
+                let _ = writeln!(out, "    {} {}", paint("2", "hint:"), escaped(hint));
             }
         }
     }

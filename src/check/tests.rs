@@ -291,7 +291,7 @@ fn a_key_that_does_not_match_fails_without_showing_the_key() {
     let shown = format!(
         "{report:?}{}{}",
         render_json(&report),
-        render_text(&report, false)
+        render_text(&report, false, true)
     );
     let pem = String::from_utf8_lossy(server_key.expose()).into_owned();
     for body in pem.lines().filter(|l| !l.starts_with("-----")) {
@@ -435,7 +435,7 @@ fn text_has_a_marker_per_line_hints_under_problems_and_a_summary() {
         b"other".to_vec(),
     );
     let report = check(&config, &observed, now());
-    let text = render_text(&report, false);
+    let text = render_text(&report, false, true);
     assert!(!text.contains('\u{1b}'));
     assert!(
         text.contains("mgmt (management)\n  √ root CA `CN=relay-root-ca`"),
@@ -456,7 +456,7 @@ fn text_has_a_marker_per_line_hints_under_problems_and_a_summary() {
         )),
         "{text}"
     );
-    let coloured = render_text(&report, true);
+    let coloured = render_text(&report, true, true);
     assert!(coloured.contains("\u{1b}[1;31m×\u{1b}[0m"));
 }
 

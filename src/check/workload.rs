@@ -31,6 +31,7 @@ pub(super) fn check_workload(
         name: name.as_str().to_owned(),
         role: Role::Workload,
         checks: lines.0,
+        certificates: Vec::new(),
     }
 }
 

@@ -183,6 +183,12 @@ pub enum CheckFormat {
     Text,
     /// Versioned JSON (see the README).
     Json,
+    /// Prometheus text: the certificate and cluster-state metrics, for
+    /// node-exporter's textfile collector.
+    Prometheus,
+    /// One self-contained HTML page: summary, a status grid of every
+    /// cluster, an expiry timeline of every certificate.
+    Html,
 }
 
 /// `relayctl check`.
@@ -290,6 +296,10 @@ pub struct ApplyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub auto_approve: bool,
+    /// Do not record Kubernetes Events for created, renewed, repaired and
+    /// deleted Secrets and for conflicts.
+    #[arg(long)]
+    pub no_events: bool,
     /// How long to wait for another apply's lock, e.g. `30s`, `5m`.
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
     pub lock_timeout: std::time::Duration,
@@ -325,6 +335,34 @@ pub struct ReconcileArgs {
     /// How long to wait for another apply's lock, e.g. `30s`, `5m`.
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
     pub lock_timeout: std::time::Duration,
+    /// Serve Prometheus metrics on `/metrics` (and the health probes
+    /// `/livez`, `/readyz`) at ADDR, e.g. `0.0.0.0:9464`; with `--interval` only.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "interval",
+        help_heading = "Operations"
+    )]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve only the health probes `/livez` and `/readyz` at ADDR (a port
+    /// of their own, so scrapes never delay probes); with `--interval` only.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "interval",
+        help_heading = "Operations"
+    )]
+    pub health_addr: Option<std::net::SocketAddr>,
+    /// After each run, write its outcome (commit, config digest, clusters per
+    /// state, the first 50 failing clusters) to the ConfigMap
+    /// `relayctl-status-<instance>` in the relay namespace of the management
+    /// cluster (Kubernetes only; the directory backend keeps none).
+    #[arg(long, help_heading = "Operations")]
+    pub status_configmap: bool,
+    /// Do not record Kubernetes Events for created, renewed, repaired and
+    /// deleted Secrets and for conflicts.
+    #[arg(long, help_heading = "Operations")]
+    pub no_events: bool,
     /// Shared fleet flags.
     #[command(flatten)]
     pub fleet: FleetArgs,

@@ -19,8 +19,12 @@ pub(crate) fn check_command(settings: &Settings, args: &CheckArgs) -> Result<Out
     let now = args.at.unwrap_or_else(OffsetDateTime::now_utc);
     let report = check::check(config, &observed, now);
     let text = match args.output {
-        CheckFormat::Text => check::render_text(&report, super::colour()),
+        CheckFormat::Text => check::render_text(&report, super::colour(), settings.verbose),
         CheckFormat::Json => check::render_json(&report) + "\n",
+        CheckFormat::Prometheus => {
+            crate::metrics::observation_text(&crate::metrics::observation_of_report(&report, now))
+        }
+        CheckFormat::Html => check::html::render_html(&report, now),
     };
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())

@@ -21,6 +21,8 @@ use crate::source::{ConfigSource, Provenance};
 
 /// A config read, observed and planned.
 pub(crate) struct Prepared {
+    /// The validated manifests.
+    pub(crate) config: TrustConfig,
     pub(crate) backends: BTreeMap<ClusterName, Arc<dyn Backend>>,
     pub(crate) observed: Observed,
     pub(crate) planned: Planned,
@@ -104,7 +106,11 @@ pub(crate) fn observe_fleet(
         .iter()
         .map(|(n, b)| (n.clone(), b.clone()))
         .collect();
-    let mut observed = fleet::observe(config, &clusters, settings.parallelism);
+    let progress = super::output::Progress::start("observing", clusters.len());
+    let mut observed = fleet::observe(config, &clusters, settings.parallelism, &|name, failed| {
+        progress.done(name.as_str(), failed)
+    });
+    drop(progress);
     for (name, why) in failed {
         observed.clusters.insert(name, Err(why));
     }
@@ -207,7 +213,8 @@ pub(crate) fn prepare(
     for name in renamed {
         orphans.remove(&name);
     }
-    let orphan_observed = fleet::observe(config, &orphan_backends, settings.parallelism);
+    let orphan_observed =
+        fleet::observe(config, &orphan_backends, settings.parallelism, &|_, _| {});
     // An orphan that is the same storage as a live cluster (renamed, reached
     // through a symlink) is not an orphan either.
     let live_ids: BTreeMap<&str, &ClusterName> = observed
@@ -261,6 +268,7 @@ pub(crate) fn prepare(
     };
     let planned = plan::plan(&input).map_err(CliError::Plan)?;
     Ok(Prepared {
+        config: config.clone(),
         backends,
         observed,
         planned,
@@ -330,7 +338,7 @@ fn render_plan(plan: &Plan, format: OutputFormat, verbose: bool) -> String {
     match format {
         OutputFormat::Text => render::text(plan, super::palette(), verbose),
         OutputFormat::Json => render::json(plan) + "\n",
-        OutputFormat::Markdown => render::markdown(plan),
+        OutputFormat::Markdown => render::markdown(plan, verbose),
     }
 }
 
@@ -520,6 +528,16 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
     print_stdout(&render_plan(plan, args.output, fleet_args.show_unchanged))?;
     if !plan.summary.has_changes() {
         super::output::status("Nothing to apply.");
+        if !args.no_events && plan.summary.has_errors() {
+            // Conflicts found: recorded once each (see `crate::events`).
+            let none = crate::apply::ApplyReport::default();
+            super::report::record_events(
+                &prepared,
+                &none,
+                &settings.holder(),
+                settings.parallelism,
+            );
+        }
         return Ok(if plan.summary.has_errors() {
             Outcome::Failed
         } else {
@@ -529,18 +547,37 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
     if saved.is_none() && !args.auto_approve {
         confirm()?;
     }
+    // What `apply` reports: mgmt, every other cluster with writes, and
+    // each cluster's final writes (the inventory) once more.
+    let writing: usize = prepared
+        .planned
+        .writes
+        .iter()
+        .map(|w| {
+            usize::from(w.role == plan::Role::Management || !w.writes.is_empty())
+                + usize::from(!w.last.is_empty())
+        })
+        .sum();
+    let progress = super::output::Progress::start("applying", writing);
     let report = crate::apply::apply(
         &prepared.planned.writes,
         &prepared.backends,
         settings.parallelism,
-        &|outcome| match &outcome.error {
-            None if outcome.written > 0 => {
-                super::output::status(&format!("{}: {} written", outcome.cluster, outcome.written))
+        &|outcome| {
+            match &outcome.error {
+                None if outcome.written > 0 => {
+                    progress.note(&format!("{}: {} written", outcome.cluster, outcome.written))
+                }
+                None => {}
+                Some(err) => progress.println(&format!("{}: failed: {err}", outcome.cluster)),
             }
-            None => {}
-            Some(err) => super::output::status(&format!("{}: failed: {err}", outcome.cluster)),
+            progress.done(outcome.cluster.as_str(), outcome.error.is_some());
         },
     );
+    drop(progress);
+    if !args.no_events {
+        super::report::record_events(&prepared, &report, &settings.holder(), settings.parallelism);
+    }
     let complete = report.ok() && !plan.summary.has_errors();
     super::output::status(&format!(
         "Apply {}: {} Secret{} written.",

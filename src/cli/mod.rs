@@ -9,6 +9,8 @@ mod check;
 mod fleet;
 pub mod output;
 mod reconcile;
+mod report;
+mod serve;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -232,6 +234,15 @@ pub fn main() -> ExitCode {
     };
     init_logging(&cli.global);
     output::set_quiet(cli.global.quiet);
+    {
+        use std::io::IsTerminal as _;
+        output::set_progress(
+            std::io::stderr().is_terminal()
+                && !cli.global.quiet
+                && cli.global.log_format != Some(args::LogFormat::Json)
+                && !matches!(cli.command, Command::Reconcile(_)),
+        );
+    }
     match run(cli) {
         Ok(outcome) => outcome.into(),
         Err(err) => {
@@ -248,6 +259,8 @@ pub struct Settings {
     pub reach: crate::backend::Reach,
     /// Bound on concurrent clusters.
     pub parallelism: usize,
+    /// `-v`: show everything (every check line).
+    pub verbose: bool,
 }
 
 impl Settings {
@@ -264,6 +277,7 @@ impl Settings {
                 allow_outside_state_dir: global.allow_outside_state_dir,
             },
             parallelism: global.parallelism.unwrap_or(16).max(1),
+            verbose: global.verbose > 0,
         }
     }
 
@@ -298,7 +312,7 @@ impl Settings {
     }
 
     /// Who holds the apply lock: user, host and process.
-    fn holder(&self) -> String {
+    pub(crate) fn holder(&self) -> String {
         let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())

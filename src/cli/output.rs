@@ -66,3 +66,95 @@ fn hints(err: &CliError) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+static PROGRESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether progress bars are drawn: stderr is a terminal, no `-q`, no
+/// `--log-format json` (decided once in `main`).
+pub fn set_progress(enabled: bool) {
+    PROGRESS.store(enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A progress bar over N clusters on stderr, with the count done and the
+/// clusters that failed so far; nothing at all when bars are off.
+pub(crate) struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    failed: std::sync::Mutex<Vec<String>>,
+}
+
+/// How many failing clusters the bar names.
+const FAILED_NAMED: usize = 3;
+
+impl Progress {
+    /// A bar for `what` (`observing`, `applying`) over `len` clusters.
+    pub(crate) fn start(what: &'static str, len: usize) -> Self {
+        let enabled = PROGRESS.load(std::sync::atomic::Ordering::Relaxed) && len > 0;
+        let bar = enabled.then(|| {
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix:>9} [{bar:30}] {pos}/{len} clusters {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(len as u64),
+                indicatif::ProgressDrawTarget::stderr(),
+            )
+            .with_style(style)
+            .with_prefix(what);
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar
+        });
+        Self {
+            bar,
+            failed: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// One cluster is done; `failed` when it could not be read or written.
+    pub(crate) fn done(&self, cluster: &str, failed: bool) {
+        let Some(bar) = &self.bar else { return };
+        if failed && let Ok(mut names) = self.failed.lock() {
+            names.push(crate::text::printable(cluster).into_owned());
+            let shown: Vec<&str> = names
+                .iter()
+                .take(FAILED_NAMED)
+                .map(String::as_str)
+                .collect();
+            let more = names.len().saturating_sub(shown.len());
+            bar.set_message(format!(
+                "({} failed: {}{})",
+                names.len(),
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        bar.inc(1);
+    }
+
+    /// A status line when there is no bar (the bar counts it instead).
+    pub(crate) fn note(&self, line: &str) {
+        if self.bar.is_none() {
+            status(line);
+        }
+    }
+
+    /// Prints a line above the bar (or plainly when there is none).
+    pub(crate) fn println(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => status(line),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -24,8 +24,13 @@ use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
+use time::OffsetDateTime;
+
 use super::args::{FleetArgs, ReconcileArgs};
+use super::serve::{Endpoints, Telemetry, serve};
 use super::{CliError, Outcome, Settings, fleet};
+use crate::metrics::ErrorReason;
+use crate::pki::inspect::rfc3339;
 use crate::plan::{self, Action};
 use crate::source::{ConfigSource, GitSource};
 
@@ -55,6 +60,36 @@ pub(crate) fn reconcile_command(
     let lock_timeout = args.lock_timeout;
     let interval = args.interval;
     let stop = Stop::install()?;
+    let telemetry = interval.map(Telemetry::new);
+    if let Some(telemetry) = &telemetry {
+        let listeners = [
+            (
+                args.metrics_addr,
+                Endpoints {
+                    metrics: true,
+                    health: true,
+                },
+                "/metrics, /livez and /readyz",
+            ),
+            (
+                args.health_addr,
+                Endpoints {
+                    metrics: false,
+                    health: true,
+                },
+                "/livez and /readyz",
+            ),
+        ];
+        for (addr, endpoints, what) in listeners {
+            let Some(addr) = addr else { continue };
+            let bound =
+                serve(addr, telemetry.clone(), endpoints).map_err(|e| CliError::Runtime {
+                    what: format!("listen on `{addr}`"),
+                    source: Box::new(e),
+                })?;
+            tracing::info!(addr = %bound, "serving {what} on http://{bound}");
+        }
+    }
     let mut reconciler = Reconciler {
         settings,
         source: &source,
@@ -68,6 +103,9 @@ pub(crate) fn reconcile_command(
         },
         lock_timeout,
         applied: AppliedRecord::new(git, settings),
+        telemetry,
+        status_configmap: args.status_configmap,
+        events: !args.no_events,
     };
 
     let Some(interval) = interval else {
@@ -124,12 +162,46 @@ struct Reconciler<'a> {
     fleet: FleetArgs,
     lock_timeout: Duration,
     applied: AppliedRecord,
+    /// What `/metrics`, `/livez` and `/readyz` report (the loop only).
+    telemetry: Option<Arc<Telemetry>>,
+    /// Write the run's outcome to the status ConfigMap.
+    status_configmap: bool,
+    /// Record Kubernetes Events for transitions.
+    events: bool,
+}
+
+/// The bounded `reason` of a failed run, for the metrics.
+fn error_reason(err: &CliError) -> ErrorReason {
+    match err {
+        CliError::InvalidConfig { .. } | CliError::Material(_) => ErrorReason::Config,
+        CliError::Source(_) => ErrorReason::Source,
+        CliError::Lock { .. } => ErrorReason::Lock,
+        CliError::Management { .. } => ErrorReason::Management,
+        CliError::SharedTarget { .. } => ErrorReason::Config,
+        _ => ErrorReason::Internal,
+    }
 }
 
 impl Reconciler<'_> {
     /// Runs one tick and logs how it ended.
     fn tick_logged(&mut self, tick: u64) -> Outcome {
-        match self.tick(tick) {
+        let started = std::time::Instant::now();
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.tick_started();
+        }
+        let result = self.tick(tick, OffsetDateTime::now_utc());
+        if let Some(telemetry) = &self.telemetry {
+            let reason = match &result {
+                Ok(Outcome::Success) => None,
+                Ok(_) => Some(ErrorReason::Clusters),
+                Err(err) => {
+                    telemetry.not_ready(crate::error::error_chain(err));
+                    Some(error_reason(err))
+                }
+            };
+            telemetry.tick_finished(started.elapsed(), reason, OffsetDateTime::now_utc());
+        }
+        match result {
             Ok(outcome) => outcome,
             Err(err) => {
                 match &err {
@@ -144,14 +216,20 @@ impl Reconciler<'_> {
         }
     }
 
-    fn tick(&mut self, tick: u64) -> Result<Outcome, CliError> {
+    fn tick(&mut self, tick: u64, started: OffsetDateTime) -> Result<Outcome, CliError> {
         let (_lock, prepared) = fleet::lock_and_prepare(
             self.settings,
             self.source,
             &self.fleet,
             self.lock_timeout,
-            time::OffsetDateTime::now_utc(),
+            OffsetDateTime::now_utc(),
         )?;
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.ready(format!(
+                "tick {tick} holds the apply lock and observed {} clusters",
+                prepared.observed.clusters.len()
+            ));
+        }
         let commit = prepared.provenance.commit.clone().unwrap_or_default();
         self.check_ancestry(&commit);
         let plan = &prepared.planned.plan;
@@ -206,6 +284,7 @@ impl Reconciler<'_> {
             crate::apply::ApplyReport::default()
         };
         let ok = report.ok() && !plan.summary.has_errors();
+        self.report(&prepared, &report, tick, &commit, started, ok);
         tracing::info!(
             tick,
             commit = %commit,
@@ -219,6 +298,65 @@ impl Reconciler<'_> {
             Ok(Outcome::Success)
         } else {
             Ok(Outcome::Failed)
+        }
+    }
+
+    /// Events, metrics and the status ConfigMap of a tick that got as far
+    /// as applying.
+    fn report(
+        &self,
+        prepared: &fleet::Prepared,
+        report: &crate::apply::ApplyReport,
+        tick: u64,
+        commit: &str,
+        started: OffsetDateTime,
+        ok: bool,
+    ) {
+        if self.events {
+            let recorded = super::report::record_events(
+                prepared,
+                report,
+                &self.settings.holder(),
+                self.settings.parallelism,
+            );
+            if recorded > 0 {
+                tracing::info!(tick, events = recorded, "recorded Kubernetes Events");
+            }
+        }
+        let states = super::report::states(prepared, report);
+        if self.status_configmap {
+            let finished = OffsetDateTime::now_utc();
+            let status = crate::status::run_status(&crate::status::RunFacts {
+                plan: &prepared.planned.plan,
+                clusters: &states,
+                commit,
+                started_at: rfc3339(started),
+                finished_at: rfc3339(finished),
+                ok,
+                written: report.written(),
+            });
+            let name = super::report::status_configmap_name(prepared.config.instance.as_str());
+            match super::report::write_status(prepared, &status) {
+                Ok(true) => tracing::info!(tick, configmap = %name, "wrote the run's status"),
+                Ok(false) => tracing::debug!(
+                    tick,
+                    "the management cluster's backend keeps no status ConfigMap (directory backend)"
+                ),
+                Err(e) => tracing::warn!(
+                    tick,
+                    configmap = %name,
+                    "cannot write the run's status: {}",
+                    crate::error::error_chain(&e)
+                ),
+            }
+        }
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.observed(super::report::observation(
+                prepared,
+                report,
+                states,
+                OffsetDateTime::now_utc(),
+            ));
         }
     }
 

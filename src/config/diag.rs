@@ -18,6 +18,7 @@ use serde::{Serialize, Serializer};
 
 use super::node::{Node, Position, Step};
 use crate::model::SourceLocation;
+use crate::text;
 
 /// Declares [`Code`] from one table, so that a variant, its text and its
 /// description cannot drift apart and [`Code::ALL`] lists every variant.
@@ -303,34 +304,41 @@ fn may_quote(diagnostic: &Diagnostic, line: &str) -> bool {
     true
 }
 
+/// Most characters of a message or hint shown: they quote values from the
+/// manifest (a kind, a name, a key), which can be any length.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// Most characters of a quoted source line shown, around the caret.
+const MAX_QUOTED_CHARS: usize = 160;
+
 /// Renders every diagnostic, with the source line and a caret when the file
-/// text is known, and a closing count.
+/// text is known, and a closing count. Every line is bounded and free of
+/// control characters, whatever the manifest holds: values quoted in
+/// messages are elided past [`MAX_MESSAGE_CHARS`], and a long source line is
+/// shown as a window around the caret.
 pub fn render(diagnostics: &[Diagnostic], sources: &BTreeMap<PathBuf, String>) -> String {
     let mut out = String::new();
     for diagnostic in diagnostics {
-        let _ = write!(out, "error[{}]: {}", diagnostic.code, diagnostic.message);
-        out.push('\n');
-        let _ = write!(out, "  --> {}", diagnostic.location());
+        let message = text::printable_within(&diagnostic.message, MAX_MESSAGE_CHARS);
+        let _ = writeln!(out, "error[{}]: {message}", diagnostic.code);
+        let _ = write!(out, "  --> {}", text::printable(&diagnostic.location()));
         if !diagnostic.field.is_empty() {
-            let _ = write!(out, " (field `{}`)", diagnostic.field);
+            let _ = write!(out, " (field `{}`)", text::printable(&diagnostic.field));
         }
         out.push('\n');
-        if let (Some(position), Some(text)) = (diagnostic.position, sources.get(&diagnostic.file))
-            && let Some(line) = text.lines().nth(position.line.saturating_sub(1) as usize)
+        if let (Some(position), Some(source)) = (diagnostic.position, sources.get(&diagnostic.file))
+            && let Some(line) = source.lines().nth(position.line.saturating_sub(1) as usize)
             && may_quote(diagnostic, line)
         {
+            let (shown, caret_at) = quoted_window(line, position.column);
             let number = position.line.to_string();
             let gutter = " ".repeat(number.len());
             let _ = writeln!(out, "{gutter} |");
-            let _ = writeln!(out, "{number} | {line}");
-            let caret_at = line
-                .chars()
-                .take(position.column.saturating_sub(1) as usize)
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect::<String>();
+            let _ = writeln!(out, "{number} | {shown}");
             let _ = writeln!(out, "{gutter} | {caret_at}^");
         }
         if let Some(hint) = &diagnostic.hint {
+            let hint = text::printable_within(hint, MAX_MESSAGE_CHARS);
             let _ = writeln!(out, "  = hint: {hint}");
         }
         out.push('\n');
@@ -342,6 +350,45 @@ pub fn render(diagnostics: &[Diagnostic], sources: &BTreeMap<PathBuf, String>) -
         if count == 1 { "" } else { "s" }
     );
     out
+}
+
+/// The part of `line` to quote, at most [`MAX_QUOTED_CHARS`] characters
+/// around the 1-based `column` (marked `…` where cut, unsafe characters
+/// escaped, tabs kept so the caret lines up), and the padding that puts a
+/// caret under that column.
+fn quoted_window(line: &str, column: u32) -> (String, String) {
+    let chars: Vec<char> = line.chars().collect();
+    let caret = (column.saturating_sub(1) as usize).min(chars.len());
+    let (start, end) = if chars.len() <= MAX_QUOTED_CHARS {
+        (0, chars.len())
+    } else {
+        let start = caret
+            .saturating_sub(MAX_QUOTED_CHARS / 2)
+            .min(chars.len() - MAX_QUOTED_CHARS);
+        (start, start + MAX_QUOTED_CHARS)
+    };
+    let mut shown = String::new();
+    let mut padding = String::new();
+    if start > 0 {
+        shown.push('…');
+        padding.push(' ');
+    }
+    for (at, &c) in chars.iter().enumerate().take(end).skip(start) {
+        let width = if c == '\t' {
+            shown.push('\t');
+            1
+        } else {
+            text::push_escaped(&mut shown, c)
+        };
+        if at < caret {
+            let pad = if c == '\t' { '\t' } else { ' ' };
+            padding.extend(std::iter::repeat_n(pad, width));
+        }
+    }
+    if end < chars.len() {
+        shown.push('…');
+    }
+    (shown, padding)
 }
 
 #[cfg(test)]
@@ -376,6 +423,52 @@ mod tests {
                 !description.is_empty() && !description.contains('\n'),
                 "`{text}` needs a one-line description"
             );
+        }
+    }
+
+    #[test]
+    fn a_long_line_is_quoted_as_a_window_around_the_caret() {
+        let line = format!("{}X{}", "a".repeat(5_000), "b".repeat(5_000));
+        let (shown, padding) = quoted_window(&line, 5_001);
+        assert_eq!(shown.chars().count(), MAX_QUOTED_CHARS + 2);
+        assert!(shown.starts_with('…') && shown.ends_with('…'), "{shown}");
+        let caret = padding.chars().count();
+        assert_eq!(shown.chars().nth(caret), Some('X'));
+
+        let (shown, padding) = quoted_window("  name: x\ty\u{1b}[2J", 10);
+        assert_eq!(shown, "  name: x\ty\\u{1b}[2J");
+        assert_eq!(padding, " ".repeat(9));
+        let (_, padding) = quoted_window("\tk: v", 2);
+        assert_eq!(padding, "\t");
+        let (shown, padding) = quoted_window("short", 99);
+        assert_eq!((shown.as_str(), padding.as_str()), ("short", "     "));
+    }
+
+    #[test]
+    fn megabyte_values_and_lines_are_not_echoed() {
+        let huge = "a".repeat(1 << 20);
+        let texts = [
+            format!("apiVersion: relayctl.dev/v1alpha1\nkind: {huge}\n"),
+            format!(
+                "apiVersion: relayctl.dev/v1alpha1\nkind: RelayTrust\nmetadata:\n  name: {huge}\n"
+            ),
+            format!("apiVersion: relayctl.dev/v1alpha1\nkind: Cluster\n{huge}: 1\n"),
+            format!(
+                "apiVersion: relayctl.dev/v1alpha1\nkind: Cluster # {}\nmetadata: 3\n",
+                "a ".repeat(1 << 19)
+            ),
+        ];
+        for source in texts {
+            let file = crate::config::ManifestFile {
+                path: PathBuf::from("big.yaml"),
+                text: source.clone(),
+            };
+            let diagnostics = crate::config::validate(&[file], Path::new("")).unwrap_err();
+            let sources = BTreeMap::from([(PathBuf::from("big.yaml"), source)]);
+            let rendered = render(&diagnostics, &sources);
+            let longest = rendered.lines().map(|l| l.chars().count()).max().unwrap();
+            assert!(longest <= 1200, "a rendered line has {longest} characters");
+            assert!(rendered.len() < 8_000, "{} bytes rendered", rendered.len());
         }
     }
 

@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 
 use super::model::{Action, CertSummary, Change, ClusterPlan, Plan, Role, Value};
+use crate::text::{escaped, html_escaped};
 
 /// GitHub refuses comments over 65,536 characters; keep a margin.
 pub const MARKDOWN_LIMIT: usize = 65_000;
@@ -185,15 +186,30 @@ pub fn summary_line(plan: &Plan) -> String {
     line
 }
 
-/// Terraform-like text. `verbose` also lists the data of unchanged Secrets.
-pub fn text(plan: &Plan, palette: Palette, verbose: bool) -> String {
+/// Terraform-like text: the Secrets that change, conflicts and errors, then
+/// how many clusters are unchanged and the summary line. `show_unchanged`
+/// lists every cluster and Secret, with the data of unchanged ones too.
+pub fn text(plan: &Plan, palette: Palette, show_unchanged: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "relayctl plan: {}", header(plan));
+    let mut unchanged = 0;
     for cluster in &plan.clusters {
+        if !show_unchanged && !cluster_changes(cluster) {
+            unchanged += 1;
+            continue;
+        }
         out.push('\n');
-        cluster_text(&mut out, cluster, palette, verbose);
+        cluster_text(&mut out, cluster, palette, show_unchanged);
     }
     out.push('\n');
+    if unchanged > 0 {
+        let _ = writeln!(
+            out,
+            "{} unchanged (`--show-unchanged` lists {}).",
+            count(unchanged, "cluster", "clusters"),
+            if unchanged == 1 { "it" } else { "them" }
+        );
+    }
     let ca = ca_text(plan);
     if !ca.is_empty() {
         let _ = writeln!(out, "{ca}");
@@ -303,11 +319,24 @@ pub fn ca_text(plan: &Plan) -> String {
     out
 }
 
-fn cluster_text(out: &mut String, cluster: &ClusterPlan, palette: Palette, verbose: bool) {
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Whether a cluster is listed without `--show-unchanged`: it has a write,
+/// a conflict or an error, or it left the config (an orphan, whose Secrets
+/// are kept or pruned, is always worth a line).
+fn cluster_changes(cluster: &ClusterPlan) -> bool {
+    cluster.role == Role::Orphan
+        || cluster.error.is_some()
+        || cluster.changes.iter().any(|c| c.action != Action::NoOp)
+}
+
+fn cluster_text(out: &mut String, cluster: &ClusterPlan, palette: Palette, show_unchanged: bool) {
     let _ = writeln!(
         out,
         "{} ({})",
-        palette.paint("1", &cluster.name),
+        palette.paint("1", &escaped(&cluster.name)),
         role(cluster.role)
     );
     if let Some(error) = &cluster.error {
@@ -315,15 +344,43 @@ fn cluster_text(out: &mut String, cluster: &ClusterPlan, palette: Palette, verbo
             out,
             "  {} {}",
             palette.action(Action::Error, Action::Error.marker()),
-            palette.action(Action::Error, error)
+            palette.action(Action::Error, &escaped(error))
         );
         return;
     }
     if cluster.changes.is_empty() {
         let _ = writeln!(out, "  (nothing to manage)");
     }
+    // Unchanged Secrets and (on mgmt) registrations, counted apart.
+    let (mut secrets, mut registrations) = (0, 0);
     for change in &cluster.changes {
-        change_text(out, change, palette, verbose);
+        if change.action == Action::NoOp && !show_unchanged && cluster.role != Role::Orphan {
+            if crate::relay::registration::is_change_name(&change.name) {
+                registrations += 1;
+            } else {
+                secrets += 1;
+            }
+            continue;
+        }
+        change_text(out, change, palette, show_unchanged);
+    }
+    let hidden = match (secrets, registrations) {
+        (0, 0) => None,
+        (n, 0) => Some(count(n, "Secret", "Secrets")),
+        (0, r) => Some(count(r, "KubernetesCluster", "KubernetesClusters")),
+        (n, r) => Some(format!(
+            "{} and {}",
+            count(n, "Secret", "Secrets"),
+            count(r, "KubernetesCluster", "KubernetesClusters")
+        )),
+    };
+    if let Some(hidden) = hidden {
+        let _ = writeln!(
+            out,
+            "  {} {} unchanged",
+            palette.action(Action::NoOp, Action::NoOp.marker()),
+            palette.action(Action::NoOp, &hidden)
+        );
     }
 }
 
@@ -337,12 +394,19 @@ fn change_text(out: &mut String, change: &Change, palette: Palette, verbose: boo
     };
     let _ = writeln!(
         out,
-        "  {marker} {}/{}  {what}{reasons}",
-        change.namespace, change.name
+        "  {marker} {}/{}  {what}{}",
+        escaped(&change.namespace),
+        escaped(&change.name),
+        escaped(&reasons)
     );
     if change.action != Action::NoOp || verbose {
         for (key, value) in &change.data {
-            let _ = writeln!(out, "      {key}: {}", value_line(value));
+            let _ = writeln!(
+                out,
+                "      {}: {}",
+                escaped(key),
+                escaped(&value_line(value))
+            );
         }
     }
 }
@@ -353,7 +417,10 @@ pub fn json(plan: &Plan) -> String {
 }
 
 /// Markdown for a pull-request comment, at most [`MARKDOWN_LIMIT`] characters.
-pub fn markdown(plan: &Plan) -> String {
+///
+/// As the text: only clusters with changes, conflicts or errors (then how
+/// many are unchanged), unless `show_unchanged`.
+pub fn markdown(plan: &Plan, show_unchanged: bool) -> String {
     let mut head = String::new();
     let _ = writeln!(head, "### relayctl plan\n");
     let _ = writeln!(head, "{}\n", header(plan));
@@ -367,21 +434,26 @@ pub fn markdown(plan: &Plan) -> String {
     }
     let mut body = String::new();
     let mut truncated_after = None;
-    for (index, cluster) in plan.clusters.iter().enumerate() {
+    let shown: Vec<&ClusterPlan> = plan
+        .clusters
+        .iter()
+        .filter(|c| show_unchanged || cluster_changes(c))
+        .collect();
+    let unchanged = plan.clusters.len() - shown.len();
+    for (index, cluster) in shown.iter().enumerate() {
         let mut section = String::new();
-        let changed =
-            cluster.error.is_some() || cluster.changes.iter().any(|c| c.action != Action::NoOp);
+        let changed = cluster_changes(cluster);
         let _ = writeln!(
             section,
             "<details{}><summary><code>{}</code> ({}){}</summary>\n",
             if changed { " open" } else { "" },
-            cluster.name,
+            html_escaped(&escaped(&cluster.name)),
             role(cluster.role),
             if changed { "" } else { ": no changes" }
         );
         section.push_str("```diff\n");
         let mut text = String::new();
-        cluster_text(&mut text, cluster, Palette::plain(), false);
+        cluster_text(&mut text, cluster, Palette::plain(), show_unchanged);
         for line in text.lines().skip(1) {
             // Move the action marker to column 0, where `diff` highlighting
             // looks for it; detail lines stay context.
@@ -417,9 +489,89 @@ pub fn markdown(plan: &Plan) -> String {
             out,
             "> **Truncated:** {} of {} clusters shown to stay under {} characters; run `relayctl plan -o text` for the full plan.",
             index,
-            plan.clusters.len(),
+            shown.len(),
             MARKDOWN_LIMIT
         );
     }
+    if unchanged > 0 {
+        let _ = writeln!(
+            out,
+            "{} unchanged (`--show-unchanged` lists {}).",
+            count(unchanged, "cluster", "clusters"),
+            if unchanged == 1 { "it" } else { "them" }
+        );
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::plan::Summary;
+
+    fn change(name: &str, action: Action) -> Change {
+        Change {
+            namespace: "gloo-mesh".into(),
+            name: name.into(),
+            action,
+            reasons: if action == Action::NoOp {
+                Vec::new()
+            } else {
+                vec!["missing".into()]
+            },
+            observed_version: None,
+            data: BTreeMap::new(),
+        }
+    }
+
+    fn plan(changes: Vec<Change>) -> Plan {
+        let clusters = vec![ClusterPlan {
+            name: "mgmt".into(),
+            role: Role::Management,
+            error: None,
+            changes,
+        }];
+        Plan {
+            format_version: 1,
+            instance: "prod".into(),
+            namespace: "gloo-mesh".into(),
+            ca_mode: crate::model::CaMode::Managed,
+            client_cert_mode: crate::model::ClientCertMode::Preprovisioned,
+            config_digest: "d".into(),
+            source: "s".into(),
+            summary: Summary::of(&clusters),
+            clusters,
+        }
+    }
+
+    #[test]
+    fn unchanged_secrets_and_registrations_are_counted_apart() {
+        let text = |changes| super::text(&plan(changes), Palette::plain(), false);
+        let shown = text(vec![
+            change("relay-root-tls-secret", Action::Update),
+            change("relay-server-tls-secret", Action::NoOp),
+            change("KubernetesCluster/cluster-1", Action::NoOp),
+            change("KubernetesCluster/cluster-2", Action::NoOp),
+        ]);
+        assert!(
+            shown.contains("= 1 Secret and 2 KubernetesClusters unchanged"),
+            "{shown}"
+        );
+        let shown = text(vec![
+            change("relay-root-tls-secret", Action::NoOp),
+            change("KubernetesCluster/cluster-1", Action::Create),
+        ]);
+        assert!(shown.contains("= 1 Secret unchanged"), "{shown}");
+        assert!(
+            shown.contains("+ gloo-mesh/KubernetesCluster/cluster-1  create: missing"),
+            "{shown}"
+        );
+        let shown = text(vec![
+            change("relay-root-tls-secret", Action::Create),
+            change("KubernetesCluster/cluster-1", Action::NoOp),
+        ]);
+        assert!(shown.contains("= 1 KubernetesCluster unchanged"), "{shown}");
+    }
 }

@@ -42,7 +42,18 @@ impl KubeBackend {
             if remaining.is_zero() {
                 return Err(CallError::Timeout);
             }
-            let error = match tokio::time::timeout(remaining, attempt()).await {
+            let started = Instant::now();
+            let result = tokio::time::timeout(remaining, attempt()).await;
+            record(
+                match &result {
+                    Err(_) => "timeout",
+                    Ok(Ok(_)) => "2xx",
+                    Ok(Err(kube::Error::Api(status))) => code_class(status.code),
+                    Ok(Err(_)) => "error",
+                },
+                started.elapsed(),
+            );
+            let error = match result {
                 Err(_) => return Err(CallError::Timeout),
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => error,
@@ -137,6 +148,37 @@ impl CallError {
             kube::Error::Api(status) => Self::Api(status),
             error => Self::Transport { error, attempts },
         }
+    }
+}
+
+/// Every API request of this process (each attempt), for the metrics:
+/// plain counts, read through [`api_calls`].
+static API_CALLS: std::sync::Mutex<Option<crate::metrics::ApiCalls>> = std::sync::Mutex::new(None);
+
+fn record(outcome: &'static str, elapsed: Duration) {
+    if let Ok(mut calls) = API_CALLS.lock() {
+        let calls = calls.get_or_insert_with(Default::default);
+        *calls.by_code.entry(outcome).or_default() += 1;
+        calls.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The API requests this process made so far.
+pub fn api_calls() -> crate::metrics::ApiCalls {
+    API_CALLS
+        .lock()
+        .ok()
+        .and_then(|calls| calls.clone())
+        .unwrap_or_default()
+}
+
+/// `2xx` … `5xx`: the class of an HTTP status.
+fn code_class(code: u16) -> &'static str {
+    match code {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
     }
 }
 

@@ -37,13 +37,17 @@
 //! The files follow that list: `connect.rs` sets a client up from the
 //! kubeconfig or the service account, `call.rs` is the call policy (retries,
 //! the timeout, errors that never quote data), `secrets.rs` observes and
-//! writes Secrets, `lease.rs` is the lock, and this file holds the type, the
-//! [`Backend`] implementation and the runtime bridge.
+//! writes Secrets, `lease.rs` is the lock, `registrations.rs` reads and
+//! writes the `KubernetesCluster` registrations on mgmt, `report.rs` records
+//! Events and writes the status ConfigMap, and this file holds the type, the
+//! [`Backend`] implementation and the runtime bridge. Every request of them
+//! goes through `call.rs`, which also counts and times it for the metrics.
 
 mod call;
 mod connect;
 mod lease;
 mod registrations;
+mod report;
 mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,7 +60,7 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 
 use self::call::CallError;
-pub use self::call::{ApiStatus, DecodeError, MAX_ATTEMPTS};
+pub use self::call::{ApiStatus, DecodeError, MAX_ATTEMPTS, api_calls};
 pub use self::lease::LEASE_DURATION;
 use super::{Backend, BackendError, LockGuard};
 use crate::observed::ClusterObservation;
@@ -219,8 +223,7 @@ impl Backend for KubeBackend {
     fn observe_registrations(
         &self,
         namespace: &str,
-    ) -> Result<std::collections::BTreeMap<String, crate::observed::Registration>, BackendError>
-    {
+    ) -> Result<BTreeMap<String, crate::observed::Registration>, BackendError> {
         block_on(self.observe_registrations_async(namespace))
     }
 
@@ -229,6 +232,25 @@ impl Backend for KubeBackend {
         write: &crate::plan::RegistrationWrite,
     ) -> Result<(), BackendError> {
         block_on(self.write_registration_async(write))
+    }
+
+    fn record_event(
+        &self,
+        note: &crate::events::EventNote,
+        instance: &str,
+        reporter: &str,
+    ) -> Result<bool, BackendError> {
+        block_on(self.record_event_async(note, instance, reporter)).map(|()| true)
+    }
+
+    fn write_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        instance: &str,
+        data: &BTreeMap<String, String>,
+    ) -> Result<bool, BackendError> {
+        block_on(self.write_status_async(namespace, name, instance, data)).map(|()| true)
     }
 
     fn lock(
