@@ -267,6 +267,7 @@ mod tests {
             config_digest: "d".into(),
             source: "s".into(),
             summary: Summary::of(&clusters),
+            ca: Default::default(),
             clusters,
         }
     }

@@ -542,6 +542,7 @@ mod tests {
             config_digest: "d".into(),
             source: "s".into(),
             summary: Summary::of(&clusters),
+            ca: Default::default(),
             clusters,
         }
     }
