@@ -25,6 +25,9 @@ pub const ANNOTATION_CONFIG_DIGEST: &str = "relayctl.dev/config-digest";
 pub const ANNOTATION_FINGERPRINT: &str = "relayctl.dev/cert-sha256";
 /// Annotation: notAfter of that certificate (RFC 3339).
 pub const ANNOTATION_NOT_AFTER: &str = "relayctl.dev/cert-not-after";
+/// Annotation on mgmt's token Secret: the generation of the token it holds
+/// (`spec.identityToken.generation`; absent means 1).
+pub const ANNOTATION_TOKEN_GENERATION: &str = "relayctl.dev/token-generation";
 
 /// One Kubernetes Secret as observed (or to be written).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -237,6 +237,18 @@ impl<'a> ClusterBuilder<'a> {
         self.decide(&slot, name, reasons, data, shown);
     }
 
+    /// Adds an annotation to the write just decided for `name`, if any.
+    pub(super) fn annotate(&mut self, name: &str, key: &str, value: String) {
+        if let Some(write) = self
+            .writes
+            .iter_mut()
+            .rev()
+            .find(|w| w.object.name == name && w.action != Action::Delete)
+        {
+            write.object.annotations.insert(key.to_owned(), value);
+        }
+    }
+
     /// A Secret that cannot be planned, and why.
     pub(super) fn push_error(
         &mut self,

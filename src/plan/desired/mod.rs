@@ -396,6 +396,26 @@ pub(super) fn token(
         .filter(|t| !t.is_empty())
         .cloned();
     let mut reasons = Vec::new();
+    let wanted_generation = input.config.identity_token.generation;
+    let held_generation = slot
+        .usable()
+        .map(|s| {
+            s.annotations
+                .get(crate::observed::ANNOTATION_TOKEN_GENERATION)
+                .and_then(|g| g.parse::<u32>().ok())
+                .unwrap_or(1)
+        })
+        .unwrap_or(wanted_generation);
+    // A raised generation replaces a generated token. mgmt is written
+    // before every workload, in the same apply: an agent that bootstraps
+    // in between is refused until its cluster's write, never longer.
+    let existing =
+        existing.filter(|_| input.material.token.is_some() || held_generation >= wanted_generation);
+    if input.material.token.is_none() && held_generation < wanted_generation {
+        reasons.push(format!(
+            "`spec.identityToken.generation` raised from {held_generation} to {wanted_generation}: a new token (bootstrapped agents are unaffected)"
+        ));
+    }
     let (token, new) = match (&input.material.token, existing) {
         (Some(wanted), Some(current)) => {
             if !wanted.ct_eq(&current) {
@@ -411,7 +431,7 @@ pub(super) fn token(
         }
         (None, Some(current)) => (current, false),
         (None, None) => {
-            if slot.usable().is_some() {
+            if slot.usable().is_some() && reasons.is_empty() {
                 reasons.push(format!(
                     "`{}` is missing or empty: a new token is generated",
                     key::TOKEN
@@ -424,5 +444,12 @@ pub(super) fn token(
     let data = BTreeMap::from([(key::TOKEN.to_owned(), token.clone())]);
     let conflict = slot.is_conflict();
     mgmt.decide(&slot, name, reasons, data, shown);
+    if input.material.token.is_none() {
+        mgmt.annotate(
+            name,
+            crate::observed::ANNOTATION_TOKEN_GENERATION,
+            held_generation.max(wanted_generation).to_string(),
+        );
+    }
     if conflict { None } else { Some(token) }
 }

@@ -991,7 +991,7 @@ pub(super) fn gate(input: &PlanInput<'_>, stage: &Stage, plan: &Plan) -> Option<
             pki::inspect::rfc3339(after)
         ));
     }
-    let mut old_certificates = 0;
+    let old_certificates;
     if rotation.phase == Phase::Reissue {
         let left = leftovers(input, rotation, &stage.record);
         old_certificates = left.old.len();
@@ -1017,8 +1017,9 @@ pub(super) fn gate(input: &PlanInput<'_>, stage: &Stage, plan: &Plan) -> Option<
                 "your PKI to reissue the client certificates from the new intermediate".to_owned(),
             );
         }
-    } else if rotation.kind == Kind::Root {
-        // Before the switch every leaf is still from the old intermediate.
+    } else {
+        // Before the reissue phase, the leaves still from the old
+        // intermediate (and, before the switch, the server's).
         old_certificates = leftovers(input, rotation, &stage.record).old.len()
             + usize::from(rotation.phase == Phase::TrustBoth);
     }
