@@ -15,7 +15,7 @@
 #[path = "support/relay_sim.rs"]
 mod relay_sim;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -507,6 +507,8 @@ struct Relay {
     ns: String,
     server: Sim,
     agents: BTreeMap<&'static str, Sim>,
+    /// What agents that were restarted had counted in their lifetime.
+    retired: Vec<(String, relay_sim::Status)>,
 }
 
 impl Relay {
@@ -518,6 +520,7 @@ impl Relay {
             ns: ns.to_owned(),
             server,
             agents: BTreeMap::new(),
+            retired: Vec::new(),
         };
         relay.start_agents();
         relay
@@ -528,20 +531,39 @@ impl Relay {
             ns: ns.to_owned(),
             server: Sim::server(env().kubeconfig(), MGMT, ns, server_flags),
             agents: BTreeMap::new(),
+            retired: Vec::new(),
         }
     }
 
     fn start_agents(&mut self) {
+        self.start_agents_with(&["--reload", "connect"]);
+    }
+
+    /// Starts one agent per workload with `flags`.
+    fn start_agents_with(&mut self, flags: &[&str]) {
         for cluster in WORKLOADS {
             let agent = Sim::agent(
                 env().kubeconfig(),
                 cluster,
                 &self.ns,
                 self.server.addr(),
-                &["--reload", "connect"],
+                flags,
             );
             self.agents.insert(cluster, agent);
         }
+    }
+
+    /// Restarts `cluster`'s agent with `flags` (what an operator does to a
+    /// pod); what the old process counted is kept for `assert_no_failures`.
+    fn restart_agent(&mut self, cluster: &str, flags: &[&str]) {
+        let (key, old) = self
+            .agents
+            .remove_entry(cluster)
+            .unwrap_or_else(|| panic!("no agent for {cluster}"));
+        self.retired.push((old.name().to_owned(), old.status(None)));
+        drop(old);
+        let agent = Sim::agent(env().kubeconfig(), key, &self.ns, self.server.addr(), flags);
+        self.agents.insert(key, agent);
     }
 
     fn agent(&self, cluster: &str) -> &Sim {
@@ -627,6 +649,11 @@ impl Relay {
             }
             if sim.name() != "server" && status.total.connects_ok == 0 {
                 bad.push(format!("{}: no successful connect: {status:?}", sim.name()));
+            }
+        }
+        for (name, status) in &self.retired {
+            if status.truncated || status.total.failures() > 0 {
+                bad.push(format!("{name} (before its restart): {status:?}"));
             }
         }
         assert!(
@@ -1459,4 +1486,561 @@ fn agents_locked_out_by_a_recreated_ca_bootstrap_again_after_apply() {
         "the agents' new Secrets are left alone:\n{}",
         run.stdout
     );
+}
+
+// ---------------------------------------------------------------------------
+// Rotations, with the agents connecting every 200 ms all along
+// ---------------------------------------------------------------------------
+
+/// `spec.ca.rotation` in these tests: a short soak so that a phase can end
+/// within a test, waves of half the workloads (two waves of three).
+const ROTATION: &str = "{ generation: 2, soak: 2s, wave: 50 }";
+
+/// How long one rotation may take from its first apply to its end.
+const ROTATION_TIMEOUT: Duration = Duration::from_secs(180);
+
+impl Scenario {
+    /// Replaces `from` by `to` in relay-trust.yaml (`from` must be there).
+    #[track_caller]
+    fn edit_trust(&self, from: &str, to: &str) {
+        let path = self.path().join("relay-trust.yaml");
+        let text = std::fs::read_to_string(&path).expect("read relay-trust.yaml");
+        assert!(
+            text.contains(from),
+            "relay-trust.yaml has no `{from}`:\n{text}"
+        );
+        std::fs::write(&path, text.replacen(from, to, 1)).expect("write relay-trust.yaml");
+    }
+
+    /// Adds `spec.ca.rotation: ROTATION` under `spec.ca`.
+    fn declare_rotation(&self) {
+        self.edit_trust("  ca:\n", &format!("  ca:\n    rotation: {ROTATION}\n"));
+    }
+
+    /// `relayctl plan -o json --detailed-exitcode` as JSON, with its exit code.
+    #[track_caller]
+    fn plan_json(&self) -> (Run, serde_json::Value) {
+        let run = self.relayctl(&["plan", ".", "-o", "json", "--detailed-exitcode"]);
+        assert!(
+            matches!(run.code, 0 | 2 | 3),
+            "{}: relayctl plan failed\n{}",
+            self.example,
+            run.all()
+        );
+        let plan = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("plan -o json is not JSON ({e})\n{}", run.all()));
+        (run, plan)
+    }
+}
+
+/// Which agents the gate waits for, and why.
+#[derive(Debug, Clone)]
+struct Waiting {
+    cluster: String,
+    reason: String,
+}
+
+/// What a rotation went through.
+#[derive(Debug, Default)]
+struct Rotated {
+    /// Phases in the order their first apply ran them, as `k/n name`.
+    phases: Vec<String>,
+    /// Applies it took.
+    applies: usize,
+    /// Every time a gate named clusters, what it named.
+    waited: Vec<Vec<Waiting>>,
+}
+
+/// Runs the rotation the config declares to its end: `plan`, and `apply`
+/// whenever the plan has changes, one phase at a time; while a gate is
+/// closed, waits for its soak time or, when it names clusters, hands them
+/// to `blocked` (which must make them catch up, e.g. restart agents, and
+/// says whether it did). After each apply every agent connects twice more,
+/// so each phase is used by the consumer before the next one starts.
+#[track_caller]
+fn rotate(
+    s: &Scenario,
+    relay: &mut Relay,
+    what: &str,
+    mut blocked: impl FnMut(&mut Relay, &[Waiting]) -> bool,
+) -> Rotated {
+    let started = std::time::Instant::now();
+    let mut rotated = Rotated::default();
+    loop {
+        assert!(
+            started.elapsed() < ROTATION_TIMEOUT,
+            "{what}: the rotation did not end within {ROTATION_TIMEOUT:?}: {rotated:#?}\n{}",
+            relay.report()
+        );
+        let (run, plan) = s.plan_json();
+        let rotation = &plan["ca"]["rotation"];
+        if run.code == 0 {
+            assert!(
+                rotation.is_null(),
+                "{what}: exit 0 while a rotation is under way\n{}",
+                run.stdout
+            );
+            return rotated;
+        }
+        if run.code == 3 {
+            let gate = &rotation["gate"];
+            let waiting: Vec<Waiting> = gate["blockers"]
+                .as_array()
+                .map(|b| {
+                    b.iter()
+                        .map(|b| Waiting {
+                            cluster: b["cluster"].as_str().unwrap_or_default().to_owned(),
+                            reason: b["reason"].as_str().unwrap_or_default().to_owned(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !waiting.is_empty() {
+                rotated.waited.push(waiting.clone());
+                assert!(
+                    blocked(relay, &waiting),
+                    "{what}: the gate waits for clusters: {waiting:#?}\n{}\n{}",
+                    run.stdout,
+                    relay.report()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        let phase = format!(
+            "{}/{} {}",
+            rotation["step"],
+            rotation["steps"],
+            rotation["phase"].as_str().unwrap_or("?")
+        );
+        if !rotation.is_null() && rotated.phases.last() != Some(&phase) {
+            rotated.phases.push(phase);
+        }
+        let marks = relay.marks();
+        s.apply();
+        rotated.applies += 1;
+        relay.wait_connected(
+            &marks,
+            2,
+            &format!("{what}, after apply {}", rotated.applies),
+        );
+    }
+}
+
+/// The root bundle (`ca.crt`) of `name` on `cluster`, as PEM blocks.
+fn bundle(cluster: &str, ns: &str, name: &str) -> Vec<String> {
+    pem_blocks(&secret_data(cluster, ns, name, "ca.crt"))
+}
+
+fn pem_blocks(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        current.push_str(line);
+        current.push('\n');
+        if line.starts_with("-----END") {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    out
+}
+
+/// Asserts that every bundle relayctl writes, and the certificate each
+/// agent holds, end on `root` alone, and that the server's chain verifies
+/// against it with OpenSSL.
+#[track_caller]
+fn assert_ended_on(s: &Scenario, root: &[String], what: &str) {
+    let ns = s.ns.as_str();
+    assert_eq!(root.len(), 1, "{what}: one root");
+    for name in [ROOT_SECRET, SIGNING_SECRET, SERVER_SECRET] {
+        assert_eq!(bundle(MGMT, ns, name), root, "{what}: mgmt {name} ca.crt");
+    }
+    for cluster in WORKLOADS {
+        assert_eq!(
+            bundle(cluster, ns, ROOT_SECRET),
+            root,
+            "{what}: {cluster} root bundle"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("root.pem"), root.concat()).expect("write root");
+    let server = pem_blocks(&secret_data(MGMT, ns, SERVER_SECRET, "tls.crt"));
+    std::fs::write(dir.path().join("server.pem"), &server[0]).expect("write leaf");
+    std::fs::write(dir.path().join("chain.pem"), server[1..].concat()).expect("write chain");
+    openssl(
+        dir.path(),
+        &[
+            "verify",
+            "-x509_strict",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "chain.pem",
+            "server.pem",
+        ],
+    );
+    for cluster in WORKLOADS {
+        let client = pem_blocks(&secret_data(cluster, ns, CLIENT_SECRET, "tls.crt"));
+        std::fs::write(dir.path().join("client.pem"), &client[0]).expect("write client");
+        std::fs::write(dir.path().join("client-chain.pem"), client[1..].concat())
+            .expect("write client chain");
+        openssl(
+            dir.path(),
+            &[
+                "verify",
+                "-x509_strict",
+                "-purpose",
+                "sslclient",
+                "-CAfile",
+                "root.pem",
+                "-untrusted",
+                "client-chain.pem",
+                "client.pem",
+            ],
+        );
+    }
+}
+
+/// A rotation from start to end in the connect profile: nothing failed on
+/// the server or any agent (`/status?since=` the first apply), the agents
+/// are the processes started at the beginning, and `check` is all √.
+#[track_caller]
+fn assert_no_disconnect(
+    s: &Scenario,
+    relay: &mut Relay,
+    since: &str,
+    pids: &BTreeMap<String, u32>,
+    what: &str,
+) {
+    relay.assert_no_failures(Some(since), what);
+    let marks = relay.marks();
+    relay.assert_recovered(&marks, pids);
+    relayctl_check_passes(s, relay);
+}
+
+#[test]
+fn a_managed_root_rotation_never_fails_a_handshake_of_token_agents() {
+    let s = Scenario::new("managed", "e2e-rotate-root", Connections::Flag);
+    let ns = s.ns.as_str();
+    s.apply();
+    let mut relay = Relay::start(ns, &[]);
+    relay.wait_connected(&BTreeMap::new(), CONNECTS, "before the rotation");
+    let old_root = bundle(MGMT, ns, ROOT_SECRET);
+    let pids = relay.pids();
+    let since = now_rfc3339();
+
+    s.declare_rotation();
+    let rotated = rotate(&s, &mut relay, "root rotation", |_, _| false);
+    assert_eq!(
+        rotated.phases,
+        [
+            "1/4 trust-both",
+            "2/4 switch-signer",
+            "3/4 reissue",
+            "4/4 drop-old"
+        ],
+        "{rotated:#?}"
+    );
+    // Token mode: each agent bootstrapped again from the new signer, once.
+    for cluster in WORKLOADS {
+        let bootstraps = relay
+            .agent(cluster)
+            .events()
+            .iter()
+            .filter(|e| e.is("bootstrap", true))
+            .count();
+        assert_eq!(
+            bootstraps,
+            2,
+            "{cluster}: the first bootstrap and one in its wave\n{}",
+            relay.report()
+        );
+    }
+    let new_root = bundle(MGMT, ns, ROOT_SECRET);
+    assert_ne!(new_root, old_root);
+    assert_ended_on(&s, &new_root, "root rotation");
+    assert_no_disconnect(&s, &mut relay, &since, &pids, "root rotation");
+}
+
+#[test]
+fn a_preprovisioned_root_rotation_never_fails_a_handshake() {
+    let s = Scenario::new(
+        "managed-preprovisioned",
+        "e2e-rotate-preprovisioned",
+        Connections::PerCluster,
+    );
+    let ns = s.ns.as_str();
+    s.apply();
+    let mut relay = Relay::start(ns, &[]);
+    relay.wait_connected(&BTreeMap::new(), CONNECTS, "before the rotation");
+    let old_root = bundle(MGMT, ns, ROOT_SECRET);
+    let pids = relay.pids();
+    let since = now_rfc3339();
+
+    s.declare_rotation();
+    let rotated = rotate(&s, &mut relay, "root rotation", |_, _| false);
+    assert_eq!(
+        rotated.phases,
+        [
+            "1/4 trust-both",
+            "2/4 switch-signer",
+            "3/4 reissue",
+            "4/4 drop-old"
+        ],
+        "{rotated:#?}"
+    );
+    // relayctl reissued every client certificate; the agents reloaded them
+    // without a bootstrap.
+    for cluster in WORKLOADS {
+        assert!(
+            !relay
+                .agent(cluster)
+                .events()
+                .iter()
+                .any(|e| e.event == "bootstrap"),
+            "{cluster}\n{}",
+            relay.report()
+        );
+    }
+    let new_root = bundle(MGMT, ns, ROOT_SECRET);
+    assert_ne!(new_root, old_root);
+    assert_ended_on(&s, &new_root, "preprovisioned root rotation");
+    assert_no_disconnect(
+        &s,
+        &mut relay,
+        &since,
+        &pids,
+        "preprovisioned root rotation",
+    );
+}
+
+#[test]
+fn an_intermediate_rotation_then_a_token_rotation_never_fail_a_handshake() {
+    let s = Scenario::new("managed", "e2e-rotate-intermediate", Connections::Flag);
+    let ns = s.ns.as_str();
+    s.apply();
+    let mut relay = Relay::start(ns, &[]);
+    relay.wait_connected(&BTreeMap::new(), CONNECTS, "before the rotation");
+    let root = bundle(MGMT, ns, ROOT_SECRET);
+    let old_signer = pem_blocks(&secret_data(MGMT, ns, SIGNING_SECRET, "tls.crt"));
+    let pids = relay.pids();
+    let since = now_rfc3339();
+
+    // A new key type for the intermediate: a rotation under the same root.
+    s.edit_trust(
+        "    intermediate: { validity: 43800h }\n",
+        "    intermediate: { validity: 43800h, key: ecdsa-p384 }\n    rotation: { soak: 2s, wave: 50 }\n",
+    );
+    let rotated = rotate(&s, &mut relay, "intermediate rotation", |_, _| false);
+    // The apply after the reissue retires the old intermediate.
+    assert_eq!(
+        rotated.phases,
+        ["1/2 switch-signer", "2/2 reissue", "2/2 end"],
+        "{rotated:#?}"
+    );
+    let new_signer = pem_blocks(&secret_data(MGMT, ns, SIGNING_SECRET, "tls.crt"));
+    assert_ne!(new_signer[0], old_signer[0]);
+    assert_ended_on(&s, &root, "intermediate rotation");
+    let signer_der = |pem: &str| {
+        Command::new("openssl")
+            .args(["x509", "-noout", "-text"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(pem.as_bytes())?;
+                child.wait_with_output()
+            })
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .expect("openssl x509")
+    };
+    assert!(
+        signer_der(&new_signer[0]).contains("384 bit"),
+        "the new intermediate is P-384"
+    );
+    assert_no_disconnect(&s, &mut relay, &since, &pids, "intermediate rotation");
+
+    // The token: mgmt first, then every workload, in one apply. Agents that
+    // bootstrapped keep their certificates; a new bootstrap uses the new token.
+    let token = secret_data(MGMT, ns, TOKEN_SECRET, "token");
+    let versions: BTreeMap<&str, String> = WORKLOADS
+        .iter()
+        .map(|c| (*c, resource_version(c, ns, CLIENT_SECRET)))
+        .collect();
+    s.edit_trust(
+        "  identityToken: { enabled: true }\n",
+        "  identityToken: { enabled: true, generation: 2 }\n",
+    );
+    let since = now_rfc3339();
+    let marks = relay.marks();
+    s.apply();
+    let new_token = secret_data(MGMT, ns, TOKEN_SECRET, "token");
+    assert_ne!(new_token, token);
+    for cluster in WORKLOADS {
+        assert_eq!(
+            secret_data(cluster, ns, TOKEN_SECRET, "token"),
+            new_token,
+            "{cluster}"
+        );
+    }
+    relay.wait_connected(&marks, 2, "after the token rotation");
+    for cluster in WORKLOADS {
+        assert_eq!(
+            resource_version(cluster, ns, CLIENT_SECRET),
+            versions[cluster],
+            "{cluster}: a bootstrapped agent is not touched by a token rotation"
+        );
+    }
+    let mark = relay.agent("cluster-2").mark();
+    kubectl("cluster-2", &["-n", ns, "delete", "secret", CLIENT_SECRET]);
+    relay.wait(
+        relay.agent("cluster-2"),
+        mark,
+        "a bootstrap with the new token",
+        CONNECT_TIMEOUT,
+        |events| events.iter().any(|e| e.is("bootstrap", true)),
+    );
+    relay.assert_no_failures(Some(&since), "token rotation");
+    let (run, _) = s.plan_json();
+    assert_eq!(
+        run.code,
+        0,
+        "converged after the token rotation\n{}",
+        run.all()
+    );
+}
+
+#[test]
+fn a_product_ca_migrates_to_custom_without_a_failed_handshake() {
+    let s = Scenario::new("gloo", "e2e-migrate", Connections::PerCluster);
+    let ns = s.ns.as_str();
+    let relay = Relay::server_only(ns, &["--generate-ca"]);
+    relay.wait(
+        &relay.server,
+        0,
+        "the initial load of the generated server certificate",
+        EVENT_TIMEOUT,
+        |events| {
+            events
+                .iter()
+                .any(|e| e.is("reload", true) && e.detail.starts_with("initial load"))
+        },
+    );
+    s.apply();
+    let mut relay = relay;
+    relay.start_agents();
+    relay.wait_connected(&BTreeMap::new(), CONNECTS, "on the product's CA");
+    let product_root = bundle(MGMT, ns, ROOT_SECRET);
+    let pids = relay.pids();
+    let since = now_rfc3339();
+
+    let material = s.path().join("material");
+    let output = Command::new("bash")
+        .arg(examples().join("make-material.sh"))
+        .arg(&material)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run make-material.sh");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    s.edit_trust(
+        "    mode: gloo\n",
+        &format!(
+            "    mode: custom\n    root:\n      cert: {{ file: material/root.crt }}\n      privateKey: {{ file: material/root.key }}\n    rotation: {ROTATION}\n"
+        ),
+    );
+    // The product's Secrets become relayctl's (the first apply adopts them
+    // and starts the rotation), then one phase per apply.
+    let marks = relay.marks();
+    let adopt = s.relayctl(&["apply", ".", "--auto-approve", "--adopt"]);
+    assert_eq!(adopt.code, 0, "{}", adopt.all());
+    relay.wait_connected(&marks, 2, "after the adoption");
+    let rotated = rotate(&s, &mut relay, "migration", |_, _| false);
+    assert!(
+        rotated
+            .phases
+            .ends_with(&["3/4 reissue".to_owned(), "4/4 drop-old".to_owned()]),
+        "{rotated:#?}"
+    );
+    let corp_root = pem_blocks(&std::fs::read(material.join("root.crt")).expect("root.crt"));
+    assert_ne!(corp_root, product_root);
+    assert_ended_on(&s, &corp_root, "migration");
+    let root_secret = secret(MGMT, ns, ROOT_SECRET).expect("root secret");
+    assert!(
+        root_secret["data"].get("tls.key").is_none(),
+        "custom keeps no root key in the cluster: {}",
+        root_secret["data"]
+            .as_object()
+            .map(|d| d.keys().cloned().collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+    );
+    assert_no_disconnect(&s, &mut relay, &since, &pids, "migration");
+}
+
+#[test]
+fn agents_that_never_reload_are_named_by_the_gate_and_fail_nothing_once_restarted() {
+    let s = Scenario::new("managed", "e2e-rotate-restart", Connections::Flag);
+    let ns = s.ns.as_str();
+    s.apply();
+    let mut relay = Relay::server_only(ns, &[]);
+    relay.start_agents_with(&["--reload", "restart"]);
+    relay.wait_connected(&BTreeMap::new(), CONNECTS, "before the rotation");
+    let since = now_rfc3339();
+
+    s.declare_rotation();
+    let mut restarted = BTreeSet::new();
+    let rotated = rotate(
+        &s,
+        &mut relay,
+        "root rotation, restart profile",
+        |relay, waiting| {
+            // Restart what the gate says to restart; a cluster waiting for
+            // its wave is fine; anything else is a failure.
+            for w in waiting {
+                if w.reason.contains("restart the agent") {
+                    if restarted.insert(w.cluster.clone()) {
+                        relay.restart_agent(&w.cluster, &["--reload", "restart"]);
+                    }
+                } else if !w.reason.contains("reissued in a later wave") {
+                    return false;
+                }
+            }
+            true
+        },
+    );
+    assert_eq!(
+        rotated.phases,
+        [
+            "1/4 trust-both",
+            "2/4 switch-signer",
+            "3/4 reissue",
+            "4/4 drop-old"
+        ],
+        "{rotated:#?}"
+    );
+    // The gate before drop-old named every agent (in its wave) as one to
+    // restart; the cross-signed bridge kept the old agents verifying the new
+    // server chain until then.
+    let named: BTreeSet<String> = rotated
+        .waited
+        .iter()
+        .flatten()
+        .map(|w| w.cluster.clone())
+        .collect();
+    let all: BTreeSet<String> = WORKLOADS.iter().map(|c| (*c).to_owned()).collect();
+    assert_eq!(named, all, "{rotated:#?}");
+    assert_eq!(restarted, all);
+    relay.assert_no_failures(Some(&since), "root rotation, restart profile");
+    assert_ended_on(&s, &bundle(MGMT, ns, ROOT_SECRET), "restart profile");
+    relayctl_check_passes(&s, &relay);
 }
