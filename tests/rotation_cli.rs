@@ -918,3 +918,97 @@ fn a_rotation_apply_killed_at_any_write_resumes_in_its_phase_and_keeps_both_root
     }
     assert!(killed >= 4, "killed at {killed} points");
 }
+
+#[test]
+fn a_relay_secret_changed_by_another_writer_during_a_rotation_holds_the_phase() {
+    let fixture = Fixture::example("managed-preprovisioned");
+    let t0 = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    apply_at(&fixture, t0, &[]);
+    set_rotation(&fixture, "{ generation: 2 }");
+    apply_at(&fixture, t0, &[]);
+    assert_eq!(phase(&json_at(&fixture, t0)).as_deref(), Some("trust-both"));
+
+    // Something else (a management server still generating its CA, a
+    // person) puts another certificate into the server Secret; relayctl's
+    // labels and annotations stay as they were.
+    let mut server = fixture.secret("mgmt", "relay-server-tls-secret").unwrap();
+    let written = server.get("tls.crt").unwrap().clone();
+    let other = fixture
+        .secret("cluster-1", "relay-client-tls-secret")
+        .unwrap();
+    server
+        .data
+        .insert("tls.crt".to_owned(), other.get("tls.crt").unwrap().clone());
+    server
+        .data
+        .insert("tls.key".to_owned(), other.get("tls.key").unwrap().clone());
+    fixture.put("mgmt", server);
+
+    // Past the soak time the gate would open; the foreign write holds it.
+    let t1 = t0 + DAY * 2;
+    let plan = json_at(&fixture, t1);
+    let gate = &plan["ca"]["rotation"]["gate"];
+    assert_eq!(gate["open"], false, "{gate:#}");
+    let blockers = gate["blockers"].as_array().unwrap();
+    assert!(
+        blockers.iter().any(|b| b["cluster"] == "mgmt"
+            && b["reason"]
+                .as_str()
+                .unwrap()
+                .contains("relay-server-tls-secret was changed by something other than relayctl")
+            && b["reason"]
+                .as_str()
+                .unwrap()
+                .contains("disableCaCertGeneration")),
+        "{gate:#}"
+    );
+    let text = plan_at(&fixture, t1);
+    assert_eq!(text.code, 2, "the repair is a change\n{}", text.stdout);
+    assert!(
+        text.stdout
+            .contains("changed by something other than relayctl"),
+        "{}",
+        text.stdout
+    );
+    // This apply writes it back and stays in the phase; the next one moves on.
+    let repair = apply_at(&fixture, t1, &[]);
+    assert!(
+        repair.stdout.contains("phase 1 of 4 (trust-both)")
+            && !repair.stdout.contains("phase 2 of 4"),
+        "{}",
+        repair.stdout
+    );
+    let server = certs(&fixture, "mgmt", "relay-server-tls-secret", "tls.crt");
+    assert!(
+        server[0]
+            .dns_names
+            .iter()
+            .any(|n| n == "gloo-mesh-mgmt-server.gloo-mesh"),
+        "a server certificate again: {:?}",
+        server[0].dns_names
+    );
+    assert_ne!(
+        fingerprints(&server)[0],
+        fingerprints(&certs(
+            &fixture,
+            "cluster-1",
+            "relay-client-tls-secret",
+            "tls.crt"
+        ))[0],
+    );
+    assert_ne!(
+        fingerprints(&server)[0],
+        fingerprints(&pki::inspect_bundle(written.expose()).unwrap())[0],
+        "reissued: relayctl never reuses a certificate it lost track of"
+    );
+    assert!(
+        json_at(&fixture, t1)["ca"]["rotation"]["gate"]["blockers"].is_null(),
+        "nothing foreign left"
+    );
+    let run = apply_at(&fixture, t1, &[]);
+    assert!(
+        run.stdout.contains("phase 2 of 4 (switch-signer)"),
+        "{}",
+        run.stdout
+    );
+}

@@ -927,6 +927,44 @@ fn choose_wave(input: &PlanInput<'_>, stage: &mut Stage, rotation: &Rotation) {
     stage.wave = wave;
 }
 
+/// relayctl's relay Secrets whose certificate is no longer the one relayctl
+/// wrote (its `cert-sha256` annotation): something else changed them, e.g. a
+/// management server still generating its own CA. `(cluster, Secret, what)`.
+fn tampered(input: &PlanInput<'_>) -> Vec<(ClusterName, String, String)> {
+    let instance = input.config.instance.as_str();
+    let mut out = Vec::new();
+    for (cluster, obs) in &input.observed.clusters {
+        let Ok(obs) = obs else { continue };
+        for secret in obs.secrets.values() {
+            if !matches!(secret.ownership(instance), crate::observed::Ownership::Ours) {
+                continue;
+            }
+            let Some(wrote) = secret
+                .annotations
+                .get(crate::observed::ANNOTATION_FINGERPRINT)
+            else {
+                continue;
+            };
+            let held = secret
+                .get(key::TLS_CRT)
+                .or_else(|| secret.get(key::CA_CRT))
+                .and_then(|pem| pki::inspect_bundle(pem.expose()).ok())
+                .and_then(|facts| facts.into_iter().next());
+            let what = match held {
+                Some(facts) if &facts.sha256_fingerprint == wrote => continue,
+                Some(facts) => format!(
+                    "its certificate is sha256 {}, relayctl wrote {}",
+                    pki::short_fingerprint(&facts.sha256_fingerprint),
+                    pki::short_fingerprint(wrote)
+                ),
+                None => "it no longer holds the certificate relayctl wrote".to_owned(),
+            };
+            out.push((cluster.clone(), secret.name.clone(), what));
+        }
+    }
+    out
+}
+
 /// The gate before the phase after `stage`'s, judged on its plan.
 pub(super) fn gate(input: &PlanInput<'_>, stage: &Stage, plan: &Plan) -> Option<Gate> {
     let rotation = stage.rotation()?;
@@ -961,6 +999,14 @@ pub(super) fn gate(input: &PlanInput<'_>, stage: &Stage, plan: &Plan) -> Option<
         {
             writing += 1;
         }
+    }
+    for (cluster, secret, why) in tampered(input) {
+        blockers.push(Blocker {
+            cluster: cluster.to_string(),
+            reason: format!(
+                "{secret} was changed by something other than relayctl during the rotation ({why}); this apply writes it back, and the next phase waits one apply more — if the management server regenerated it, install the product with `disableCaCertGeneration` (and `disableTokenGeneration`) set first"
+            ),
+        });
     }
     if writing > 0 {
         waiting_for.push(format!(
