@@ -48,6 +48,23 @@ pub struct Observation {
     pub clusters: Vec<ClusterStatus>,
     /// When the observation was made.
     pub at: Option<OffsetDateTime>,
+    /// The CA rotation under way, if any.
+    pub rotation: Option<RotationGauges>,
+}
+
+/// Where a CA rotation stands, for the `ca_rotation_*` gauges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationGauges {
+    /// `root` or `intermediate`.
+    pub kind: String,
+    /// The phase's name.
+    pub phase: String,
+    /// Its 1-based number.
+    pub step: usize,
+    /// Clusters blocking the next phase.
+    pub blocked_clusters: usize,
+    /// Certificates still chaining only to the old root (or intermediate).
+    pub old_certificates: usize,
 }
 
 /// Why a reconcile run failed: a bounded set, the `reason` label.
@@ -235,6 +252,12 @@ struct StateLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RotationLabels {
+    kind: String,
+    phase: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -300,6 +323,41 @@ pub fn register_observation(registry: &mut Registry, observation: &Observation) 
         "How the cluster stands after the last observation: 1 on its state (converged, drift, unreachable, conflict, error), 0 on the others",
         Gauges(state),
     );
+    // Always present, 0 without a rotation, so that an alert can say
+    // "a rotation has been blocked for a day".
+    let rotation = observation.rotation.as_ref();
+    let phase = rotation
+        .map(|r| {
+            vec![(
+                RotationLabels {
+                    kind: r.kind.clone(),
+                    phase: r.phase.clone(),
+                },
+                i64::try_from(r.step).unwrap_or(i64::MAX),
+            )]
+        })
+        .unwrap_or_default();
+    registry.register(
+        "ca_rotation_phase",
+        "The phase (1-based) of the CA rotation under way; no series without one",
+        Gauges(phase),
+    );
+    for (name, help, value) in [
+        (
+            "ca_rotation_blocked_clusters",
+            "Clusters that block the next phase of the CA rotation (0 without one)",
+            rotation.map_or(0, |r| r.blocked_clusters),
+        ),
+        (
+            "ca_rotation_old_certificates",
+            "Certificates that still chain only to the CA being replaced (0 without a rotation)",
+            rotation.map_or(0, |r| r.old_certificates),
+        ),
+    ] {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        registry.register(name, help, gauge);
+    }
     if let Some(at) = observation.at {
         let gauge = Gauge::<i64>::default();
         gauge.set(at.unix_timestamp());
@@ -466,6 +524,7 @@ pub fn observation_of_report(report: &crate::check::Report, at: OffsetDateTime) 
             })
             .collect(),
         at: Some(at),
+        rotation: None,
     }
 }
 
@@ -508,7 +567,43 @@ mod tests {
                 })
                 .collect(),
             at: None,
+            rotation: None,
         }
+    }
+
+    #[test]
+    fn a_rotation_has_its_phase_and_gate_as_gauges_and_none_has_zeros() {
+        let none = observation_text(&observation(&["cluster-1"]));
+        assert!(!none.contains("relayctl_ca_rotation_phase{"), "{none}");
+        assert!(
+            none.contains("\nrelayctl_ca_rotation_blocked_clusters 0\n"),
+            "{none}"
+        );
+        assert!(
+            none.contains("\nrelayctl_ca_rotation_old_certificates 0\n"),
+            "{none}"
+        );
+        let mut rotating = observation(&["cluster-1"]);
+        rotating.rotation = Some(RotationGauges {
+            kind: "root".into(),
+            phase: "reissue".into(),
+            step: 3,
+            blocked_clusters: 2,
+            old_certificates: 5,
+        });
+        let text = observation_text(&rotating);
+        assert!(
+            text.contains("\nrelayctl_ca_rotation_phase{kind=\"root\",phase=\"reissue\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nrelayctl_ca_rotation_blocked_clusters 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nrelayctl_ca_rotation_old_certificates 5\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -355,8 +355,14 @@ fn the_loop_serves_metrics_an_independent_parser_reads_and_a_removed_cluster_dis
     let fixture = applied();
     let repo = Repo::of(&fixture);
     let looping = Loop::start(&fixture, &repo, &[]);
+    // Ready once the first tick observed the fleet; its metrics are
+    // published when it ends.
     looping.wait_for(Duration::from_secs(60), "ready after the first tick", |l| {
         get(&l.addr, "/readyz", "*/*").0 == 200
+            && get(&l.addr, "/metrics", "*/*")
+                .2
+                .lines()
+                .any(|line| line.starts_with("relayctl_reconcile_total ") && !line.ends_with(" 0"))
     });
     let (code, _, body) = get(&looping.addr, "/livez", "*/*");
     assert_eq!(code, 200, "{body}");

@@ -1762,6 +1762,32 @@ fn a_managed_root_rotation_never_fails_a_handshake_of_token_agents() {
     let new_root = bundle(MGMT, ns, ROOT_SECRET);
     assert_ne!(new_root, old_root);
     assert_ended_on(&s, &new_root, "root rotation");
+    // One Event per phase entered, on the rotation record on mgmt.
+    let events: serde_json::Value = serde_json::from_str(&kubectl(
+        MGMT,
+        &["-n", ns, "get", "events.events.k8s.io", "-o", "json"],
+    ))
+    .expect("events as JSON");
+    let mut notes: Vec<String> = events["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["reason"] == "RotationPhaseAdvanced")
+        .map(|e| {
+            assert_eq!(e["regarding"]["name"], "relayctl-prod-rotation", "{e}");
+            e["note"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    notes.sort();
+    assert_eq!(notes.len(), 4, "{notes:#?}");
+    for (note, phase) in notes.iter().zip([
+        "1 of 4 (trust-both)",
+        "2 of 4 (switch-signer)",
+        "3 of 4 (reissue)",
+        "4 of 4 (drop-old)",
+    ]) {
+        assert!(note.ends_with(&format!("entered phase {phase}")), "{note}");
+    }
     assert_no_disconnect(&s, &mut relay, &since, &pids, "root rotation");
 }
 

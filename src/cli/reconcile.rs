@@ -528,7 +528,9 @@ fn watch_signals(
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
             };
-            if flag.swap(true, Ordering::SeqCst) {
+            // Only this thread sets the flag. It is set after the log line,
+            // so that the loop cannot exit before the line is written.
+            if flag.load(Ordering::SeqCst) {
                 tracing::warn!(signal = name, "second signal: exiting now");
                 std::process::exit(1);
             }
@@ -536,6 +538,7 @@ fn watch_signals(
                 signal = name,
                 "stopping: the writes in flight finish, then relayctl exits"
             );
+            flag.store(true, Ordering::SeqCst);
             let _ = wake.send(());
         }
     });

@@ -22,6 +22,36 @@ pub(crate) fn written(report: &ApplyReport) -> BTreeMap<String, usize> {
     out
 }
 
+/// `RotationPhaseAdvanced` on the rotation record when this apply entered a
+/// phase of a CA rotation and wrote the record (mgmt's first write).
+fn rotation_event(
+    prepared: &Prepared,
+    written: &BTreeMap<String, usize>,
+) -> Option<crate::events::EventNote> {
+    let plan = &prepared.planned.plan;
+    let rotation = plan.ca.rotation.as_ref().filter(|r| r.entered)?;
+    let record = crate::relay::rotation_secret(plan.instance.as_str());
+    let mgmt = prepared
+        .planned
+        .writes
+        .iter()
+        .find(|w| w.role == crate::plan::Role::Management)?;
+    let first = mgmt.writes.first().filter(|w| w.object.name == record)?;
+    if written.get(mgmt.cluster.as_str()).copied().unwrap_or(0) == 0 {
+        return None;
+    }
+    Some(crate::events::rotation_phase_advanced(
+        mgmt.cluster.as_str(),
+        &first.object.namespace,
+        &record,
+        &rotation.id,
+        &format!(
+            "{} of {} ({})",
+            rotation.step, rotation.steps, rotation.phase
+        ),
+    ))
+}
+
 /// Clusters whose writes failed, with the error.
 pub(crate) fn failed(report: &ApplyReport) -> BTreeMap<String, String> {
     report
@@ -41,12 +71,14 @@ pub(crate) fn record_events(
     parallelism: usize,
 ) -> usize {
     let plan = &prepared.planned.plan;
-    let notes = crate::events::of_run(
+    let written = written(report);
+    let mut notes = crate::events::of_run(
         plan,
         &prepared.planned.writes,
-        &written(report),
+        &written,
         &prepared.provenance.label,
     );
+    notes.extend(rotation_event(prepared, &written));
     let mut by_cluster: BTreeMap<String, Vec<crate::events::EventNote>> = BTreeMap::new();
     for note in notes {
         by_cluster
@@ -129,10 +161,21 @@ pub(crate) fn observation(
             }
         }
     }
+    let rotation = prepared.planned.plan.ca.rotation.as_ref().map(|r| {
+        let gate = r.gate.as_ref();
+        crate::metrics::RotationGauges {
+            kind: r.kind.clone(),
+            phase: r.phase.clone(),
+            step: r.step,
+            blocked_clusters: gate.map_or(0, |g| g.blocked_clusters),
+            old_certificates: gate.map_or(0, |g| g.old_certificates),
+        }
+    });
     crate::metrics::Observation {
         certificates,
         clusters,
         at: Some(at),
+        rotation,
     }
 }
 

@@ -104,6 +104,10 @@ pub struct RotationStatus {
     /// Held by a rollback until `apply --resume`.
     #[serde(default)]
     pub held: bool,
+    /// This apply enters the phase (starts, advances, rolls back or ends
+    /// the rotation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub entered: bool,
 }
 
 /// What must hold before the next phase starts.

@@ -1208,6 +1208,7 @@ pub(super) fn status(input: &PlanInput<'_>, stage: &Stage, plan: &Plan) -> Optio
             },
             gate: None,
             held: false,
+            entered: true,
         });
     }
     let rotation = stage.rotation()?;
@@ -1251,6 +1252,7 @@ pub(super) fn status(input: &PlanInput<'_>, stage: &Stage, plan: &Plan) -> Optio
         this_apply,
         gate: gate(input, stage, plan),
         held: rotation.held,
+        entered: stage.entered,
     })
 }
 
