@@ -48,8 +48,9 @@ pub struct Observation {
     pub clusters: Vec<ClusterStatus>,
     /// When the observation was made.
     pub at: Option<OffsetDateTime>,
-    /// The CA rotation under way, if any.
-    pub rotation: Option<RotationGauges>,
+    /// The CA rotation under way: `Some(None)` when there is none, `None`
+    /// when this observation does not know (`check`, which does not plan).
+    pub rotation: Option<Option<RotationGauges>>,
 }
 
 /// Where a CA rotation stands, for the `ca_rotation_*` gauges.
@@ -323,40 +324,8 @@ pub fn register_observation(registry: &mut Registry, observation: &Observation) 
         "How the cluster stands after the last observation: 1 on its state (converged, drift, unreachable, conflict, error), 0 on the others",
         Gauges(state),
     );
-    // Always present, 0 without a rotation, so that an alert can say
-    // "a rotation has been blocked for a day".
-    let rotation = observation.rotation.as_ref();
-    let phase = rotation
-        .map(|r| {
-            vec![(
-                RotationLabels {
-                    kind: r.kind.clone(),
-                    phase: r.phase.clone(),
-                },
-                i64::try_from(r.step).unwrap_or(i64::MAX),
-            )]
-        })
-        .unwrap_or_default();
-    registry.register(
-        "ca_rotation_phase",
-        "The phase (1-based) of the CA rotation under way; no series without one",
-        Gauges(phase),
-    );
-    for (name, help, value) in [
-        (
-            "ca_rotation_blocked_clusters",
-            "Clusters that block the next phase of the CA rotation (0 without one)",
-            rotation.map_or(0, |r| r.blocked_clusters),
-        ),
-        (
-            "ca_rotation_old_certificates",
-            "Certificates that still chain only to the CA being replaced (0 without a rotation)",
-            rotation.map_or(0, |r| r.old_certificates),
-        ),
-    ] {
-        let gauge = Gauge::<i64>::default();
-        gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
-        registry.register(name, help, gauge);
+    if let Some(rotation) = &observation.rotation {
+        register_rotation(registry, rotation.as_ref());
     }
     if let Some(at) = observation.at {
         let gauge = Gauge::<i64>::default();
@@ -488,6 +457,43 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
+/// The `ca_rotation_*` gauges: always there where the run planned, 0
+/// without a rotation, so that an alert can say "blocked for a day".
+fn register_rotation(registry: &mut Registry, rotation: Option<&RotationGauges>) {
+    let phase = rotation
+        .map(|r| {
+            vec![(
+                RotationLabels {
+                    kind: r.kind.clone(),
+                    phase: r.phase.clone(),
+                },
+                i64::try_from(r.step).unwrap_or(i64::MAX),
+            )]
+        })
+        .unwrap_or_default();
+    registry.register(
+        "ca_rotation_phase",
+        "The phase (1-based) of the CA rotation under way; no series without one",
+        Gauges(phase),
+    );
+    for (name, help, value) in [
+        (
+            "ca_rotation_blocked_clusters",
+            "Clusters that block the next phase of the CA rotation (0 without one)",
+            rotation.map_or(0, |r| r.blocked_clusters),
+        ),
+        (
+            "ca_rotation_old_certificates",
+            "Certificates that still chain only to the CA being replaced (0 without a rotation)",
+            rotation.map_or(0, |r| r.old_certificates),
+        ),
+    ] {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        registry.register(name, help, gauge);
+    }
+}
+
 /// The certificate and state metrics of `observation` alone, as Prometheus
 /// text (what `check -o prometheus` prints for a textfile collector).
 pub fn observation_text(observation: &Observation) -> String {
@@ -573,7 +579,11 @@ mod tests {
 
     #[test]
     fn a_rotation_has_its_phase_and_gate_as_gauges_and_none_has_zeros() {
-        let none = observation_text(&observation(&["cluster-1"]));
+        let unknown = observation_text(&observation(&["cluster-1"]));
+        assert!(!unknown.contains("relayctl_ca_rotation"), "{unknown}");
+        let mut steady = observation(&["cluster-1"]);
+        steady.rotation = Some(None);
+        let none = observation_text(&steady);
         assert!(!none.contains("relayctl_ca_rotation_phase{"), "{none}");
         assert!(
             none.contains("\nrelayctl_ca_rotation_blocked_clusters 0\n"),
@@ -584,13 +594,13 @@ mod tests {
             "{none}"
         );
         let mut rotating = observation(&["cluster-1"]);
-        rotating.rotation = Some(RotationGauges {
+        rotating.rotation = Some(Some(RotationGauges {
             kind: "root".into(),
             phase: "reissue".into(),
             step: 3,
             blocked_clusters: 2,
             old_certificates: 5,
-        });
+        }));
         let text = observation_text(&rotating);
         assert!(
             text.contains("\nrelayctl_ca_rotation_phase{kind=\"root\",phase=\"reissue\"} 3\n"),

@@ -146,7 +146,12 @@ fn thirty_years_of_monthly_ticks_rotate_everything_in_time() {
                 entry.1.push(rotation.phase.clone());
             }
         }
-        let report = relayctl::check::check(&world.config, &world.observe(), now);
+        let report = relayctl::check::check(
+            &world.config,
+            &world.observe(),
+            &relayctl::pki::OsKeySource,
+            now,
+        );
         assert!(
             report.passed(),
             "tick {tick} ({now}): {}",

@@ -19,6 +19,7 @@ pub mod html;
 mod lines;
 mod management;
 mod render;
+mod rotation;
 #[cfg(test)]
 mod tests;
 mod workload;
@@ -119,11 +120,14 @@ pub enum CheckId {
     /// `registration`: the workload is registered with the management server
     /// (a `KubernetesCluster` on mgmt), when relayctl registers clusters.
     Registration,
+    /// `rotation-handshakes`: during a CA rotation, old/new server × old/new
+    /// client handshakes with this cluster's bundles.
+    RotationHandshakes,
 }
 
 impl CheckId {
     /// Every check id.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 24] = [
         Self::Reachable,
         Self::RootCa,
         Self::RootCaKey,
@@ -147,6 +151,7 @@ impl CheckId {
         Self::ClientCertExpiry,
         Self::MtlsHandshake,
         Self::Registration,
+        Self::RotationHandshakes,
     ];
 
     /// The id as JSON and snapshots spell it.
@@ -175,6 +180,7 @@ impl CheckId {
             Self::ClientCertExpiry => "client-cert-expiry",
             Self::MtlsHandshake => "mtls-handshake",
             Self::Registration => "registration",
+            Self::RotationHandshakes => "rotation-handshakes",
         }
     }
 }
@@ -294,10 +300,19 @@ impl Report {
 }
 
 /// Checks the fleet. See the module docs.
-pub fn check(config: &TrustConfig, observed: &Observed, now: OffsetDateTime) -> Report {
+///
+/// `keys` makes the probe certificates of a rotation's handshake matrix
+/// (see [`rotation`]); nothing else draws on it.
+pub fn check(
+    config: &TrustConfig,
+    observed: &Observed,
+    keys: &dyn crate::pki::KeySource,
+    now: OffsetDateTime,
+) -> Report {
     let mgmt_name = &config.management.name;
     let (mgmt_report, mgmt) =
         management::check_management(config, observed.clusters.get(mgmt_name), now);
+    let matrix = rotation::prepare(config, observed.clusters.get(mgmt_name), keys, now);
     let mut clusters = vec![mgmt_report];
     for workload in &config.workloads {
         let name = &workload.cluster.name;
@@ -306,6 +321,7 @@ pub fn check(config: &TrustConfig, observed: &Observed, now: OffsetDateTime) -> 
             name,
             observed.clusters.get(name),
             &mgmt,
+            matrix.as_ref(),
             now,
         ));
     }

@@ -16,6 +16,11 @@ const SIGNING: &str = RelaySecret::Signing.name();
 const SERVER: &str = RelaySecret::Server.name();
 const TOKEN_SECRET: &str = RelaySecret::Token.name();
 const CLIENT: &str = RelaySecret::Client.name();
+
+/// `check` with the OS key source (the probes of a rotation's matrix).
+fn check(config: &TrustConfig, observed: &Observed, now: OffsetDateTime) -> Report {
+    super::check(config, observed, &pki::OsKeySource, now)
+}
 use crate::config::{ManifestFile, validate};
 use crate::material::Material;
 use crate::plan::{PlanInput, Randomness};

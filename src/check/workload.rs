@@ -21,11 +21,25 @@ pub(super) fn check_workload(
     name: &ClusterName,
     observed: Option<&Result<ClusterObservation, String>>,
     mgmt: &Management,
+    matrix: Option<&super::rotation::Matrix>,
     now: OffsetDateTime,
 ) -> ClusterReport {
     let mut lines = Lines::default();
     if let Some(obs) = reachable(&mut lines, observed) {
         workload_lines(config, name, obs, mgmt, now, &mut lines);
+        if let (Some(matrix), Ok(server), Some(roots)) = (
+            matrix,
+            &mgmt.server,
+            secret(obs, ROOT).and_then(|s| s.get(key::CA_CRT)),
+        ) {
+            matrix.line(
+                &config.server.authority,
+                &server.roots_pem,
+                roots.expose(),
+                now,
+                &mut lines,
+            );
+        }
     }
     ClusterReport {
         name: name.as_str().to_owned(),

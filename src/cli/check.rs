@@ -17,7 +17,7 @@ pub(crate) fn check_command(settings: &Settings, args: &CheckArgs) -> Result<Out
     let config = &loaded.config;
     let (_, observed) = super::fleet::observe_fleet(settings, config)?;
     let now = args.at.unwrap_or_else(OffsetDateTime::now_utc);
-    let report = check::check(config, &observed, now);
+    let report = check::check(config, &observed, &crate::pki::OsKeySource, now);
     let text = match args.output {
         CheckFormat::Text => check::render_text(&report, super::colour(), settings.verbose),
         CheckFormat::Json => check::render_json(&report) + "\n",

@@ -175,7 +175,7 @@ pub(crate) fn observation(
         certificates,
         clusters,
         at: Some(at),
-        rotation,
+        rotation: Some(rotation),
     }
 }
 
