@@ -1094,3 +1094,173 @@ fn check_runs_the_old_new_handshake_matrix_in_every_phase_and_names_a_broken_pai
     let (_, status, message) = lines.iter().find(|(c, _, _)| c == "cluster-1").unwrap();
     assert_eq!(status, "ok", "{message}");
 }
+
+/// Rewrites `from` into `to` in the config file `file`.
+fn edit(fixture: &Fixture, file: &str, from: &str, to: &str) {
+    let path = fixture.config().join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{file} has no `{from}`:\n{text}");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+}
+
+/// The gate's blockers of the plan at `t`, as `cluster: reason`.
+fn blockers(fixture: &Fixture, t: OffsetDateTime) -> Vec<String> {
+    json_at(fixture, t)["ca"]["rotation"]["gate"]["blockers"]
+        .as_array()
+        .map(|b| {
+            b.iter()
+                .map(|b| {
+                    format!(
+                        "{}: {}",
+                        b["cluster"].as_str().unwrap(),
+                        b["reason"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_external_root_moves_through_the_phases_as_your_pki_reissues() {
+    let fixture = Fixture::example("external");
+    let t0 = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    apply_at(&fixture, t0, &[]);
+    let old_root = split(&std::fs::read(fixture.config().join("material/root.crt")).unwrap());
+    // The user's PKI makes a new root, and the manifest names it.
+    let status = Command::new(Path::new(support::ROOT).join("examples/clusters/make-material.sh"))
+        .arg(fixture.config().join("material2"))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let new_root = split(&std::fs::read(fixture.config().join("material2/root.crt")).unwrap());
+    edit(
+        &fixture,
+        "relay-trust.yaml",
+        "root:\n      cert: { file: material/root.crt }",
+        "rotation: { soak: 1h }\n    root:\n      cert: { file: material2/root.crt }",
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let both: Vec<String> = old_root.iter().chain(&new_root).cloned().collect();
+
+    // Phase 1: both bundles everywhere; the server in service stays.
+    let server_before = pem(&fixture, "mgmt", "relay-server-tls-secret", "tls.crt");
+    let run = apply_at(&fixture, t0, &[]);
+    assert!(
+        run.stdout.contains("phase 1 of 4 (trust-both)"),
+        "{}",
+        run.stdout
+    );
+    for (cluster, name) in [
+        ("mgmt", "relay-server-tls-secret"),
+        ("cluster-1", "relay-root-tls-secret"),
+        ("cluster-2", "relay-root-tls-secret"),
+        ("cluster-1", "relay-client-tls-secret"),
+    ] {
+        assert_eq!(
+            split(&pem(&fixture, cluster, name, "ca.crt")),
+            both,
+            "{cluster}/{name}"
+        );
+    }
+    assert_eq!(
+        pem(&fixture, "mgmt", "relay-server-tls-secret", "tls.crt"),
+        server_before
+    );
+
+    // Phase 2 installs the configured server certificate; while it is still
+    // from the old root, the gate names mgmt and what to do.
+    let t1 = t0 + time::Duration::hours(2);
+    let run = apply_at(&fixture, t1, &[]);
+    assert!(
+        run.stdout.contains("phase 2 of 4 (switch-signer)"),
+        "{}",
+        run.stdout
+    );
+    let t2 = t1 + time::Duration::hours(2);
+    let blocked = plan_at(&fixture, t2);
+    assert_eq!(blocked.code, 3, "{}", blocked.stdout);
+    let names = blockers(&fixture, t2);
+    assert!(
+        names.len() == 1 && names[0].starts_with("mgmt: the server certificate from `spec.server.cert` does not chain to the new root bundle"),
+        "{names:#?}"
+    );
+    edit(
+        &fixture,
+        "relay-trust.yaml",
+        "material/server.",
+        "material2/server.",
+    );
+    let run = apply_at(&fixture, t2, &[]);
+    let server = pem(&fixture, "mgmt", "relay-server-tls-secret", "tls.crt");
+    assert!(openssl_verifies(
+        scratch.path(),
+        &new_root,
+        &server,
+        &[1],
+        "sslserver",
+        t2
+    ));
+    assert!(!run.stdout.contains("phase 3"), "{}", run.stdout);
+
+    // Phase 3 waits for every client certificate from the new root.
+    let run = apply_at(&fixture, t2, &[]);
+    assert!(
+        run.stdout.contains("phase 3 of 4 (reissue)"),
+        "{}",
+        run.stdout
+    );
+    let t3 = t2 + time::Duration::hours(2);
+    let names = blockers(&fixture, t3);
+    assert_eq!(names.len(), 2, "{names:#?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n.contains("does not chain to the new root bundle")),
+        "{names:#?}"
+    );
+    assert_eq!(
+        json_at(&fixture, t3)["ca"]["rotation"]["gate"]["oldCertificates"],
+        2
+    );
+    check_passes(&fixture, t3);
+    for cluster in ["cluster-1", "cluster-2"] {
+        edit(
+            &fixture,
+            &format!("{cluster}.yaml"),
+            &format!("material/{cluster}."),
+            &format!("material2/{cluster}."),
+        );
+    }
+    apply_at(&fixture, t3, &[]);
+    for cluster in ["cluster-1", "cluster-2"] {
+        let chain = pem(&fixture, cluster, "relay-client-tls-secret", "tls.crt");
+        assert!(
+            openssl_verifies(scratch.path(), &new_root, &chain, &[1], "sslclient", t3),
+            "{cluster}"
+        );
+    }
+
+    // Phase 4: the new bundle alone; converged.
+    let run = apply_at(&fixture, t3, &[]);
+    assert!(
+        run.stdout.contains("phase 4 of 4 (drop-old)"),
+        "{}",
+        run.stdout
+    );
+    for (cluster, name) in [
+        ("mgmt", "relay-server-tls-secret"),
+        ("cluster-1", "relay-root-tls-secret"),
+        ("cluster-2", "relay-root-tls-secret"),
+        ("cluster-2", "relay-client-tls-secret"),
+    ] {
+        assert_eq!(
+            split(&pem(&fixture, cluster, name, "ca.crt")),
+            new_root,
+            "{cluster}/{name}"
+        );
+    }
+    assert_eq!(plan_at(&fixture, t3).code, 0);
+    check_passes(&fixture, t3);
+}

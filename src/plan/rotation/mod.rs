@@ -181,6 +181,8 @@ struct Held {
     root_pem: Option<Vec<u8>>,
     /// The signing Secret's intermediate with its key.
     signer: Option<Issuer>,
+    /// The server Secret's `ca.crt` (`external`: the bundle in service).
+    server_bundle: Option<Vec<u8>>,
 }
 
 impl Held {
@@ -200,11 +202,17 @@ impl Held {
             .get(RelaySecret::Signing.name())
             .and_then(|s| super::compare::existing_ca(s, key::TLS_CRT).ok());
         let _ = input;
+        let server_bundle = obs
+            .secrets
+            .get(RelaySecret::Server.name())
+            .and_then(|s| s.get(key::CA_CRT))
+            .map(|v| v.expose().to_vec());
         Self {
             root,
             root_bundle,
             root_pem,
             signer,
+            server_bundle,
         }
     }
 
@@ -243,6 +251,9 @@ fn derives_intermediate(input: &PlanInput<'_>) -> bool {
 fn trigger(input: &PlanInput<'_>, held: &Held, state: &State) -> Option<Start> {
     let config = input.config;
     let now = input.now;
+    if config.ca.mode == CaMode::External {
+        return external_trigger(input, held, state);
+    }
     // Nothing to rotate from: the first apply issues what is missing.
     let root = held.root_facts()?;
     let signer = held.signer.as_ref()?;
@@ -425,7 +436,7 @@ fn drift(input: &PlanInput<'_>, held: &Held, record: &Record) -> Vec<CaDrift> {
     let config = input.config;
     let mut out = Vec::new();
     let Some(root) = held.root_facts() else {
-        return external_drift(input);
+        return external_drift(input, record);
     };
     let rotating = record.state.rotation.as_ref();
     match config.ca.mode {
@@ -505,7 +516,7 @@ fn drift(input: &PlanInput<'_>, held: &Held, record: &Record) -> Vec<CaDrift> {
 }
 
 /// `external`: the bundle the workloads hold against the configured one.
-fn external_drift(input: &PlanInput<'_>) -> Vec<CaDrift> {
+fn external_drift(input: &PlanInput<'_>, record: &Record) -> Vec<CaDrift> {
     if input.config.ca.mode != CaMode::External {
         return Vec::new();
     }
@@ -514,6 +525,7 @@ fn external_drift(input: &PlanInput<'_>) -> Vec<CaDrift> {
     };
     let wanted = configured.fingerprints();
     let mut differing = Vec::new();
+    let mut differing_bundle: Option<pki::Bundle> = None;
     let mut observed_text = None;
     for workload in &input.config.workloads {
         let Some(Ok(obs)) = input.observed.clusters.get(&workload.cluster.name) else {
@@ -529,6 +541,9 @@ fn external_drift(input: &PlanInput<'_>) -> Vec<CaDrift> {
         };
         if bundle.fingerprints() != wanted {
             observed_text.get_or_insert_with(|| bundle.describe());
+            if differing_bundle.is_none() {
+                differing_bundle = Some(bundle.clone());
+            }
             differing.push(workload.cluster.name.to_string());
         }
     }
@@ -540,8 +555,25 @@ fn external_drift(input: &PlanInput<'_>) -> Vec<CaDrift> {
         field: "spec.ca.root.cert".to_owned(),
         observed: format!("{observed} on {}", counted(&differing)),
         configured: configured.describe(),
-        action: "every bundle is rewritten to the configured one (relayctl does not phase an external CA: add the new root to your bundle first, and drop the old one only once your PKI reissued everything)".to_owned(),
+        action: match &record.state.rotation {
+            Some(r) => format!(
+                "none now: the rotation under way (`{}`) moves every bundle to it",
+                r.id
+            ),
+            None if bundle_drops_roots(configured, &differing_bundle) => {
+                "a root rotation (4 phases) moves every bundle to it: both bundles first, then your PKI's new server and client certificates, then the configured bundle alone".to_owned()
+            }
+            None => "every bundle is rewritten to the configured one (it only adds roots)".to_owned(),
+        },
     }]
+}
+
+/// Whether `configured` lacks a root of `observed`.
+fn bundle_drops_roots(configured: &pki::Bundle, observed: &Option<pki::Bundle>) -> bool {
+    let wanted = configured.fingerprints();
+    observed
+        .as_ref()
+        .is_some_and(|b| b.fingerprints().iter().any(|f| !wanted.contains(*f)))
 }
 
 fn counted(names: &[String]) -> String {
@@ -570,7 +602,9 @@ fn describe(facts: &CertFacts) -> String {
 /// The config must not change the destination of a rotation under way.
 fn check_config(input: &PlanInput<'_>, rotation: &Rotation, held: &Held) -> Result<(), String> {
     let _ = held;
-    if input.config.ca.mode != CaMode::Custom || rotation.kind != Kind::Root {
+    if !matches!(input.config.ca.mode, CaMode::Custom | CaMode::External)
+        || rotation.kind != Kind::Root
+    {
         return Ok(());
     }
     let Some(wanted) = input
@@ -602,6 +636,37 @@ fn rotation_id(kind: Kind, generation: u32, now: OffsetDateTime) -> String {
     format!("{}-{generation}-{stamp}", kind_word(kind))
 }
 
+/// `external`: the configured root bundle drops a root the clusters trust
+/// (the server's `ca.crt` says which). A bundle that only adds roots is
+/// written at once: trusting more breaks nobody.
+fn external_trigger(input: &PlanInput<'_>, held: &Held, state: &State) -> Option<Start> {
+    let configured = input.material.root.as_ref()?;
+    let observed = pki::Bundle::read(held.server_bundle.as_deref()?).ok()?;
+    let wanted = configured.fingerprints();
+    let dropped = observed
+        .fingerprints()
+        .iter()
+        .filter(|f| !wanted.contains(*f))
+        .count();
+    if dropped == 0 {
+        return None;
+    }
+    Some(Start {
+        kind: Kind::Root,
+        trigger: format!(
+            "the configured root bundle {} no longer holds {dropped} of the roots in service ({})",
+            configured.describe(),
+            observed.describe()
+        ),
+        trigger_key: format!(
+            "external:{}",
+            wanted.iter().copied().collect::<Vec<_>>().join(",")
+        ),
+        generation: state.root_generation + 1,
+        switch_after: None,
+    })
+}
+
 /// Starts a rotation: the record with its first phase and the material on
 /// both sides (a new root is generated in `managed` mode).
 fn begin(
@@ -611,6 +676,10 @@ fn begin(
     start: Start,
 ) -> Result<(), pki::IssueError> {
     let config = input.config;
+    if config.ca.mode == CaMode::External {
+        begin_external(input, held, stage, start);
+        return Ok(());
+    }
     let old_signer = held.signer.clone().expect("a trigger needs a signer");
     let old_root_pem = held.root_pem.clone().unwrap_or_default();
     let old_root_fp = held
@@ -695,6 +764,58 @@ fn begin(
     stage.record.material = material;
     stage.entered = true;
     Ok(())
+}
+
+/// Starts an `external` rotation: from the bundle in service to the
+/// configured one. relayctl holds no key: the record keeps both bundles,
+/// and your PKI reissues the server and client certificates.
+fn begin_external(input: &PlanInput<'_>, held: &Held, stage: &mut Stage, start: Start) {
+    let old = held.server_bundle.clone().unwrap_or_default();
+    let new = input
+        .material
+        .root
+        .as_ref()
+        .map(|b| b.pem().to_vec())
+        .unwrap_or_default();
+    let first = |pem: &[u8]| {
+        pki::inspect_bundle(pem)
+            .ok()
+            .and_then(|f| f.into_iter().next())
+            .map(|f| f.sha256_fingerprint)
+            .unwrap_or_default()
+    };
+    let rotation = Rotation {
+        id: rotation_id(start.kind, start.generation, now(input)),
+        kind: Kind::Root,
+        phase: Phase::TrustBoth,
+        trigger: start.trigger,
+        trigger_key: start.trigger_key,
+        generation: start.generation,
+        switch_after: None,
+        started: vec![record::Started {
+            phase: Phase::TrustBoth,
+            at: now(input),
+            rollback: false,
+        }],
+        reissued: BTreeMap::new(),
+        held: false,
+        old_root: first(&old),
+        new_root: first(&new),
+        old_signer: String::new(),
+        new_signer: String::new(),
+        cross_signed: false,
+    };
+    stage.record_reasons.push(format!(
+        "rotation `{}` starts: {}",
+        rotation.id, rotation.trigger
+    ));
+    stage.record.state.rotation = Some(rotation);
+    stage.record.material = record::Material {
+        old_root: Some(old),
+        new_root: Some(new),
+        ..record::Material::default()
+    };
+    stage.entered = true;
 }
 
 /// The root that signs a new intermediate in an intermediate rotation.
@@ -810,7 +931,7 @@ fn cancel(
 
 /// A custom rotation cancelled by putting the old root back in the config.
 pub(super) fn reverted(input: &PlanInput<'_>, rotation: &Rotation) -> bool {
-    input.config.ca.mode == CaMode::Custom
+    matches!(input.config.ca.mode, CaMode::Custom | CaMode::External)
         && rotation.kind == Kind::Root
         && rotation.phase == Phase::TrustBoth
         && input
@@ -851,6 +972,11 @@ fn from_new_signer(leaf: &CertFacts, new_signer: Option<&Issuer>) -> bool {
 pub(super) fn leftovers(input: &PlanInput<'_>, rotation: &Rotation, record: &Record) -> Leftovers {
     let mut out = Leftovers::default();
     let new_signer = record.material.new_signer.as_ref();
+    // `external`: your PKI's certificates are new when they chain to the
+    // new bundle (there is no intermediate of relayctl's to compare with).
+    let new_bundle = (input.config.ca.mode == CaMode::External)
+        .then(|| record.material.new_root.clone())
+        .flatten();
     for workload in &input.config.workloads {
         let name = &workload.cluster.name;
         let Some(Ok(obs)) = input.observed.clusters.get(name) else {
@@ -858,7 +984,20 @@ pub(super) fn leftovers(input: &PlanInput<'_>, rotation: &Rotation, record: &Rec
         };
         match obs.secrets.get(RelaySecret::Client.name()) {
             Some(secret) => {
-                if let Some(leaf) = leaf_of(secret)
+                if let Some(bundle) = &new_bundle {
+                    let chain = secret
+                        .get(key::TLS_CRT)
+                        .map(|v| v.expose())
+                        .unwrap_or_default();
+                    if pki::verify_chain(chain, bundle, pki::Usage::Client, None, input.now)
+                        .is_err()
+                    {
+                        out.old.push((
+                            name.clone(),
+                            "the client certificate from your PKI does not chain to the new root bundle: issue it from the new root and point this cluster's `spec.clientCert` at it".to_owned(),
+                        ));
+                    }
+                } else if let Some(leaf) = leaf_of(secret)
                     && !from_new_signer(&leaf, new_signer)
                 {
                     let who = match input.config.client_certs.mode {
@@ -1037,6 +1176,15 @@ pub(super) fn gate(input: &PlanInput<'_>, stage: &Stage, plan: &Plan) -> Option<
             pki::inspect::rfc3339(after)
         ));
     }
+    if input.config.ca.mode == CaMode::External
+        && rotation.phase == Phase::SwitchSigner
+        && let Some(reason) = external_server_not_new(input, &stage.record)
+    {
+        blockers.push(Blocker {
+            cluster: input.config.management.name.to_string(),
+            reason,
+        });
+    }
     let old_certificates;
     if rotation.phase == Phase::Reissue {
         let left = leftovers(input, rotation, &stage.record);
@@ -1059,9 +1207,11 @@ pub(super) fn gate(input: &PlanInput<'_>, stage: &Stage, plan: &Plan) -> Option<
             });
         }
         if input.config.client_certs.mode == ClientCertMode::External && !left.old.is_empty() {
-            waiting_for.push(
-                "your PKI to reissue the client certificates from the new intermediate".to_owned(),
-            );
+            waiting_for.push(if input.config.ca.mode == CaMode::External {
+                "your PKI to reissue the client certificates from the new root".to_owned()
+            } else {
+                "your PKI to reissue the client certificates from the new intermediate".to_owned()
+            });
         }
     } else {
         // Before the reissue phase, the leaves still from the old
@@ -1080,6 +1230,31 @@ pub(super) fn gate(input: &PlanInput<'_>, stage: &Stage, plan: &Plan) -> Option<
         blocked_clusters,
         old_certificates,
     })
+}
+
+/// `external`, switch-signer: why mgmt's server certificate does not chain
+/// to the new bundle yet, if it does not.
+fn external_server_not_new(input: &PlanInput<'_>, record: &Record) -> Option<String> {
+    let bundle = record.material.new_root.as_deref()?;
+    let mgmt = input
+        .observed
+        .clusters
+        .get(&input.config.management.name)?
+        .as_ref()
+        .ok()?;
+    let chain = mgmt
+        .secrets
+        .get(RelaySecret::Server.name())
+        .and_then(|s| s.get(key::TLS_CRT))
+        .map(|v| v.expose())
+        .unwrap_or_default();
+    pki::verify_chain(chain, bundle, pki::Usage::Server, None, input.now)
+        .err()
+        .map(|why| {
+            format!(
+                "the server certificate from `spec.server.cert` does not chain to the new root bundle ({why}): have your PKI issue it from the new root"
+            )
+        })
 }
 
 /// Whether the intermediate in service must be replaced now: a root
@@ -1101,7 +1276,10 @@ pub(super) fn advance(input: &PlanInput<'_>, stage: &Stage) -> Result<Stage, pki
         // The last phase held everywhere: the rotation ends.
         return Ok(end(input, next, rotation));
     };
-    if phase == Phase::SwitchSigner && next.record.material.new_signer.is_none() {
+    if phase == Phase::SwitchSigner
+        && next.record.material.new_signer.is_none()
+        && input.config.ca.mode != CaMode::External
+    {
         let material = &next.record.material;
         let root = match (&material.new_root, &material.new_root_key) {
             (Some(pem), Some(private)) => Some(Issuer::new(pem, private.clone())?),
@@ -1225,7 +1403,11 @@ pub(super) fn status(input: &PlanInput<'_>, stage: &Stage, plan: &Plan) -> Optio
         format!(
             "{verb} phase {step} of {steps} ({}): {}",
             rotation.phase.as_str(),
-            rotation.phase.describe()
+            if input.config.ca.mode == CaMode::External {
+                rotation.phase.describe_external()
+            } else {
+                rotation.phase.describe()
+            }
         )
     } else if !stage.wave.is_empty() {
         format!(

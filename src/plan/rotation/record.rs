@@ -107,6 +107,22 @@ impl Phase {
             Phase::DropOld => "the old root leaves every bundle",
         }
     }
+
+    /// What the phase does in `external` mode, where your PKI issues.
+    pub fn describe_external(self) -> &'static str {
+        match self {
+            Phase::TrustBoth => {
+                "every ca.crt trusts the old and the new bundle; the server certificate in service stays"
+            }
+            Phase::SwitchSigner => {
+                "the server certificate from `spec.server.cert` is installed; it must chain to the new bundle"
+            }
+            Phase::Reissue => {
+                "waits for every client certificate from your PKI to chain to the new bundle"
+            }
+            Phase::DropOld => "the old bundle leaves every ca.crt",
+        }
+    }
 }
 
 /// One phase's start (a rollback starts the earlier phase again).
