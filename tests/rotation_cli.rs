@@ -222,6 +222,20 @@ fn a_managed_root_rotation_takes_one_phase_per_apply_and_ends_on_the_new_root() 
         "{}",
         run.stdout
     );
+    // The record holds both roots' keys now: no output so far shows any.
+    assert!(
+        fixture
+            .secret("mgmt", "relayctl-prod-rotation")
+            .unwrap()
+            .get("new-root.key")
+            .is_some()
+    );
+    let at = stamp(t2);
+    for format in ["json", "markdown", "text"] {
+        let run = fixture.run(&["plan", "config", "-o", format, "--at", at.as_str()]);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    }
+    fixture.assert_no_leak(&[]);
     let signing = certs(&fixture, "mgmt", "relay-tls-signing-secret", "tls.crt");
     assert_eq!(signing.len(), 2, "intermediate + cross-signed twin");
     assert_ne!(fingerprints(&signing[..1]), old_signer);
@@ -1263,4 +1277,31 @@ fn an_external_root_moves_through_the_phases_as_your_pki_reissues() {
     }
     assert_eq!(plan_at(&fixture, t3).code, 0);
     check_passes(&fixture, t3);
+}
+
+#[test]
+fn a_clock_behind_the_new_intermediate_is_an_error_on_the_secret_not_a_bug() {
+    let fixture = Fixture::example("managed-preprovisioned");
+    let t0 = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    apply_at(&fixture, t0, &[]);
+    set_rotation(&fixture, "{ generation: 2 }");
+    apply_at(&fixture, t0, &[]);
+    // The switch is applied by a machine whose clock is two days ahead.
+    let ahead = t0 + DAY * 2;
+    let run = apply_at(&fixture, ahead, &[]);
+    assert!(run.stdout.contains("phase 2 of 4"), "{}", run.stdout);
+    // A plan from a machine with today's clock: mgmt's server Secret would
+    // be reissued by an intermediate that is not valid yet.
+    let mut server = fixture.secret("mgmt", "relay-server-tls-secret").unwrap();
+    server.data.remove("tls.crt");
+    fixture.put("mgmt", server);
+    let run = plan_at(&fixture, t0);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("is not valid before") && run.stdout.contains("check both (NTP)"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(!run.stderr.contains("a bug in relayctl"), "{}", run.stderr);
 }

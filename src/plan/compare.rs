@@ -53,9 +53,21 @@ pub(super) fn existing_ca(secret: &SecretObject, cert_key: &str) -> Result<Issue
     })
 }
 
-/// Why a certificate of `validity` issued now by `issuer` would outlive it,
-/// if it would: a per-Secret error, so the rest of the fleet is still planned.
+/// Why `issuer` cannot issue a certificate of `validity` now, if it cannot:
+/// it would outlive the issuer, or the issuer is not valid yet. A
+/// per-Secret error, so the rest of the fleet is still planned.
 pub(super) fn outlives(issuer: &Issuer, validity: Duration, now: OffsetDateTime) -> Option<String> {
+    // An issuer from the future: another machine with a clock ahead of this
+    // one made it (rcgen would refuse to sign; say why instead).
+    let issuer_start = issuer.facts().not_before;
+    if now < issuer_start {
+        return Some(format!(
+            "the issuer `{}` is not valid before {}, and this machine's clock says {}: the clock of the machine that issued it, or this one's, is off; check both (NTP) and run again",
+            issuer.facts().subject,
+            pki::inspect::rfc3339(issuer_start),
+            pki::inspect::rfc3339(now)
+        ));
+    }
     let issuer_end = issuer.facts().not_after;
     (now + validity.to_time() > issuer_end).then(|| {
         format!(

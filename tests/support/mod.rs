@@ -237,7 +237,9 @@ impl Fixture {
                 continue;
             };
             for (key, value) in &secret.data {
-                if key != "tls.key" && key != "token" {
+                // `tls.key`, the rotation record's `*-root.key` and
+                // `*-signing.key`, and tokens.
+                if !key.ends_with(".key") && key != "token" {
                     continue;
                 }
                 let raw = value.expose();
