@@ -314,9 +314,7 @@ pub fn narrow(
             .is_some_and(|o| o.shard == shard.index),
     };
     planned.plan.clusters.retain(|c| mine(&c.name, c.role));
-    planned
-        .writes
-        .retain(|w| mine(w.cluster.as_str(), w.role));
+    planned.writes.retain(|w| mine(w.cluster.as_str(), w.role));
     let mut waiting = Vec::new();
     if !shard.is_coordinator() {
         let inventory = crate::relay::inventory_secret(config.instance.as_str());
@@ -435,7 +433,9 @@ pub fn coverage(
         };
         match statuses.get(&shard) {
             None | Some(None) => Err(fail(
-                format!("shard {shard}/{count} has written no status: it has not run yet, or the management cluster keeps none (the directory backend)"),
+                format!(
+                    "shard {shard}/{count} has written no status: it has not run yet, or the management cluster keeps none (the directory backend)"
+                ),
                 "run the sharded Job (each shard writes `relayctl-status-<instance>-shard-<i>` on the management cluster); until then nothing shows that this cluster has a writer",
             )),
             Some(Some(Err(why))) => Err(fail(
@@ -493,7 +493,12 @@ pub fn coverage(
                     .filter(|s| **s != shard)
                     .map(|s| format!("{s}/{count}"))
                     .collect();
-                if let Some(skipped) = status.shard.skipped.iter().find(|s| s.name == name.as_str()) {
+                if let Some(skipped) = status
+                    .shard
+                    .skipped
+                    .iter()
+                    .find(|s| s.name == name.as_str())
+                {
                     Check {
                         id: CheckId::Shard,
                         status: Status::Fail,
@@ -552,7 +557,10 @@ fn warn_stale(shard: u32, count: u32, status: &ShardStatus) -> Check {
         message: format!(
             "shard {shard}/{count}'s last run (finished {}) read another config (digest {})",
             status.finished_at,
-            status.config_digest.get(..12).unwrap_or(&status.config_digest)
+            status
+                .config_digest
+                .get(..12)
+                .unwrap_or(&status.config_digest)
         ),
         hint: Some("the shard has not run since the manifests changed".to_owned()),
     }

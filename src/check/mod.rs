@@ -314,7 +314,10 @@ impl Report {
 
     /// Adds one line to each cluster named in `lines` (after its other
     /// checks) and counts them in.
-    pub fn add_lines(&mut self, mut lines: std::collections::BTreeMap<crate::model::ClusterName, Check>) {
+    pub fn add_lines(
+        &mut self,
+        mut lines: std::collections::BTreeMap<crate::model::ClusterName, Check>,
+    ) {
         for cluster in &mut self.clusters {
             let line = crate::model::ClusterName::parse(&cluster.name)
                 .ok()

@@ -165,7 +165,12 @@ pub(crate) fn fence(settings: &Settings, prepared: &mut Prepared) -> Fences {
         .writes
         .iter()
         .filter(|w| w.role == Role::Workload && !w.writes.is_empty())
-        .filter_map(|w| Some((w.cluster.clone(), prepared.backends.get(&w.cluster)?.clone())))
+        .filter_map(|w| {
+            Some((
+                w.cluster.clone(),
+                prepared.backends.get(&w.cluster)?.clone(),
+            ))
+        })
         .collect();
     let results = crate::fleet::parallel_map(work, settings.parallelism, |(name, backend)| {
         (
@@ -295,7 +300,10 @@ pub(crate) fn write_status(
 
 /// Name of the status ConfigMap of shard `index` of `instance`.
 pub(crate) fn status_name(instance: &str, index: u32) -> String {
-    format!("{}-shard-{index}", super::report::status_configmap_name(instance))
+    format!(
+        "{}-shard-{index}",
+        super::report::status_configmap_name(instance)
+    )
 }
 
 /// Reads every shard's status from mgmt, for `check --shards N`.
@@ -347,7 +355,10 @@ mod tests {
         assert_eq!(resolve_with(&args(None, None), Some("1")).unwrap(), None);
         for (index, expected) in [
             (None, "`JOB_COMPLETION_INDEX`, which is not set"),
-            (Some("x1"), "`JOB_COMPLETION_INDEX` is `x1`, not a shard index"),
+            (
+                Some("x1"),
+                "`JOB_COMPLETION_INDEX` is `x1`, not a shard index",
+            ),
             (Some("4"), "not below the shard count 4"),
         ] {
             let err = resolve_with(&args(None, Some(4)), index).unwrap_err();

@@ -1,0 +1,409 @@
+//! Sharded runs on the directory backend, and the placement's properties.
+//!
+//! Three `apply --shard I/3` processes run at once over nine workload
+//! folders: each folder is written by the shard its placement names and by
+//! no other (the writer annotation on every Secret says who), mgmt by shard
+//! 0 alone, and the fleet converges. A folder whose writer fence another
+//! process holds is skipped and reported. Placement: going from N to N + 1
+//! shards moves only the clusters the new shard wins.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use relayctl::model::ClusterName;
+use relayctl::shard::{ANNOTATION_WRITER, Placement, rendezvous};
+use support::{BIN, Fixture};
+
+const WORKLOADS: usize = 9;
+
+fn names(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("cluster-{i}")).collect()
+}
+
+/// The managed example with `WORKLOADS` workload clusters (`extra` is
+/// appended to the spec of the workload named `pinned`).
+fn fleet(pinned: Option<(&str, &str)>) -> Fixture {
+    let fixture = Fixture::example("managed");
+    for name in names(WORKLOADS) {
+        let mut text = format!(
+            "apiVersion: relayctl.dev/v1alpha1\nkind: WorkloadCluster\nmetadata:\n  name: {name}\n"
+        );
+        if let Some((cluster, spec)) = pinned
+            && cluster == name
+        {
+            text.push_str(spec);
+        }
+        fixture.write_config(&format!("{name}.yaml"), &text);
+    }
+    fixture
+}
+
+fn placement(count: u32) -> BTreeMap<String, u32> {
+    names(WORKLOADS)
+        .into_iter()
+        .map(|n| {
+            let shard = rendezvous(&n, count);
+            (n, shard)
+        })
+        .collect()
+}
+
+/// The writer annotation of every Secret in `cluster`'s folder.
+fn writers(fixture: &Fixture, cluster: &str) -> BTreeSet<String> {
+    let dir = fixture.state().join(cluster).join("gloo-mesh");
+    let mut out = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().path();
+        let stem = name.file_stem().unwrap().to_str().unwrap().to_owned();
+        let secret = fixture.secret(cluster, &stem).unwrap();
+        out.insert(
+            secret
+                .annotations
+                .get(ANNOTATION_WRITER)
+                .cloned()
+                .unwrap_or_else(|| "(none)".to_owned()),
+        );
+    }
+    out
+}
+
+#[test]
+fn three_shards_at_once_write_each_cluster_once_and_the_fleet_converges() {
+    let fixture = fleet(None);
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            Command::new(BIN)
+                .args(["apply", "config", "--auto-approve", "--shard-wait", "60s"])
+                .arg("--shard")
+                .arg(format!("{i}/3"))
+                .arg("--state-dir")
+                .arg(fixture.state())
+                .current_dir(fixture.dir.path())
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        );
+        fixture
+            .transcript
+            .borrow_mut()
+            .push_str(&format!("{stdout}{stderr}"));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "shard {i}/3:\n{stdout}\n{stderr}"
+        );
+    }
+    let expected = placement(3);
+    for (cluster, shard) in &expected {
+        assert_eq!(
+            writers(&fixture, cluster),
+            BTreeSet::from([format!("shard {shard}/3")]),
+            "{cluster} is written by its shard alone"
+        );
+    }
+    assert_eq!(
+        writers(&fixture, "mgmt"),
+        BTreeSet::from(["shard 0/3".to_owned()]),
+        "mgmt is written by the coordinator alone"
+    );
+    let (code, run) = fixture.plan_code();
+    assert_eq!(
+        code, 0,
+        "the fleet converged:\n{}\n{}",
+        run.stdout, run.stderr
+    );
+    // A shard's later run finds nothing to do and does not wait.
+    let run = fixture.run(&["plan", "config", "--detailed-exitcode", "--shard", "2/3"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    fixture.assert_no_leak(&[]);
+}
+
+#[test]
+fn a_shard_before_the_coordinator_reports_what_it_waits_for_and_writes_nothing() {
+    let fixture = fleet(None);
+    let mine = placement(3)
+        .into_iter()
+        .find(|(_, s)| *s == 1)
+        .map(|(n, _)| n)
+        .unwrap();
+    let run = fixture.run(&["apply", "config", "--auto-approve", "--shard", "1/3"]);
+    assert_eq!(run.code, 4, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.all()
+            .contains("waiting for shard 0/3 to write the management cluster"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.all().contains("create relay-root-tls-secret"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        !fixture.state().join("mgmt/gloo-mesh").exists(),
+        "mgmt untouched"
+    );
+    assert!(
+        !fixture.state().join(&mine).join("gloo-mesh").exists(),
+        "{mine} is not written against a root mgmt does not hold"
+    );
+}
+
+#[test]
+fn a_cluster_whose_fence_another_writer_holds_is_skipped_and_reported() {
+    let fixture = fleet(None);
+    fixture.run(&["apply", "config", "--auto-approve", "--shard", "0/3"]);
+    // A shard other than 0 with more than one cluster.
+    let shard = (1..3)
+        .max_by_key(|s| placement(3).values().filter(|v| *v == s).count())
+        .unwrap();
+    let victim = placement(3)
+        .into_iter()
+        .find(|(_, s)| *s == shard)
+        .map(|(n, _)| n)
+        .unwrap();
+    assert!(placement(3).values().filter(|v| **v == shard).count() > 1);
+    let folder = fixture.state().join(&victim);
+    std::fs::create_dir_all(&folder).unwrap();
+    let lock = folder.join(".relayctl-prod-writer.lock");
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock)
+            .unwrap();
+    }
+    let mut holder = Command::new("flock")
+        .arg("--no-fork")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("flock from util-linux");
+    std::thread::sleep(Duration::from_millis(300));
+    let run = fixture.run(&[
+        "apply",
+        "config",
+        "--auto-approve",
+        "--shard",
+        &format!("{shard}/3"),
+    ]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(
+        run.code,
+        1,
+        "a skipped cluster fails the run:\n{}",
+        run.all()
+    );
+    assert!(
+        run.all().contains(&format!(
+            "{victim}: skipped: another writer holds its writer fence"
+        )),
+        "{}",
+        run.all()
+    );
+    assert!(
+        !folder.join("gloo-mesh").exists(),
+        "nothing was written to {victim}"
+    );
+    // The others of that shard were written.
+    for (cluster, s) in placement(3) {
+        if s == shard && cluster != victim {
+            assert_eq!(
+                writers(&fixture, &cluster),
+                BTreeSet::from([format!("shard {shard}/3")])
+            );
+        }
+    }
+    // With the fence free the rerun writes it.
+    let run = fixture.run(&[
+        "apply",
+        "config",
+        "--auto-approve",
+        "--shard",
+        &format!("{shard}/3"),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(
+        writers(&fixture, &victim),
+        BTreeSet::from([format!("shard {shard}/3")])
+    );
+}
+
+#[test]
+fn a_pin_moves_a_cluster_and_one_beyond_the_count_is_a_located_error() {
+    let natural = placement(3)["cluster-4"];
+    let target = (natural + 1) % 3;
+    let fixture = fleet(Some(("cluster-4", &format!("spec:\n  shard: {target}\n"))));
+    fixture.run(&["apply", "config", "--auto-approve", "--shard", "0/3"]);
+    let run = fixture.run(&[
+        "apply",
+        "config",
+        "--auto-approve",
+        "--shard",
+        &format!("{target}/3"),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(
+        writers(&fixture, "cluster-4"),
+        BTreeSet::from([format!("shard {target}/3")])
+    );
+
+    let fixture = fleet(Some(("cluster-4", "spec:\n  shard: 5\n")));
+    let run = fixture.run(&["plan", "config", "--shard", "0/3"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("cluster-4.yaml:"), "{}", run.stderr);
+    assert!(run.stderr.contains("shard-out-of-range"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("pinned to shard 5, but the run has 3 shards"),
+        "{}",
+        run.stderr
+    );
+    // Not a number: refused by validation, whatever the run.
+    let fixture = fleet(Some(("cluster-4", "spec:\n  shard: first\n")));
+    let run = fixture.run(&["validate", "config"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("`spec.shard` is `first`, not a shard index"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_index_comes_from_the_indexed_job_variable_and_bad_values_are_refused() {
+    let fixture = fleet(None);
+    let run = |env: Option<&str>, args: &[&str]| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["plan", "config"])
+            .args(args)
+            .arg("--state-dir")
+            .arg(fixture.state())
+            .current_dir(fixture.dir.path())
+            .env_remove("JOB_COMPLETION_INDEX")
+            .stdin(Stdio::null());
+        if let Some(index) = env {
+            command.env("JOB_COMPLETION_INDEX", index);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, stderr) = run(Some("0"), &["--shards", "3"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = run(None, &["--shards", "3"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("`JOB_COMPLETION_INDEX`, which is not set"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(Some("3"), &["--shards", "3"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not below the shard count 3"), "{stderr}");
+    let (code, stderr) = run(None, &["--shard", "1-3"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("`1-3` is not a shard"), "{stderr}");
+    let (code, stderr) = run(None, &["--shards", "0"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("the shard count must be 1 to 1000"),
+        "{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Placement
+// ---------------------------------------------------------------------------
+
+fn place(names: &BTreeSet<String>, count: u32) -> Placement {
+    Placement::of_names(
+        names.iter().map(|n| (ClusterName::parse(n).unwrap(), None)),
+        count,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// From N to N + 1 shards a cluster either stays or moves to the new
+    /// shard; none moves between two old shards.
+    #[test]
+    fn adding_a_shard_moves_clusters_only_to_the_new_shard(
+        names in proptest::collection::btree_set("[a-z][a-z0-9-]{0,20}[a-z0-9]", 1..200),
+        count in 1u32..16,
+    ) {
+        let before = place(&names, count);
+        let after = place(&names, count + 1);
+        for (name, owner) in before.owners() {
+            let now = after.owner(name).unwrap().shard;
+            prop_assert!(now == owner.shard || now == count, "{name}: {} -> {now}", owner.shard);
+        }
+        // And every shard computes the same map: placement is a function
+        // of the names and the count alone.
+        prop_assert_eq!(place(&names, count + 1), after);
+    }
+
+    /// A pinned cluster stays where it is pinned whatever the count.
+    #[test]
+    fn a_pinned_cluster_never_moves(pin in 0u32..4, extra in 0u32..8) {
+        let count = pin + 1 + extra;
+        let placement = Placement::of_names(
+            [(ClusterName::parse("pinned").unwrap(), Some(pin))],
+            count,
+        );
+        prop_assert_eq!(placement.owner(&ClusterName::parse("pinned").unwrap()).unwrap().shard, pin);
+    }
+}
+
+#[test]
+fn adding_a_shard_moves_about_one_in_n_plus_one_and_shards_are_balanced() {
+    let names: BTreeSet<String> = (0..6000).map(|i| format!("cluster-{i}")).collect();
+    for count in [1u32, 2, 3, 7] {
+        let before = place(&names, count);
+        let after = place(&names, count + 1);
+        let moved = before
+            .owners()
+            .iter()
+            .filter(|(n, o)| after.owner(n).unwrap().shard != o.shard)
+            .count();
+        let share = moved as f64 / names.len() as f64;
+        let ideal = 1.0 / f64::from(count + 1);
+        assert!(
+            (share - ideal).abs() < 0.03,
+            "{count} -> {}: moved {share:.3}, ideal {ideal:.3}",
+            count + 1
+        );
+        for shard in 0..=count {
+            let load = after.clusters_of(shard).len() as f64 / names.len() as f64;
+            assert!(
+                (load - ideal).abs() < 0.03,
+                "shard {shard}/{}: {load:.3}",
+                count + 1
+            );
+        }
+    }
+}
