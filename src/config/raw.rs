@@ -314,7 +314,7 @@ pub struct RawWorkloadSpec {
     /// from 0, instead of the one rendezvous hashing of its name picks. Must
     /// be below the shard count; a pinned cluster never moves when the count
     /// changes.
-    #[schemars(with = "u32")]
+    #[schemars(with = "Option<u32>")]
     pub shard: Option<Scalar>,
 }
 
