@@ -595,8 +595,13 @@ mod tests {
     #[test]
     fn the_weights_are_stable_across_versions() {
         // Changing the hash moves clusters between shards of a running
-        // fleet: these values are a contract.
-        assert_eq!(weight("cluster-1", 0), 0x4a5c_20c7_98c2_42a1);
-        assert_eq!(rendezvous("cluster-1", 3), 2);
+        // fleet: these values are a contract. They were computed apart from
+        // this code, from the formula in `weight`'s docs (Python's hashlib).
+        assert_eq!(weight("cluster-1", 0), 0xc3b3_2bb5_4b4f_0915);
+        assert_eq!(rendezvous("cluster-1", 3), 1);
+        let shards: Vec<u32> = (1..=9)
+            .map(|i| rendezvous(&format!("region-{i}"), 3))
+            .collect();
+        assert_eq!(shards, [0, 1, 2, 0, 0, 2, 1, 2, 2]);
     }
 }

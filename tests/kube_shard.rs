@@ -32,19 +32,34 @@ fn env() -> &'static KubeEnv {
     KubeEnv::shared(APISERVERS)
 }
 
+/// The workload clusters' names: `region-<i>` on the context `cluster-<i>`.
+/// Rendezvous hashing spreads these nine 3/2/4 over three shards, so every
+/// shard has clusters to write.
 fn workloads() -> Vec<String> {
-    (1..=WORKLOADS).map(|i| format!("cluster-{i}")).collect()
+    (1..=WORKLOADS).map(|i| format!("region-{i}")).collect()
+}
+
+/// The kube-env context of workload cluster `name`.
+fn context(name: &str) -> String {
+    name.replace("region-", "cluster-")
 }
 
 /// Where each workload cluster goes among `SHARDS`.
 fn placement() -> BTreeMap<String, u32> {
-    workloads()
+    let placement: BTreeMap<String, u32> = workloads()
         .into_iter()
         .map(|n| {
             let s = rendezvous(&n, SHARDS);
             (n, s)
         })
-        .collect()
+        .collect();
+    for shard in 0..SHARDS {
+        assert!(
+            placement.values().filter(|s| **s == shard).count() >= 2,
+            "every shard has clusters: {placement:?}"
+        );
+    }
+    placement
 }
 
 /// The managed example over every apiserver, relay namespace `ns`.
@@ -117,20 +132,20 @@ fn fleet_through(ns: &str, kubeconfig: &Path) -> tempfile::TempDir {
     assert!(trust.contains(&format!("namespace: {ns}")));
     std::fs::write(dir.path().join("relay-trust.yaml"), trust).unwrap();
     let kubeconfig = kubeconfig.display().to_string();
-    let manifest = |kind: &str, name: &str| {
+    let manifest = |kind: &str, name: &str, context: &str| {
         format!(
-            "apiVersion: relayctl.dev/v1alpha1\nkind: {kind}\nmetadata:\n  name: {name}\nspec:\n  connection: {{ kubeconfig: {{ context: {name}, path: {kubeconfig} }} }}\n"
+            "apiVersion: relayctl.dev/v1alpha1\nkind: {kind}\nmetadata:\n  name: {name}\nspec:\n  connection: {{ kubeconfig: {{ context: {context}, path: {kubeconfig} }} }}\n"
         )
     };
     std::fs::write(
         dir.path().join("mgmt.yaml"),
-        manifest("ManagementCluster", "mgmt"),
+        manifest("ManagementCluster", "mgmt", "mgmt"),
     )
     .unwrap();
     for name in workloads() {
         std::fs::write(
             dir.path().join(format!("{name}.yaml")),
-            manifest("WorkloadCluster", &name),
+            manifest("WorkloadCluster", &name, &context(&name)),
         )
         .unwrap();
     }
@@ -299,7 +314,7 @@ fn plant_lease(context: &str, ns: &str, holder: &str) {
 fn assert_single_writers(ns: &str) {
     for (cluster, shard) in placement() {
         assert_eq!(
-            writers(&cluster, ns),
+            writers(&context(&cluster), ns),
             BTreeSet::from([format!("shard {shard}/{SHARDS}")]),
             "{cluster}: written by its shard alone"
         );
@@ -349,7 +364,7 @@ fn three_shards_at_once_converge_nine_real_clusters_each_written_by_one_shard() 
     assert_single_writers(ns);
     for cluster in workloads() {
         assert_eq!(
-            writer_lease(&cluster, ns),
+            writer_lease(&context(&cluster), ns),
             None,
             "{cluster}: the writer Lease is released when the shard is done"
         );
@@ -396,13 +411,14 @@ fn a_lease_of_another_writer_is_skipped_and_a_killed_shards_rerun_takes_its_leas
     // The shard's clusters are behind a slow link, so that it can be
     // killed in the middle of its apply.
     let links = tempfile::tempdir().unwrap();
-    let dir = fleet_through(ns, &slow_kubeconfig(links.path(), &mine));
+    let contexts: Vec<String> = mine.iter().map(|c| context(c)).collect();
+    let dir = fleet_through(ns, &slow_kubeconfig(links.path(), &contexts));
     let first = apply_shard(dir.path(), 0, &[]);
     assert_eq!(first.code, 0, "{}", first.all);
 
     // Another Job (with another shard count) holds the first cluster.
     let other = format!("relayctl/prod/shard-{shard}-of-{}", SHARDS + 1);
-    plant_lease(&mine[0], ns, &other);
+    plant_lease(&context(&mine[0]), ns, &other);
     let skipped = apply_shard(dir.path(), shard, &[]);
     assert_eq!(skipped.code, 1, "{}", skipped.all);
     assert!(
@@ -419,12 +435,12 @@ fn a_lease_of_another_writer_is_skipped_and_a_killed_shards_rerun_takes_its_leas
         skipped.all
     );
     assert!(
-        secrets(&mine[0], ns).is_empty(),
+        secrets(&context(&mine[0]), ns).is_empty(),
         "nothing written under another writer's Lease"
     );
     for cluster in &mine[1..] {
         assert_eq!(
-            writers(cluster, ns),
+            writers(&context(cluster), ns),
             BTreeSet::from([format!("shard {shard}/3")])
         );
     }
@@ -436,7 +452,7 @@ fn a_lease_of_another_writer_is_skipped_and_a_killed_shards_rerun_takes_its_leas
         check.all
     );
     let (ok, text) = kubectl(
-        &mine[0],
+        &context(&mine[0]),
         &["-n", ns, "delete", "lease", "relayctl-prod-writer"],
         None,
     );
@@ -446,7 +462,7 @@ fn a_lease_of_another_writer_is_skipped_and_a_killed_shards_rerun_takes_its_leas
     // repairs them one at a time.
     for cluster in &mine[1..] {
         let (ok, text) = kubectl(
-            cluster,
+            &context(cluster),
             &["-n", ns, "delete", "secret", RelaySecret::Token.name()],
             None,
         );
@@ -467,27 +483,42 @@ fn a_lease_of_another_writer_is_skipped_and_a_killed_shards_rerun_takes_its_leas
     )
     .spawn()
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let killed_mid_apply = loop {
-        if mine.iter().any(|c| {
-            writer_lease(c, ns).as_deref() == Some(&*format!("relayctl/prod/shard-{shard}-of-3"))
-        }) {
-            child.kill().unwrap(); // SIGKILL
-            break true;
-        }
-        if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    // Done: the cluster holds the Secret this run has to write there.
+    let done = || {
+        mine.iter()
+            .enumerate()
+            .filter(|(i, c)| {
+                let want = if *i == 0 {
+                    RelaySecret::Root.name()
+                } else {
+                    RelaySecret::Token.name()
+                };
+                secrets(&context(c), ns).contains_key(want)
+            })
+            .count()
     };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if done() >= 1 {
+            child.kill().unwrap(); // SIGKILL
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none() && Instant::now() < deadline,
+            "the shard ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = child.wait();
+    let finished = done();
     assert!(
-        killed_mid_apply,
-        "the shard was killed while it held a writer Lease"
+        finished < mine.len(),
+        "killed in the middle: {finished} of {} clusters repaired",
+        mine.len()
     );
     let left: Vec<&String> = mine
         .iter()
-        .filter(|c| writer_lease(c, ns).is_some())
+        .filter(|c| writer_lease(&context(c), ns).is_some())
         .collect();
     assert!(!left.is_empty(), "a killed shard leaves its Leases behind");
 

@@ -22,8 +22,10 @@ use support::{BIN, Fixture};
 
 const WORKLOADS: usize = 9;
 
+/// Nine names that rendezvous hashing spreads 3/2/4 over three shards, so
+/// that every shard has clusters to write.
 fn names(n: usize) -> Vec<String> {
-    (1..=n).map(|i| format!("cluster-{i}")).collect()
+    (1..=n).map(|i| format!("region-{i}")).collect()
 }
 
 /// The managed example with `WORKLOADS` workload clusters (`extra` is
@@ -45,13 +47,20 @@ fn fleet(pinned: Option<(&str, &str)>) -> Fixture {
 }
 
 fn placement(count: u32) -> BTreeMap<String, u32> {
-    names(WORKLOADS)
+    let placement: BTreeMap<String, u32> = names(WORKLOADS)
         .into_iter()
         .map(|n| {
             let shard = rendezvous(&n, count);
             (n, shard)
         })
-        .collect()
+        .collect();
+    for shard in 0..count {
+        assert!(
+            placement.values().filter(|s| **s == shard).count() >= 2,
+            "every shard has clusters: {placement:?}"
+        );
+    }
+    placement
 }
 
 /// The writer annotation of every Secret in `cluster`'s folder.
@@ -251,9 +260,9 @@ fn a_cluster_whose_fence_another_writer_holds_is_skipped_and_reported() {
 
 #[test]
 fn a_pin_moves_a_cluster_and_one_beyond_the_count_is_a_located_error() {
-    let natural = placement(3)["cluster-4"];
+    let natural = placement(3)["region-4"];
     let target = (natural + 1) % 3;
-    let fixture = fleet(Some(("cluster-4", &format!("spec:\n  shard: {target}\n"))));
+    let fixture = fleet(Some(("region-4", &format!("spec:\n  shard: {target}\n"))));
     fixture.run(&["apply", "config", "--auto-approve", "--shard", "0/3"]);
     let run = fixture.run(&[
         "apply",
@@ -264,14 +273,14 @@ fn a_pin_moves_a_cluster_and_one_beyond_the_count_is_a_located_error() {
     ]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(
-        writers(&fixture, "cluster-4"),
+        writers(&fixture, "region-4"),
         BTreeSet::from([format!("shard {target}/3")])
     );
 
-    let fixture = fleet(Some(("cluster-4", "spec:\n  shard: 5\n")));
+    let fixture = fleet(Some(("region-4", "spec:\n  shard: 5\n")));
     let run = fixture.run(&["plan", "config", "--shard", "0/3"]);
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stderr.contains("cluster-4.yaml:"), "{}", run.stderr);
+    assert!(run.stderr.contains("region-4.yaml:"), "{}", run.stderr);
     assert!(run.stderr.contains("shard-out-of-range"), "{}", run.stderr);
     assert!(
         run.stderr
@@ -280,7 +289,7 @@ fn a_pin_moves_a_cluster_and_one_beyond_the_count_is_a_located_error() {
         run.stderr
     );
     // Not a number: refused by validation, whatever the run.
-    let fixture = fleet(Some(("cluster-4", "spec:\n  shard: first\n")));
+    let fixture = fleet(Some(("region-4", "spec:\n  shard: first\n")));
     let run = fixture.run(&["validate", "config"]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
