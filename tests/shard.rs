@@ -344,6 +344,85 @@ fn the_index_comes_from_the_indexed_job_variable_and_bad_values_are_refused() {
     );
 }
 
+#[test]
+fn reconcile_once_as_the_pods_of_an_indexed_job_converges_the_fleet() {
+    let fixture = fleet(None);
+    let repo = fixture.dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("relay")).unwrap();
+    for entry in std::fs::read_dir(fixture.config()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, repo.join("relay").join(path.file_name().unwrap())).unwrap();
+    }
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .current_dir(&repo)
+            .env("HOME", fixture.dir.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "fleet"]);
+    let cache = fixture.dir.path().join("git-cache");
+    // The three pods start together; 1 and 2 wait for 0.
+    let children: Vec<_> = (0..3)
+        .map(|index| {
+            Command::new(BIN)
+                .args([
+                    "reconcile",
+                    "--once",
+                    "--shards",
+                    "3",
+                    "--shard-wait",
+                    "60s",
+                ])
+                .arg("--git")
+                .arg(&repo)
+                .args(["--path", "relay", "--log-format", "json"])
+                .arg("--git-cache")
+                .arg(cache.join(index.to_string()))
+                .arg("--state-dir")
+                .arg(fixture.state())
+                .current_dir(fixture.dir.path())
+                .env("JOB_COMPLETION_INDEX", index.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (index, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fixture.transcript.borrow_mut().push_str(&text);
+        assert_eq!(out.status.code(), Some(0), "pod {index}:\n{text}");
+    }
+    for (cluster, shard) in placement(3) {
+        assert_eq!(
+            writers(&fixture, &cluster),
+            BTreeSet::from([format!("shard {shard}/3")])
+        );
+    }
+    assert_eq!(
+        writers(&fixture, "mgmt"),
+        BTreeSet::from(["shard 0/3".to_owned()])
+    );
+    let (code, run) = fixture.plan_code();
+    assert_eq!(code, 0, "{}\n{}", run.stdout, run.stderr);
+    fixture.assert_no_leak(&[]);
+}
+
 // ---------------------------------------------------------------------------
 // Placement
 // ---------------------------------------------------------------------------

@@ -390,7 +390,9 @@ pub struct ReconcileArgs {
     /// After each run, write its outcome (commit, config digest, clusters per
     /// state, the first 50 failing clusters) to the ConfigMap
     /// `relayctl-status-<instance>` in the relay namespace of the management
-    /// cluster (Kubernetes only; the directory backend keeps none).
+    /// cluster (Kubernetes only; the directory backend keeps none). A shard
+    /// of a sharded run writes `relayctl-status-<instance>-shard-<i>`
+    /// instead, with or without this flag.
     #[arg(long, help_heading = "Operations")]
     pub status_configmap: bool,
     /// Do not record Kubernetes Events for created, renewed, repaired and
