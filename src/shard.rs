@@ -592,6 +592,138 @@ mod tests {
         );
     }
 
+    fn config(pins: &[(&str, u32)]) -> TrustConfig {
+        let mut text = "apiVersion: relayctl.dev/v1alpha1\nkind: RelayTrust\nmetadata: { name: prod }\n---\napiVersion: relayctl.dev/v1alpha1\nkind: ManagementCluster\nmetadata: { name: mgmt }\n".to_owned();
+        for i in 1..=9 {
+            let name = format!("region-{i}");
+            text.push_str(&format!(
+                "---\napiVersion: relayctl.dev/v1alpha1\nkind: WorkloadCluster\nmetadata: {{ name: {name} }}\n"
+            ));
+            if let Some((_, pin)) = pins.iter().find(|(n, _)| *n == name) {
+                text.push_str(&format!("spec: {{ shard: {pin} }}\n"));
+            }
+        }
+        crate::config::validate(
+            &[crate::config::ManifestFile {
+                path: "fleet.yaml".into(),
+                text,
+            }],
+            std::path::Path::new(""),
+        )
+        .unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    fn status(config: &TrustConfig, placement: &Placement, index: u32) -> ShardStatus {
+        ShardStatus {
+            config_digest: config.digest(),
+            finished_at: "2030-01-01T00:00:00Z".to_owned(),
+            shard: crate::status::ShardReport {
+                index,
+                count: placement.count(),
+                claimed: placement
+                    .clusters_of(index)
+                    .into_iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                skipped: Vec::new(),
+            },
+        }
+    }
+
+    fn line<'a>(lines: &'a BTreeMap<ClusterName, Check>, name: &str) -> &'a Check {
+        &lines[&ClusterName::parse(name).unwrap()]
+    }
+
+    #[test]
+    fn coverage_passes_when_every_shard_claimed_its_own() {
+        let config = config(&[]);
+        let placement = Placement::of(&config, 3).unwrap();
+        let statuses: ShardStatuses = (0..3)
+            .map(|i| (i, Some(Ok(status(&config, &placement, i)))))
+            .collect();
+        let lines = coverage(&config, &placement, &statuses);
+        assert_eq!(lines.len(), 10, "mgmt and every workload");
+        assert!(lines.values().all(|c| c.status == Status::Ok), "{lines:?}");
+        assert!(line(&lines, "mgmt").message.contains("the coordinator"));
+    }
+
+    #[test]
+    fn coverage_names_the_unclaimed_the_doubly_claimed_the_stale_and_the_missing() {
+        let config = config(&[]);
+        let placement = Placement::of(&config, 3).unwrap();
+        let mut one = status(&config, &placement, 1);
+        let mut two = status(&config, &placement, 2);
+        // Shard 1 ran another placement: it left `lost` out, and claimed
+        // one of shard 2's clusters too.
+        let lost = one.shard.claimed.remove(0);
+        let taken = two.shard.claimed[0].clone();
+        one.shard.claimed.push(taken.clone());
+        two.config_digest = "0".repeat(64);
+        let statuses: ShardStatuses =
+            BTreeMap::from([(0, None), (1, Some(Ok(one))), (2, Some(Ok(two)))]);
+        let lines = coverage(&config, &placement, &statuses);
+        let unclaimed = line(&lines, &lost);
+        assert_eq!(unclaimed.status, Status::Fail);
+        assert!(
+            unclaimed.message.starts_with("no shard claimed it"),
+            "{unclaimed:?}"
+        );
+        let double = line(&lines, &taken);
+        assert_eq!(double.status, Status::Warn);
+        assert!(
+            double.message.contains("and also by shard 1/3"),
+            "{double:?}"
+        );
+        let stale = placement
+            .clusters_of(2)
+            .into_iter()
+            .nth(1)
+            .unwrap()
+            .to_string();
+        let stale = line(&lines, &stale);
+        assert_eq!(stale.status, Status::Warn);
+        assert!(stale.message.contains("read another config"), "{stale:?}");
+        let missing = line(&lines, "mgmt");
+        assert_eq!(missing.status, Status::Fail);
+        assert!(
+            missing.message.contains("has written no status"),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn pins_place_clusters_and_a_pin_beyond_the_count_is_refused() {
+        let natural = rendezvous("region-1", 3);
+        let pin = (natural + 1) % 3;
+        let config = config(&[("region-1", pin), ("region-2", 7)]);
+        let bad = Placement::of(&config, 3).unwrap_err();
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].cluster.as_str(), "region-2");
+        assert_eq!(bad[0].pin, 7);
+        assert!(bad[0].location.line > 0);
+        let placement = Placement::of(&config, 8).unwrap();
+        let owner = placement
+            .owner(&ClusterName::parse("region-1").unwrap())
+            .unwrap();
+        assert_eq!(
+            owner,
+            Owner {
+                shard: pin,
+                pinned: true
+            }
+        );
+        let owner = placement
+            .owner(&ClusterName::parse("region-2").unwrap())
+            .unwrap();
+        assert_eq!(
+            owner,
+            Owner {
+                shard: 7,
+                pinned: true
+            }
+        );
+    }
+
     #[test]
     fn the_weights_are_stable_across_versions() {
         // Changing the hash moves clusters between shards of a running
