@@ -350,18 +350,57 @@ fn three_shards_at_once_converge_nine_real_clusters_each_written_by_one_shard() 
             .unwrap()
         })
         .collect();
+    let mut transcript = String::new();
     for (i, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "shard {i}/{SHARDS}:\n{}\n{}",
+        let text = format!(
+            "{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        assert_eq!(out.status.code(), Some(0), "shard {i}/{SHARDS}:\n{text}");
+        transcript.push_str(&text);
     }
     eprintln!("three shards converged in {:?}", started.elapsed());
     assert_single_writers(ns);
+    // No shard printed the token or a key, in any form its status or its
+    // log could carry.
+    let mgmt = secrets("mgmt", ns);
+    let token = mgmt[RelaySecret::Token.name()]
+        .get("token")
+        .unwrap()
+        .expose();
+    let key = mgmt[RelaySecret::Root.name()]
+        .get("tls.key")
+        .unwrap()
+        .expose();
+    let key_line = String::from_utf8_lossy(key)
+        .lines()
+        .find(|l| !l.starts_with("-----") && l.len() >= 24)
+        .unwrap()
+        .to_owned();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (ok, statuses) = kubectl("mgmt", &["-n", ns, "get", "configmaps", "-o", "yaml"], None);
+    assert!(ok, "{statuses}");
+    assert!(
+        statuses.contains("relayctl-status-prod-shard-2"),
+        "{statuses}"
+    );
+    for haystack in [&transcript, &statuses] {
+        for needle in [
+            String::from_utf8_lossy(token).into_owned(),
+            b64.encode(token),
+            key_line.clone(),
+            b64.encode(key),
+        ] {
+            assert!(
+                !haystack.contains(&needle),
+                "a secret leaked: {}…",
+                &needle[..8]
+            );
+        }
+    }
     for cluster in workloads() {
         assert_eq!(
             writer_lease(&context(&cluster), ns),
