@@ -259,6 +259,51 @@ fn a_cluster_whose_fence_another_writer_holds_is_skipped_and_reported() {
 }
 
 #[test]
+fn a_shard_that_cannot_reach_mgmt_fails_as_the_environment_and_a_refused_mgmt_as_the_user() {
+    let fixture = fleet(None);
+    fixture.run(&["apply", "config", "--auto-approve", "--shard", "0/3"]);
+    // Refused: the management cluster's folder is writable by others.
+    let mgmt = fixture.state().join("mgmt");
+    let mut mode = std::fs::metadata(&mgmt).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o777);
+    std::fs::set_permissions(&mgmt, mode).unwrap();
+    let run = fixture.run(&["apply", "config", "--auto-approve", "--shard", "1/3"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.all().contains("refused"), "{}", run.all());
+
+    // Unreachable: an API server that refuses connections.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: mgmt\n  cluster: {{ server: 'https://127.0.0.1:{port}' }}\nusers:\n- name: u\n  user: {{ token: not-a-real-token }}\ncontexts:\n- name: mgmt\n  context: {{ cluster: mgmt, user: u }}\ncurrent-context: mgmt\n"
+    );
+    fixture.write_config("mgmt.kubeconfig", &kubeconfig);
+    fixture.write_config(
+        "mgmt.yaml",
+        "apiVersion: relayctl.dev/v1alpha1\nkind: ManagementCluster\nmetadata:\n  name: mgmt\nspec:\n  connection: { kubeconfig: { context: mgmt, path: mgmt.kubeconfig } }\n",
+    );
+    let run = fixture.run(&[
+        "apply",
+        "config",
+        "--auto-approve",
+        "--shard",
+        "1/3",
+        "--timeout",
+        "5s",
+    ]);
+    assert_eq!(run.code, 4, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("cannot reach the management cluster `mgmt`"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.all().contains("not-a-real-token"), "{}", run.all());
+}
+
+#[test]
 fn a_pin_moves_a_cluster_and_one_beyond_the_count_is_a_located_error() {
     let natural = placement(3)["region-4"];
     let target = (natural + 1) % 3;

@@ -354,6 +354,18 @@ pub(crate) fn lock_and_prepare(
         let prepared = super::shard::prepare_waiting(fleet_args.shard.shard_wait, || {
             prepare(settings, &pinned, fleet_args, OffsetDateTime::now_utc())
         })?;
+        // Without the lock nothing has reached mgmt yet: an unreachable mgmt
+        // is the environment's failure here too, as it is for shard 0 (a
+        // refused one stays the user's: the plan says why, exit 1).
+        let mgmt = &prepared.config.management.name;
+        if let Some(Err(reason)) = prepared.observed.clusters.get(mgmt)
+            && !reason.starts_with("refused:")
+        {
+            return Err(CliError::Management {
+                cluster: mgmt.to_string(),
+                reason: reason.clone(),
+            });
+        }
         return Ok((None, prepared));
     }
     let loaded = load_config(settings, source)?;
