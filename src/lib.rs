@@ -71,7 +71,7 @@
 //! - *catalogue*: the relay Secrets and who holds them ([`relay`]).
 //! - *shard*: one of `N` relayctl processes that split the workload
 //!   clusters between them; shard 0, the *coordinator*, alone writes mgmt.
-//! - *writer fence*: the Lease `relayctl-<instance>-writer` (a lock file on
+//! - *writer fence*: the Lease `relayctl-<instance>.writer` (a lock file on
 //!   the directory backend) a sharded run holds in a workload cluster while
 //!   it writes there.
 

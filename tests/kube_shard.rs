@@ -276,7 +276,7 @@ fn writer_lease(context: &str, ns: &str) -> Option<String> {
             ns,
             "get",
             "lease",
-            "relayctl-prod-writer",
+            "relayctl-prod.writer",
             "-o",
             "jsonpath={.spec.holderIdentity}",
         ],
@@ -296,7 +296,7 @@ fn plant_lease(context: &str, ns: &str, holder: &str) {
     let lease = serde_json::json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": { "name": "relayctl-prod-writer", "namespace": ns },
+        "metadata": { "name": "relayctl-prod.writer", "namespace": ns },
         "spec": {
             "holderIdentity": holder,
             "leaseDurationSeconds": 600,
@@ -492,7 +492,7 @@ fn a_lease_of_another_writer_is_skipped_and_a_killed_shards_rerun_takes_its_leas
     );
     let (ok, text) = kubectl(
         &context(&mine[0]),
-        &["-n", ns, "delete", "lease", "relayctl-prod-writer"],
+        &["-n", ns, "delete", "lease", "relayctl-prod.writer"],
         None,
     );
     assert!(ok, "{text}");

@@ -190,7 +190,7 @@ fn a_cluster_whose_fence_another_writer_holds_is_skipped_and_reported() {
     assert!(placement(3).values().filter(|v| **v == shard).count() > 1);
     let folder = fixture.state().join(&victim);
     std::fs::create_dir_all(&folder).unwrap();
-    let lock = folder.join(".relayctl-prod-writer.lock");
+    let lock = folder.join(".relayctl-prod.writer.lock");
     {
         use std::os::unix::fs::OpenOptionsExt as _;
         std::fs::OpenOptions::new()
@@ -301,6 +301,31 @@ fn a_shard_that_cannot_reach_mgmt_fails_as_the_environment_and_a_refused_mgmt_as
         run.stderr
     );
     assert!(!run.all().contains("not-a-real-token"), "{}", run.all());
+}
+
+#[test]
+fn the_writer_fence_is_never_another_instances_apply_lock() {
+    use relayctl::backend::Backend as _;
+    let fixture = Fixture::empty();
+    let folder = relayctl::backend::directory::DirectoryBackend::new(fixture.state().join("c"));
+    std::fs::create_dir_all(fixture.state().join("c")).unwrap();
+    let _lock = folder
+        .lock(
+            "gloo-mesh",
+            "prod-writer",
+            "apply of prod-writer",
+            Duration::ZERO,
+        )
+        .unwrap();
+    let fence = folder.fence_writer("gloo-mesh", "prod", "relayctl/prod/shard-0-of-2");
+    assert!(fence.is_ok(), "{:?}", fence.err());
+    // And the fence does fence: a second writer is refused at once.
+    let second = folder.fence_writer("gloo-mesh", "prod", "relayctl/prod/shard-1-of-3");
+    assert!(
+        matches!(second, Err(relayctl::backend::BackendError::Locked { .. })),
+        "{:?}",
+        second.err()
+    );
 }
 
 #[test]

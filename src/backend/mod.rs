@@ -240,12 +240,13 @@ pub trait Backend: Send + Sync {
     }
 
     /// Takes the writer fence of a sharded run in this cluster for
-    /// `holder` without waiting: the Lease `relayctl-<instance>-writer` on
-    /// Kubernetes, an `flock` on `.relayctl-<instance>-writer.lock` in the
+    /// `holder` without waiting: the Lease `relayctl-<instance>.writer` on
+    /// Kubernetes, an `flock` on `.relayctl-<instance>.writer.lock` in the
     /// folder. Fails with [`BackendError::Locked`] when another writer
     /// holds it. A Lease left by an earlier run of the same `holder` (a
     /// killed shard's) is taken over at once; another holder's blocks until
-    /// it expires.
+    /// it expires. The dot keeps it apart from every instance's apply lock
+    /// (`relayctl-<instance>`): instance names are DNS labels, without dots.
     fn fence_writer(
         &self,
         namespace: &str,
@@ -254,7 +255,7 @@ pub trait Backend: Send + Sync {
     ) -> Result<Box<dyn LockGuard>, BackendError> {
         self.lock(
             namespace,
-            &format!("{instance}-writer"),
+            &format!("{instance}.writer"),
             holder,
             Duration::ZERO,
         )

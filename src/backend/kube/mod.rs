@@ -270,7 +270,7 @@ impl Backend for KubeBackend {
         instance: &str,
         holder: &str,
     ) -> Result<Box<dyn LockGuard>, BackendError> {
-        let name = format!("{instance}-writer");
+        let name = format!("{instance}.writer");
         let lock = block_on(self.acquire(namespace, &name, holder, Duration::ZERO, true))?;
         Ok(Box::new(lock))
     }
