@@ -24,8 +24,8 @@
 //! ```
 //!
 //! [`config`], [`model`], [`observed`], [`relay`], [`pki`] (outside
-//! [`pki::os`]), [`plan`], [`check`], [`status`], [`events`], [`metrics`]
-//! and [`material`] (outside its loader) are pure: no I/O, and the clock and randomness are parameters;
+//! [`pki::os`]), [`plan`], [`check`], [`status`], [`events`], [`metrics`],
+//! [`shard`] and [`material`] (outside its loader) are pure: no I/O, and the clock and randomness are parameters;
 //! `tests/purity.rs` fails when one of them reaches for the file system, the
 //! environment, the clock, OS randomness or the shell. The shell —
 //! [`cli`], [`source`], [`fleet`], [`backend`], [`files`],
@@ -53,6 +53,10 @@
 //!   serves it from is `cli::serve`.
 //! - A new kind of Event: [`events::Reason`] and where [`events::of_run`]
 //!   finds it.
+//! - Who writes which cluster when the fleet is split across processes:
+//!   [`shard`] (placement, what a shard plans and waits for, coverage);
+//!   the writer fence is [`backend::Backend::fence_writer`], the shell's
+//!   part `cli::shard`.
 //!
 //! # Glossary
 //!
@@ -65,6 +69,11 @@
 //! - *conflict*: an existing Secret relayctl does not own; never overwritten
 //!   unless adopted.
 //! - *catalogue*: the relay Secrets and who holds them ([`relay`]).
+//! - *shard*: one of `N` relayctl processes that split the workload
+//!   clusters between them; shard 0, the *coordinator*, alone writes mgmt.
+//! - *writer fence*: the Lease `relayctl-<instance>.writer` (a lock file on
+//!   the directory backend) a sharded run holds in a workload cluster while
+//!   it writes there.
 
 pub mod apply;
 pub mod backend;
@@ -83,6 +92,7 @@ pub mod pki;
 pub mod plan;
 pub mod relay;
 pub mod secret;
+pub mod shard;
 pub mod source;
 pub mod status;
 pub mod text;

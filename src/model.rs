@@ -543,6 +543,20 @@ pub struct WorkloadConfig {
     pub client_cert: Option<MaterialSource>,
     /// Its key.
     pub client_key: Option<MaterialSource>,
+    /// `spec.shard`: the shard that writes it, instead of the one hashing
+    /// places it on (see [`crate::shard`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardPin>,
+}
+
+/// A workload cluster pinned to one shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardPin {
+    /// The shard index, from 0.
+    pub index: u32,
+    /// Where the pin is written.
+    pub location: SourceLocation,
 }
 
 /// A CA certificate's settings.

@@ -7,12 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plan::{Action, Plan};
 
 /// How one cluster stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterState {
     /// Nothing to change: the cluster holds what the manifests say (for
@@ -65,7 +65,7 @@ impl std::fmt::Display for ClusterState {
 
 /// One cluster's state and, when it is not converged, why (one line, no
 /// secret: the plan's reasons and error messages name objects, not values).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
     /// Cluster name.
@@ -205,6 +205,40 @@ pub struct RunStatus {
     pub failing: Vec<ClusterStatus>,
     /// How many failing clusters `failing` leaves out.
     pub failing_not_listed: usize,
+    /// A sharded run: which shard, and the clusters it claimed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardReport>,
+}
+
+/// What one shard of a sharded run did with the clusters placed on it:
+/// what a coordinator (or `check --shards N`) reads to find a cluster that
+/// no shard claimed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardReport {
+    /// The shard's index.
+    pub index: u32,
+    /// How many shards the run had.
+    pub count: u32,
+    /// The workload clusters it observed, planned and (where needed)
+    /// wrote under its writer fence, by name. Every name, not a sample:
+    /// a missing one is a cluster without a writer.
+    pub claimed: Vec<String>,
+    /// Placed on this shard but left alone, with why: another writer held
+    /// its writer fence.
+    pub skipped: Vec<ClusterStatus>,
+}
+
+/// The part of a shard's status document that coverage reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    /// Digest of the config the run read (hex SHA-256).
+    pub config_digest: String,
+    /// When it finished (RFC 3339).
+    pub finished_at: String,
+    /// What it claimed.
+    pub shard: ShardReport,
 }
 
 /// What a run's outcome says, with the clock's readings given.
@@ -223,6 +257,8 @@ pub struct RunFacts<'a> {
     pub ok: bool,
     /// Secrets written.
     pub written: usize,
+    /// A sharded run: which shard, and the clusters it claimed.
+    pub shard: Option<ShardReport>,
 }
 
 /// The status document of a run.
@@ -249,6 +285,7 @@ pub fn run_status(facts: &RunFacts<'_>) -> RunStatus {
         counts: counts(facts.clusters),
         failing,
         failing_not_listed: not_listed,
+        shard: facts.shard.clone(),
     }
 }
 
@@ -346,6 +383,7 @@ mod tests {
             finished_at: "t1".into(),
             ok: false,
             written: 0,
+            shard: None,
         });
         assert_eq!(status.counts[&ClusterState::Unreachable], 60);
         assert_eq!(status.counts[&ClusterState::Converged], 60);

@@ -1314,6 +1314,7 @@ fn the_deploy_examples_are_accepted_by_a_real_api_server() {
     kubectl_stdin("mgmt", &["apply", "-f", "-"], &rbac);
     for file in [
         "job.yaml",
+        "job-sharded.yaml",
         "cronjob.yaml",
         "job-configmap.yaml",
         "deployment.yaml",

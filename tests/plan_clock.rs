@@ -313,6 +313,7 @@ fn an_orphan_whose_prune_failed_stays_in_the_inventory() {
             cluster: gone,
             client_cert: None,
             client_key: None,
+            shard: None,
         });
 }
 

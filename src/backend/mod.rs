@@ -228,6 +228,39 @@ pub trait Backend: Send + Sync {
         Ok(false)
     }
 
+    /// Reads the status ConfigMap `name` in `namespace` (its data), `None`
+    /// when there is none. The directory backend keeps none.
+    fn read_status(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, BackendError> {
+        let _ = (namespace, name);
+        Ok(None)
+    }
+
+    /// Takes the writer fence of a sharded run in this cluster for
+    /// `holder` without waiting: the Lease `relayctl-<instance>.writer` on
+    /// Kubernetes, an `flock` on `.relayctl-<instance>.writer.lock` in the
+    /// folder. Fails with [`BackendError::Locked`] when another writer
+    /// holds it. A Lease left by an earlier run of the same `holder` (a
+    /// killed shard's) is taken over at once; another holder's blocks until
+    /// it expires. The dot keeps it apart from every instance's apply lock
+    /// (`relayctl-<instance>`): instance names are DNS labels, without dots.
+    fn fence_writer(
+        &self,
+        namespace: &str,
+        instance: &str,
+        holder: &str,
+    ) -> Result<Box<dyn LockGuard>, BackendError> {
+        self.lock(
+            namespace,
+            &format!("{instance}.writer"),
+            holder,
+            Duration::ZERO,
+        )
+    }
+
     /// Takes the apply lock of `instance`, waiting up to `timeout`; fails
     /// naming the holder.
     fn lock(

@@ -123,11 +123,14 @@ pub enum CheckId {
     /// `rotation-handshakes`: during a CA rotation, old/new server × old/new
     /// client handshakes with this cluster's bundles.
     RotationHandshakes,
+    /// `shard`: with `--shards N`, the shard the cluster is placed on
+    /// claimed it in its last run (see [`crate::shard::coverage`]).
+    Shard,
 }
 
 impl CheckId {
     /// Every check id.
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 25] = [
         Self::Reachable,
         Self::RootCa,
         Self::RootCaKey,
@@ -152,6 +155,7 @@ impl CheckId {
         Self::MtlsHandshake,
         Self::Registration,
         Self::RotationHandshakes,
+        Self::Shard,
     ];
 
     /// The id as JSON and snapshots spell it.
@@ -181,6 +185,7 @@ impl CheckId {
             Self::MtlsHandshake => "mtls-handshake",
             Self::Registration => "registration",
             Self::RotationHandshakes => "rotation-handshakes",
+            Self::Shard => "shard",
         }
     }
 }
@@ -292,10 +297,42 @@ pub struct Report {
     pub summary: Summary,
 }
 
+impl Summary {
+    /// Counts the checks of `clusters`.
+    pub fn of(clusters: &[ClusterReport]) -> Self {
+        let mut summary = Self::default();
+        for check in clusters.iter().flat_map(|c| &c.checks) {
+            match check.status {
+                Status::Ok => summary.ok += 1,
+                Status::Warn => summary.warn += 1,
+                Status::Fail => summary.fail += 1,
+            }
+        }
+        summary
+    }
+}
+
 impl Report {
     /// Whether no check failed (warnings do not fail).
     pub fn passed(&self) -> bool {
         self.summary.fail == 0
+    }
+
+    /// Adds one line to each cluster named in `lines` (after its other
+    /// checks) and counts them in.
+    pub fn add_lines(
+        &mut self,
+        mut lines: std::collections::BTreeMap<crate::model::ClusterName, Check>,
+    ) {
+        for cluster in &mut self.clusters {
+            let line = crate::model::ClusterName::parse(&cluster.name)
+                .ok()
+                .and_then(|name| lines.remove(&name));
+            if let Some(line) = line {
+                cluster.checks.push(line);
+            }
+        }
+        self.summary = Summary::of(&self.clusters);
     }
 }
 
@@ -331,14 +368,7 @@ pub fn check(
             cluster.certificates = held_certificates(config, cluster.role, obs);
         }
     }
-    let mut summary = Summary::default();
-    for check in clusters.iter().flat_map(|c| &c.checks) {
-        match check.status {
-            Status::Ok => summary.ok += 1,
-            Status::Warn => summary.warn += 1,
-            Status::Fail => summary.fail += 1,
-        }
-    }
+    let summary = Summary::of(&clusters);
     Report {
         format_version: FORMAT_VERSION,
         instance: config.instance.as_str().to_owned(),

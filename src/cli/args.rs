@@ -212,6 +212,11 @@ pub struct CheckArgs {
     /// be due for renewal, by then.
     #[arg(long, value_name = "TIME", value_parser = parse_instant)]
     pub at: Option<time::OffsetDateTime>,
+    /// Also check that every cluster was claimed by the shard it is placed
+    /// on among N (from each shard's status ConfigMap on the management
+    /// cluster): the `shard` line.
+    #[arg(long, value_name = "N", value_parser = parse_shard_count)]
+    pub shards: Option<u32>,
 }
 
 /// Flags shared by `plan` and `apply`.
@@ -234,6 +239,9 @@ pub struct FleetArgs {
     /// Continue a CA rotation held after a rollback, or start a cancelled one again.
     #[arg(long)]
     pub resume: bool,
+    /// Sharded runs.
+    #[command(flatten)]
+    pub shard: ShardArgs,
 }
 
 impl FleetArgs {
@@ -248,6 +256,57 @@ impl FleetArgs {
             RotationRequest::Proceed
         }
     }
+}
+
+/// Splitting the workload clusters across several processes (see the
+/// README, "Sharding").
+#[derive(Debug, Clone, Default, Args)]
+#[deny(missing_docs)]
+pub struct ShardArgs {
+    /// Run as shard I of N (`0/3` is the first of three): plan and write
+    /// only the workload clusters placed on it; shard 0 alone writes the
+    /// management cluster.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard, help_heading = "Sharding")]
+    pub shard: Option<crate::shard::Shard>,
+    /// Run as one of N shards, its index read from `JOB_COMPLETION_INDEX`
+    /// (set by a Kubernetes Indexed Job).
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "shard",
+        value_parser = parse_shard_count,
+        help_heading = "Sharding"
+    )]
+    pub shards: Option<u32>,
+    /// Shards other than 0: how long to wait for shard 0 to bring the
+    /// management cluster to what this shard's clusters are planned
+    /// against, e.g. `2m`; then the shard reports what it waited for and
+    /// fails (exit 4) without writing them.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "0s",
+        value_parser = parse_duration,
+        help_heading = "Sharding"
+    )]
+    pub shard_wait: std::time::Duration,
+}
+
+fn parse_shard(text: &str) -> Result<crate::shard::Shard, String> {
+    text.parse()
+}
+
+/// A shard count, 1 to [`crate::shard::MAX_SHARDS`].
+pub(crate) fn parse_shard_count(text: &str) -> Result<u32, String> {
+    let count: u32 = text.trim().parse().map_err(|_| {
+        format!(
+            "`{}` is not a shard count: a whole number from 1 to {}",
+            crate::text::printable(text),
+            crate::shard::MAX_SHARDS
+        )
+    })?;
+    crate::shard::check_count(count)?;
+    Ok(count)
 }
 
 /// `relayctl plan`.
@@ -356,7 +415,9 @@ pub struct ReconcileArgs {
     /// After each run, write its outcome (commit, config digest, clusters per
     /// state, the first 50 failing clusters) to the ConfigMap
     /// `relayctl-status-<instance>` in the relay namespace of the management
-    /// cluster (Kubernetes only; the directory backend keeps none).
+    /// cluster (Kubernetes only; the directory backend keeps none). A shard
+    /// of a sharded run writes `relayctl-status-<instance>-shard-<i>`
+    /// instead, with or without this flag.
     #[arg(long, help_heading = "Operations")]
     pub status_configmap: bool,
     /// Do not record Kubernetes Events for created, renewed, repaired and

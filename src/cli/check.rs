@@ -17,7 +17,21 @@ pub(crate) fn check_command(settings: &Settings, args: &CheckArgs) -> Result<Out
     let config = &loaded.config;
     let (_, observed) = super::fleet::observe_fleet(settings, config)?;
     let now = args.at.unwrap_or_else(OffsetDateTime::now_utc);
-    let report = check::check(config, &observed, &crate::pki::OsKeySource, now);
+    let mut report = check::check(config, &observed, &crate::pki::OsKeySource, now);
+    if let Some(count) = args.shards {
+        let placement = super::shard::placement(&loaded, count)?;
+        let (backends, _) = crate::backend::backends(config, &settings.reach);
+        let statuses = match backends.get(&config.management.name) {
+            Some(mgmt) => super::shard::read_statuses(
+                mgmt.as_ref(),
+                config.namespace.as_str(),
+                config.instance.as_str(),
+                count,
+            ),
+            None => crate::shard::ShardStatuses::new(),
+        };
+        report.add_lines(crate::shard::coverage(config, &placement, &statuses));
+    }
     let text = match args.output {
         CheckFormat::Text => check::render_text(&report, super::colour(), settings.verbose),
         CheckFormat::Json => check::render_json(&report) + "\n",

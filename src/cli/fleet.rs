@@ -32,6 +32,8 @@ pub(crate) struct Prepared {
     pub(crate) source: ConfigSource,
     /// Digest prefixes of the user's material, by role (never the values).
     pub(crate) material: BTreeMap<String, String>,
+    /// A sharded run: which shard, the placement, what it waits for.
+    pub(crate) shard: Option<super::shard::ShardRun>,
 }
 
 /// Validated manifests and where they came from.
@@ -135,7 +137,18 @@ pub(crate) fn load_material(
     observed: Option<&Observed>,
     now: OffsetDateTime,
 ) -> Result<Material, CliError> {
-    let (files, config) = (&loaded.files, &loaded.config);
+    load_material_of(loaded, &loaded.config, observed, now)
+}
+
+/// [`load_material`] for `config`, a part of the loaded config (one
+/// shard's clusters).
+fn load_material_of(
+    loaded: &LoadedConfig,
+    config: &TrustConfig,
+    observed: Option<&Observed>,
+    now: OffsetDateTime,
+) -> Result<Material, CliError> {
+    let files = &loaded.files;
     let report =
         |d: &[config::Diagnostic]| report_diagnostics_at(files, d, Some(&loaded.provenance));
     let getenv = |name: &str| std::env::var(name).ok();
@@ -157,12 +170,40 @@ pub(crate) fn prepare(
 ) -> Result<Prepared, CliError> {
     let loaded = load_config(settings, source)?;
     let config = &loaded.config;
-    let (mut backends, mut observed) = observe_fleet(settings, config)?;
-    let material = load_material(&loaded, Some(&observed), now)?;
+    // A shard observes only its own workload clusters (and those its
+    // material reads from), but plans the whole config: the inventory and
+    // registrations on mgmt list every cluster.
+    let sharding = match super::shard::resolve(&fleet_args.shard)? {
+        Some(shard) => Some((shard, super::shard::placement(&loaded, shard.count())?)),
+        None => None,
+    };
+    let scoped = sharding
+        .as_ref()
+        .map(|(shard, placement)| crate::shard::scope(config, placement, *shard));
+    let observe_config = scoped.as_ref().unwrap_or(config);
+    let (mut backends, mut observed) = observe_fleet(settings, observe_config)?;
+    // A CA rotation advances on gates that must hold on every cluster: while
+    // one is under way, shard 0 reads the other shards' clusters too (it
+    // still writes only its own; `narrow` drops the rest).
+    if let Some((shard, _)) = &sharding
+        && shard.is_coordinator()
+        && rotation_under_way(config, &observed)
+    {
+        (backends, observed) = observe_fleet(settings, config)?;
+    }
+    let material = load_material_of(&loaded, observe_config, Some(&observed), now)?;
 
-    // Clusters that left the config but are in the inventory.
+    // Clusters that left the config but are in the inventory: shard 0's
+    // alone in a sharded run.
     let mut orphans: BTreeMap<ClusterName, Connection> = BTreeMap::new();
-    if let Some(Ok(mgmt)) = observed.clusters.get(&config.management.name) {
+    let prunes = sharding
+        .as_ref()
+        .is_none_or(|(shard, _)| shard.is_coordinator());
+    if let Some(Ok(mgmt)) = observed
+        .clusters
+        .get(&config.management.name)
+        .filter(|_| prunes)
+    {
         let known: BTreeSet<&ClusterName> = config.clusters().map(|c| &c.name).collect();
         for entry in plan::read_inventory(mgmt, config.instance.as_str()) {
             if !known.contains(&entry.name) {
@@ -266,7 +307,16 @@ pub(crate) fn prepare(
         },
         rotation: fleet_args.rotation(),
     };
-    let planned = plan::plan(&input).map_err(CliError::Plan)?;
+    let mut planned = plan::plan(&input).map_err(CliError::Plan)?;
+    let shard = sharding.map(|(shard, placement)| {
+        let narrowed = crate::shard::narrow(config, &placement, shard, planned.clone(), &observed);
+        planned = narrowed.planned;
+        super::shard::ShardRun {
+            shard,
+            placement,
+            waiting: narrowed.waiting,
+        }
+    });
     Ok(Prepared {
         config: config.clone(),
         backends,
@@ -275,6 +325,7 @@ pub(crate) fn prepare(
         source: source.pinned(&loaded.provenance),
         provenance: loaded.provenance,
         material: material.fingerprints.clone(),
+        shard,
     })
 }
 
@@ -295,13 +346,39 @@ pub(crate) fn refuse_shared_targets(
 /// Takes the apply lock on the management cluster, then reads, observes and
 /// plans: what is planned is what is applied. The source is read once to find
 /// the management cluster and then again pinned to the same commit.
+///
+/// A shard other than 0 takes no lock (it writes nothing on mgmt but its
+/// status) and waits for mgmt as `--shard-wait` says; its clusters are
+/// fenced one by one before they are written ([`super::shard::fence`]).
 pub(crate) fn lock_and_prepare(
     settings: &Settings,
     source: &ConfigSource,
     fleet_args: &FleetArgs,
     lock_timeout: std::time::Duration,
     now: OffsetDateTime,
-) -> Result<(Box<dyn crate::backend::LockGuard>, Prepared), CliError> {
+) -> Result<(Option<Box<dyn crate::backend::LockGuard>>, Prepared), CliError> {
+    if let Some(shard) = super::shard::resolve(&fleet_args.shard)?
+        && !shard.is_coordinator()
+    {
+        let loaded = load_config(settings, source)?;
+        let pinned = source.pinned(&loaded.provenance);
+        let prepared = super::shard::prepare_waiting(fleet_args.shard.shard_wait, || {
+            prepare(settings, &pinned, fleet_args, now)
+        })?;
+        // Without the lock nothing has reached mgmt yet: an unreachable mgmt
+        // is the environment's failure here too, as it is for shard 0 (a
+        // refused one stays the user's: the plan says why, exit 1).
+        let mgmt = &prepared.config.management.name;
+        if let Some(Err(reason)) = prepared.observed.clusters.get(mgmt)
+            && !reason.starts_with("refused:")
+        {
+            return Err(CliError::Management {
+                cluster: mgmt.to_string(),
+                reason: reason.clone(),
+            });
+        }
+        return Ok((None, prepared));
+    }
     let loaded = load_config(settings, source)?;
     let config = &loaded.config;
     let (backends, failed) = backend::backends(config, &settings.reach);
@@ -331,7 +408,17 @@ pub(crate) fn lock_and_prepare(
         fleet_args,
         now,
     )?;
-    Ok((lock, prepared))
+    Ok((Some(lock), prepared))
+}
+
+/// Whether mgmt's rotation record holds a rotation under way.
+fn rotation_under_way(config: &TrustConfig, observed: &Observed) -> bool {
+    observed
+        .clusters
+        .get(&config.management.name)
+        .and_then(|o| o.as_ref().ok())
+        .and_then(|o| plan::rotation::Record::read(o, config.instance.as_str()).ok())
+        .is_some_and(|r| r.state.rotation.is_some())
 }
 
 fn render_plan(plan: &Plan, format: OutputFormat, verbose: bool) -> String {
@@ -415,10 +502,28 @@ pub(crate) fn plan_command(settings: &Settings, args: &PlanArgs) -> Result<Outco
                 .to_owned(),
         });
     }
+    let sharded = super::shard::resolve(&args.fleet.shard)?.is_some();
+    if sharded && args.out.is_some() {
+        return Err(CliError::Usage {
+            message: "a shard's plan cannot be saved: run `apply --shard I/N` instead".to_owned(),
+        });
+    }
     let now = args.at.unwrap_or_else(OffsetDateTime::now_utc);
-    let prepared = prepare(settings, &source, &args.fleet, now)?;
+    let mut prepared = prepare(settings, &source, &args.fleet, now)?;
+    let waiting = prepared
+        .shard
+        .as_ref()
+        .filter(|run| !run.waiting.is_empty())
+        .map(super::shard::waiting_reason);
+    if let Some(why) = &waiting {
+        crate::shard::block(&mut prepared.planned, why);
+    }
     let plan = &prepared.planned.plan;
     print_stdout(&render_plan(plan, args.output, args.fleet.show_unchanged))?;
+    if let Some(why) = &waiting {
+        super::output::status(&format!("{why}; shard 0 has not yet run, or not finished"));
+        return Ok(Outcome::Error(super::ErrorClass::Environment));
+    }
     if let Some(out) = &args.out {
         let (config_path, git) = saved_source(&prepared);
         let saved = SavedPlan {
@@ -471,6 +576,11 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
         Some(result) => Some(result?),
         None => None,
     };
+    if saved.is_some() && super::shard::resolve(&args.fleet.shard)?.is_some() {
+        return Err(CliError::Usage {
+            message: "a saved plan is not sharded: apply it without `--shard`/`--shards`, or apply the manifests with them".to_owned(),
+        });
+    }
     let (source, fleet_args) = match &saved {
         Some(saved) => (
             source_of_saved(settings, saved, &args.git)?,
@@ -480,6 +590,7 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
                 show_unchanged: args.fleet.show_unchanged,
                 rollback: saved.rollback,
                 resume: saved.resume,
+                shard: args.fleet.shard.clone(),
             },
         ),
         None if args.git.git.is_some() && args.path.is_some() => {
@@ -497,6 +608,7 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
                 show_unchanged: args.fleet.show_unchanged,
                 rollback: args.fleet.rollback,
                 resume: args.fleet.resume,
+                shard: args.fleet.shard.clone(),
             },
         ),
     };
@@ -517,10 +629,13 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
         }
     }
 
+    let started = OffsetDateTime::now_utc();
     // Lock first, then observe: what is planned is what is applied.
-    let (_lock, prepared) =
+    let (_lock, mut prepared) =
         lock_and_prepare(settings, &source, &fleet_args, args.lock_timeout, now)?;
-    sweep(settings, &prepared);
+    let fences = super::shard::fence(settings, &mut prepared);
+    sweep(settings, &prepared, &fences);
+    let prepared = prepared;
     let plan = &prepared.planned.plan;
     if let Some(saved) = &saved {
         check_not_stale(saved, &prepared)?;
@@ -538,11 +653,9 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
                 settings.parallelism,
             );
         }
-        return Ok(if plan.summary.has_errors() {
-            Outcome::Failed
-        } else {
-            Outcome::Success
-        });
+        let none = crate::apply::ApplyReport::default();
+        super::shard::write_status(&prepared, &none, &fences, started);
+        return Ok(super::shard::outcome(&prepared, !plan.summary.has_errors()));
     }
     if saved.is_none() && !args.auto_approve {
         confirm()?;
@@ -579,27 +692,33 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
         super::report::record_events(&prepared, &report, &settings.holder(), settings.parallelism);
     }
     let complete = report.ok() && !plan.summary.has_errors();
+    super::shard::write_status(&prepared, &report, &fences, started);
     super::output::status(&format!(
         "Apply {}: {} Secret{} written.",
         if complete { "complete" } else { "incomplete" },
         report.written(),
         if report.written() == 1 { "" } else { "s" }
     ));
-    Ok(if complete {
-        Outcome::Success
-    } else {
-        Outcome::Failed
-    })
+    Ok(super::shard::outcome(&prepared, complete))
 }
 
 /// Removes what interrupted runs left on every cluster (temporary files
 /// holding keys and tokens). Runs under the apply lock; a failure is only
 /// reported, it blocks nothing.
-fn sweep(settings: &Settings, prepared: &Prepared) {
+///
+/// A shard sweeps only where it alone writes: mgmt on shard 0, and the
+/// workload clusters whose writer fence it holds.
+pub(crate) fn sweep(settings: &Settings, prepared: &Prepared, fences: &super::shard::Fences) {
     let namespace = prepared.planned.plan.namespace.clone();
+    let ours = |name: &ClusterName| match &prepared.shard {
+        None => true,
+        Some(run) if *name == prepared.config.management.name => run.shard.is_coordinator(),
+        Some(_) => fences.held.contains(name),
+    };
     let backends: Vec<(ClusterName, Arc<dyn Backend>)> = prepared
         .backends
         .iter()
+        .filter(|(n, _)| ours(n))
         .map(|(n, b)| (n.clone(), b.clone()))
         .collect();
     let results = fleet::parallel_map(backends, settings.parallelism, |(name, backend)| {

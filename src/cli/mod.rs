@@ -11,6 +11,7 @@ pub mod output;
 mod reconcile;
 mod report;
 mod serve;
+mod shard;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;

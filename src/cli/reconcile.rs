@@ -100,6 +100,7 @@ pub(crate) fn reconcile_command(
             show_unchanged: false,
             rollback: false,
             resume: false,
+            shard: args.fleet.shard.clone(),
         },
         lock_timeout,
         applied: AppliedRecord::new(git, settings),
@@ -217,13 +218,15 @@ impl Reconciler<'_> {
     }
 
     fn tick(&mut self, tick: u64, started: OffsetDateTime) -> Result<Outcome, CliError> {
-        let (_lock, prepared) = fleet::lock_and_prepare(
+        let (_lock, mut prepared) = fleet::lock_and_prepare(
             self.settings,
             self.source,
             &self.fleet,
             self.lock_timeout,
             OffsetDateTime::now_utc(),
         )?;
+        let fences = super::shard::fence(self.settings, &mut prepared);
+        let prepared = prepared;
         if let Some(telemetry) = &self.telemetry {
             telemetry.ready(format!(
                 "tick {tick} holds the apply lock and observed {} clusters",
@@ -285,6 +288,9 @@ impl Reconciler<'_> {
         };
         let ok = report.ok() && !plan.summary.has_errors();
         self.report(&prepared, &report, tick, &commit, started, ok);
+        // A shard's status goes to its own ConfigMap, every run.
+        super::shard::write_status(&prepared, &report, &fences, started);
+        let outcome = super::shard::outcome(&prepared, ok);
         tracing::info!(
             tick,
             commit = %commit,
@@ -293,12 +299,10 @@ impl Reconciler<'_> {
             "tick {}",
             if ok { "complete" } else { "incomplete" }
         );
-        if ok {
+        if outcome == Outcome::Success {
             self.applied.set(&commit);
-            Ok(Outcome::Success)
-        } else {
-            Ok(Outcome::Failed)
         }
+        Ok(outcome)
     }
 
     /// Events, metrics and the status ConfigMap of a tick that got as far
@@ -324,7 +328,7 @@ impl Reconciler<'_> {
             }
         }
         let states = super::report::states(prepared, report);
-        if self.status_configmap {
+        if self.status_configmap && prepared.shard.is_none() {
             let finished = OffsetDateTime::now_utc();
             let status = crate::status::run_status(&crate::status::RunFacts {
                 plan: &prepared.planned.plan,
@@ -334,6 +338,7 @@ impl Reconciler<'_> {
                 finished_at: rfc3339(finished),
                 ok,
                 written: report.written(),
+                shard: None,
             });
             let name = super::report::status_configmap_name(prepared.config.instance.as_str());
             match super::report::write_status(prepared, &status) {

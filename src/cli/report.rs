@@ -190,6 +190,16 @@ pub(crate) fn write_status(
     prepared: &Prepared,
     status: &RunStatus,
 ) -> Result<bool, crate::backend::BackendError> {
+    let name = status_configmap_name(prepared.config.instance.as_str());
+    write_status_named(prepared, status, &name)
+}
+
+/// Writes `status` to the ConfigMap `name` on the management cluster.
+pub(crate) fn write_status_named(
+    prepared: &Prepared,
+    status: &RunStatus,
+    name: &str,
+) -> Result<bool, crate::backend::BackendError> {
     let config = &prepared.config;
     let Some(mgmt) = prepared.backends.get(&config.management.name) else {
         return Ok(false);
@@ -211,7 +221,7 @@ pub(crate) fn write_status(
     }
     mgmt.write_status(
         config.namespace.as_str(),
-        &status_configmap_name(config.instance.as_str()),
+        name,
         config.instance.as_str(),
         &data,
     )

@@ -118,6 +118,8 @@ codes! {
         "A cluster's `connection` is not exactly one complete way to reach it.";
     DirectoryOutsideStateDir => "directory-outside-state-dir",
         "A directory-backed cluster's folder is outside `--state-dir`.";
+    ShardOutOfRange => "shard-out-of-range",
+        "A workload's `spec.shard` pin is not below the shard count of the run (`--shard I/N`, `--shards N`).";
     // Loading and checking the material (after validation).
     UnreadableMaterial => "unreadable-material",
         "A material source cannot be read: missing file or variable, absent Secret, too large.";

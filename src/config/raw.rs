@@ -338,6 +338,12 @@ pub struct RawWorkloadSpec {
     /// `clientCerts.mode: external` only: copy this certificate and key into
     /// `relay-client-tls-secret`. Without it the existing secret is only verified.
     pub client_cert: Option<RawClientCertSource>,
+    /// Sharded runs only (`--shard I/N`): the shard that writes this cluster,
+    /// from 0, instead of the one rendezvous hashing of its name picks. Must
+    /// be below the shard count; a pinned cluster never moves when the count
+    /// changes.
+    #[schemars(with = "Option<u32>")]
+    pub shard: Option<Scalar>,
 }
 
 /// A client certificate brought from sources.

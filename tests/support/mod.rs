@@ -27,6 +27,13 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    /// stdout and stderr together.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
 /// A scratch copy of an example with its own state directory.
 pub struct Fixture {
     pub dir: tempfile::TempDir,

@@ -31,6 +31,7 @@ impl KubeBackend {
         instance: &str,
         holder: &str,
         timeout: Duration,
+        reclaim_own: bool,
     ) -> Result<KubeLock, BackendError> {
         let started = Instant::now();
         let name = format!("relayctl-{instance}");
@@ -65,7 +66,7 @@ impl KubeBackend {
                     }
                 }
                 Some(existing) => match LeaseState::of(&existing, now) {
-                    LeaseState::Held { .. } => {
+                    LeaseState::Held { .. } if !(reclaim_own && held_by(&existing, holder)) => {
                         let waited = started.elapsed();
                         if waited >= timeout {
                             return Err(BackendError::Locked {
@@ -82,7 +83,7 @@ impl KubeBackend {
                         tokio::time::sleep(pause).await;
                         continue;
                     }
-                    LeaseState::Free | LeaseState::Expired => {
+                    LeaseState::Free | LeaseState::Expired | LeaseState::Held { .. } => {
                         let previous = existing.spec.as_ref();
                         let transitions = previous
                             .and_then(|s| s.lease_transitions)
@@ -152,6 +153,15 @@ impl LeaseState {
             _ => Self::Expired,
         }
     }
+}
+
+/// Whether `lease` names `holder` as its holder.
+fn held_by(lease: &Lease, holder: &str) -> bool {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        == Some(holder)
 }
 
 fn expiry(spec: &LeaseSpec) -> Option<Timestamp> {

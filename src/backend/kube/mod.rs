@@ -260,7 +260,26 @@ impl Backend for KubeBackend {
         holder: &str,
         timeout: Duration,
     ) -> Result<Box<dyn LockGuard>, BackendError> {
-        let lock = block_on(self.acquire(namespace, instance, holder, timeout))?;
+        let lock = block_on(self.acquire(namespace, instance, holder, timeout, false))?;
         Ok(Box::new(lock))
+    }
+
+    fn fence_writer(
+        &self,
+        namespace: &str,
+        instance: &str,
+        holder: &str,
+    ) -> Result<Box<dyn LockGuard>, BackendError> {
+        let name = format!("{instance}.writer");
+        let lock = block_on(self.acquire(namespace, &name, holder, Duration::ZERO, true))?;
+        Ok(Box::new(lock))
+    }
+
+    fn read_status(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, BackendError> {
+        block_on(self.read_status_async(namespace, name))
     }
 }

@@ -100,6 +100,26 @@ impl KubeBackend {
         }
     }
 
+    pub(super) async fn read_status_async(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, BackendError> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        self.call(self.deadline(), || api.get_opt(name))
+            .await
+            .map(|found| found.map(|c| c.data.unwrap_or_default()))
+            .map_err(|e| {
+                self.fail(
+                    format!(
+                        "reading the status ConfigMap `{namespace}/{name}` of cluster `{}`",
+                        self.cluster
+                    ),
+                    e,
+                )
+            })
+    }
+
     pub(super) async fn write_status_async(
         &self,
         namespace: &str,

@@ -10,7 +10,7 @@ use crate::config::diag::{Code, Reporter};
 use crate::config::node::Position;
 use crate::config::raw::{RawConnection, RawManagementCluster, RawMetadata, RawWorkloadCluster};
 use crate::model::{
-    ClientCertMode, ClusterConfig, ClusterName, Connection, DnsLabel, WorkloadConfig,
+    ClientCertMode, ClusterConfig, ClusterName, Connection, DnsLabel, ShardPin, WorkloadConfig,
 };
 
 /// The cluster names claimed so far, with where each was first written.
@@ -98,6 +98,7 @@ pub(super) fn workload(
             ),
         }
     }
+    let shard = shard_pin(r, raw);
     Some(WorkloadConfig {
         cluster: ClusterConfig {
             name: name?,
@@ -106,7 +107,36 @@ pub(super) fn workload(
         },
         client_cert,
         client_key,
+        shard,
     })
+}
+
+/// `spec.shard`: a shard index, from 0. Whether it is below the shard
+/// count is checked when a sharded run knows the count.
+fn shard_pin(r: &mut Reporter<'_>, raw: &RawWorkloadCluster) -> Option<ShardPin> {
+    let text = raw.spec.shard.as_ref()?;
+    let steps = path(&["spec", "shard"]);
+    match text.as_str().parse::<u32>() {
+        Ok(index) if index < crate::shard::MAX_SHARDS => Some(ShardPin {
+            index,
+            location: r.location(&steps),
+        }),
+        _ => {
+            r.at_value(
+                &steps,
+                Code::InvalidValue,
+                format!(
+                    "`spec.shard` is `{}`, not a shard index",
+                    crate::text::printable(text.as_str())
+                ),
+                Some(format!(
+                    "a whole number from 0 to {}, below the shard count of `--shard I/N`; or remove it to place the cluster by hashing its name",
+                    crate::shard::MAX_SHARDS - 1
+                )),
+            );
+            None
+        }
+    }
 }
 
 /// `spec.connection`: exactly one way to reach the cluster, the directory
