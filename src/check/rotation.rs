@@ -16,7 +16,8 @@
 //! the new one or, before it exists, the new root), carrying the chain the
 //! real ones carry (the cross-signed twin included). They are never written
 //! and are dropped with the report. Clusters holding the same bundle share
-//! one run of the matrix.
+//! one run of the matrix. In `external` mode relayctl holds no key and
+//! there is no matrix.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -66,6 +67,11 @@ pub(super) fn prepare(
     keys: &dyn KeySource,
     now: OffsetDateTime,
 ) -> Option<Matrix> {
+    // `external`: relayctl holds no key to make probes with; the
+    // `mtls-handshake` line checks the certificates the clusters hold.
+    if config.ca.mode == crate::model::CaMode::External {
+        return None;
+    }
     let Some(Ok(obs)) = mgmt else { return None };
     let record = Record::read(obs, config.instance.as_str()).ok()?;
     let rotation = record.state.rotation.as_ref()?;
