@@ -660,3 +660,85 @@ fn a_ca_rotation_in_a_sharded_fleet_advances_only_once_every_shard_wrote_its_pha
     );
     fixture.assert_no_leak(&[]);
 }
+
+#[test]
+fn in_the_reissue_phase_every_shard_follows_the_waves_shard_0_records() {
+    let fixture = Fixture::example("managed-preprovisioned");
+    std::fs::remove_file(fixture.config().join("cluster-1.yaml")).unwrap();
+    std::fs::remove_file(fixture.config().join("cluster-2.yaml")).unwrap();
+    let path = fixture.config().join("relay-trust.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("rsa-4096", "ecdsa-p256");
+    std::fs::write(&path, text).unwrap();
+    for name in names(WORKLOADS) {
+        fixture.write_config(
+            &format!("{name}.yaml"),
+            &format!("apiVersion: relayctl.dev/v1alpha1\nkind: WorkloadCluster\nmetadata:\n  name: {name}\n"),
+        );
+    }
+    let at = |hours: i64| {
+        relayctl::pki::inspect::rfc3339(
+            (time::OffsetDateTime::now_utc() + time::Duration::hours(hours))
+                .replace_nanosecond(0)
+                .unwrap(),
+        )
+    };
+    let round = |t: &str| {
+        for shard in 0..3 {
+            apply_shard_at(&fixture, shard, t);
+        }
+    };
+    round(&at(1));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen(
+            "  ca:\n",
+            "  ca:\n    rotation: { generation: 2, soak: 1h, wave: 34 }\n",
+            1,
+        ),
+    )
+    .unwrap();
+    // trust-both, then switch-signer, then the first wave of reissue.
+    round(&at(1));
+    round(&at(3));
+    round(&at(5));
+    let record = fixture.secret("mgmt", "relayctl-prod-rotation").unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(record.get("state.json").unwrap().expose()).unwrap();
+    assert_eq!(state["rotation"]["phase"], "reissue", "{state:#}");
+    let recorded: BTreeSet<String> = state["rotation"]["reissued"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(recorded.len(), 4, "34 % of 9 clusters: {recorded:?}");
+    let signer = record.get("new-signing.crt").unwrap().clone();
+    let signer = relayctl::pki::inspect_bundle(signer.expose()).unwrap();
+    let moved: BTreeSet<String> = names(WORKLOADS)
+        .into_iter()
+        .filter(|name| {
+            let client = fixture.secret(name, "relay-client-tls-secret").unwrap();
+            let leaf = relayctl::pki::inspect_bundle(client.get("tls.crt").unwrap().expose())
+                .unwrap()
+                .remove(0);
+            leaf.authority_key_id == signer[0].subject_key_id
+        })
+        .collect();
+    assert_eq!(
+        moved, recorded,
+        "each shard reissued exactly the recorded wave's clusters"
+    );
+    // The rotation still ends, wave by wave.
+    for hours in [7, 9, 11, 13, 15] {
+        round(&at(hours));
+    }
+    let (code, run) = {
+        let run = fixture.run(&["plan", "config", "--detailed-exitcode", "--at", &at(15)]);
+        (run.code, run)
+    };
+    assert_eq!(code, 0, "{}\n{}", run.stdout, run.stderr);
+    fixture.assert_no_leak(&[]);
+}

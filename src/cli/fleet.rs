@@ -305,7 +305,10 @@ pub(crate) fn prepare(
             keys: &keys,
             token: &crate::pki::os_token,
         },
-        rotation: fleet_args.rotation(),
+        rotation: match &sharding {
+            Some((shard, _)) if !shard.is_coordinator() => plan::rotation::RotationRequest::Follow,
+            _ => fleet_args.rotation(),
+        },
     };
     let mut planned = plan::plan(&input).map_err(CliError::Plan)?;
     let shard = sharding.map(|(shard, placement)| {

@@ -51,6 +51,10 @@ pub enum RotationRequest {
     Rollback,
     /// Lift the hold of a rollback, or start a cancelled rotation again.
     Resume,
+    /// A shard other than 0: follow the rotation shard 0 records — start
+    /// none, and reissue only the clusters its waves name (shard 0, which
+    /// reads every cluster while a rotation is under way, chooses them).
+    Follow,
 }
 
 /// The lifecycle stage this plan is made for.
@@ -133,7 +137,11 @@ pub(super) fn stage(
                 && rotation.phase == Phase::Reissue
                 && !rotation.held
             {
-                choose_wave(input, &mut stage, &rotation);
+                if request == RotationRequest::Follow {
+                    follow_wave(input, &mut stage, &rotation);
+                } else {
+                    choose_wave(input, &mut stage, &rotation);
+                }
             }
         }
         None => {
@@ -147,7 +155,9 @@ pub(super) fn stage(
                     _ => "no rotation is under way to roll back".to_owned(),
                 });
             }
-            if let Some(start) = trigger(input, &held, &observed.state) {
+            if let Some(start) = trigger(input, &held, &observed.state)
+                .filter(|_| request != RotationRequest::Follow)
+            {
                 let cancelled = observed
                     .state
                     .last
@@ -1024,6 +1034,18 @@ pub(super) fn leftovers(input: &PlanInput<'_>, rotation: &Rotation, record: &Rec
         }
     }
     out
+}
+
+/// A shard other than 0 in the reissue phase: its clusters that shard 0's
+/// waves name and that still hold the old side.
+fn follow_wave(input: &PlanInput<'_>, stage: &mut Stage, rotation: &Rotation) {
+    let left = leftovers(input, rotation, &stage.record);
+    stage.wave = left
+        .old
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| rotation.reissued.contains_key(name))
+        .collect();
 }
 
 /// The clusters reissued in this apply: the next wave of leftovers (those
