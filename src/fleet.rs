@@ -41,17 +41,36 @@ pub fn parallel_map<T: Sync, R: Send>(
     results.into_iter().flatten().collect()
 }
 
-/// The Secret names to read on `cluster` besides those labelled for the instance.
-/// `sources` are the config's `secret` material sources, listed once per
-/// observation (listing them walks every workload cluster).
+/// The Secret names to read on `cluster` besides those labelled for the
+/// instance: what a cluster of its role can hold ([`crate::relay::observed_names`])
+/// and the config's material sources on it. `sources` are the config's
+/// `secret` material sources, listed once per observation (listing them
+/// walks every workload cluster).
 fn names_for(
     config: &TrustConfig,
     sources: &[&crate::model::SecretRef],
     cluster: &ClusterName,
 ) -> Vec<String> {
-    let mut names = crate::relay::observed_names(config.instance.as_str());
+    let role = if cluster == &config.management.name {
+        crate::relay::Role::Management
+    } else if config
+        .workloads
+        .binary_search_by(|w| w.cluster.name.cmp(cluster))
+        .is_ok()
+    {
+        crate::relay::Role::Workload
+    } else {
+        crate::relay::Role::Orphan
+    };
+    let mut names = crate::relay::observed_names(
+        config.instance.as_str(),
+        config.ca.mode,
+        config.client_certs.mode,
+        config.identity_token.enabled,
+        role,
+    );
     for source in sources {
-        if &source.cluster == cluster {
+        if &source.cluster == cluster && !names.contains(&source.name) {
             names.push(source.name.clone());
         }
     }

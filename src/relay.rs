@@ -241,14 +241,29 @@ pub fn inventory_secret(instance: &str) -> String {
     format!("relayctl-{instance}-inventory")
 }
 
-/// Every Secret name observation reads on a cluster besides those labelled
-/// for the instance: the relay Secrets and the inventory.
-pub fn observed_names(instance: &str) -> Vec<String> {
-    RelaySecret::ALL
-        .iter()
-        .map(|s| s.name().to_owned())
-        .chain(std::iter::once(inventory_secret(instance)))
-        .collect()
+/// The Secret names observation asks a cluster of `role` for by name,
+/// besides what the label-scoped LIST returns: every relay Secret that
+/// [`held`] says such a cluster can hold in this fleet's modes (whoever
+/// writes it: the agent's, the management server's and a foreign Secret at
+/// one of relayctl's names carry no label of the instance), and on mgmt the
+/// inventory. Names a cluster of that role never holds are not asked for: a
+/// workload never holds the signing or server Secret or the inventory, mgmt
+/// never a client certificate. Orphans are asked what a workload holds.
+pub fn observed_names(
+    instance: &str,
+    ca: CaMode,
+    client: ClientCertMode,
+    tokens: bool,
+    role: Role,
+) -> Vec<String> {
+    let mut names: Vec<String> = held(ca, client, tokens, role, false)
+        .into_iter()
+        .map(|h| h.secret.name().to_owned())
+        .collect();
+    if role == Role::Management {
+        names.push(inventory_secret(instance));
+    }
+    names
 }
 
 #[cfg(test)]
@@ -356,6 +371,39 @@ mod tests {
             assert!(secret.name().starts_with("relay-"));
         }
         assert_eq!(inventory_secret("prod"), "relayctl-prod-inventory");
-        assert_eq!(observed_names("prod").len(), 6);
+        let names = |ca, client, tokens, role| observed_names("prod", ca, client, tokens, role);
+        assert_eq!(
+            names(
+                CaMode::Managed,
+                ClientCertMode::Token,
+                true,
+                Role::Management
+            ),
+            [
+                "relay-root-tls-secret",
+                "relay-tls-signing-secret",
+                "relay-server-tls-secret",
+                "relay-identity-token-secret",
+                "relayctl-prod-inventory"
+            ]
+        );
+        assert_eq!(
+            names(CaMode::Managed, ClientCertMode::Token, true, Role::Workload),
+            [
+                "relay-root-tls-secret",
+                "relay-identity-token-secret",
+                "relay-client-tls-secret"
+            ],
+            "a workload never holds the signing or server Secret or the inventory"
+        );
+        assert_eq!(
+            names(
+                CaMode::External,
+                ClientCertMode::External,
+                false,
+                Role::Management
+            ),
+            ["relay-server-tls-secret", "relayctl-prod-inventory"]
+        );
     }
 }
