@@ -102,6 +102,16 @@ pub(crate) fn observe_fleet(
 ) -> Result<(Backends, Observed), CliError> {
     let (backends, failed) = backend::backends(config, &settings.reach);
     refuse_shared_targets(&backends)?;
+    observe_with(settings, config, backends, failed)
+}
+
+/// [`observe_fleet`] through backends already built (by the lock).
+fn observe_with(
+    settings: &Settings,
+    config: &TrustConfig,
+    backends: Backends,
+    failed: BTreeMap<ClusterName, String>,
+) -> Result<(Backends, Observed), CliError> {
     let clusters: Vec<(ClusterName, Arc<dyn Backend>)> = backends
         .iter()
         .map(|(n, b)| (n.clone(), b.clone()))
@@ -156,8 +166,30 @@ pub(crate) fn prepare(
     now: OffsetDateTime,
 ) -> Result<Prepared, CliError> {
     let loaded = load_config(settings, source)?;
+    let (backends, failed) = backend::backends(&loaded.config, &settings.reach);
+    refuse_shared_targets(&backends)?;
+    prepare_loaded(
+        settings,
+        source,
+        loaded,
+        (backends, failed),
+        fleet_args,
+        now,
+    )
+}
+
+/// Observes and plans as of `now` what `loaded` describes, through
+/// `backends` (and the clusters whose backend failed, with why).
+fn prepare_loaded(
+    settings: &Settings,
+    source: &ConfigSource,
+    loaded: LoadedConfig,
+    (backends, failed): (Backends, BTreeMap<ClusterName, String>),
+    fleet_args: &FleetArgs,
+    now: OffsetDateTime,
+) -> Result<Prepared, CliError> {
     let config = &loaded.config;
-    let (mut backends, mut observed) = observe_fleet(settings, config)?;
+    let (mut backends, mut observed) = observe_with(settings, config, backends, failed)?;
     let material = load_material(&loaded, Some(&observed), now)?;
 
     // Clusters that left the config but are in the inventory.
@@ -291,9 +323,10 @@ pub(crate) fn refuse_shared_targets(
     }
 }
 
-/// Takes the apply lock on the management cluster, then reads, observes and
-/// plans: what is planned is what is applied. The source is read once to find
-/// the management cluster and then again pinned to the same commit.
+/// Reads the config, takes the apply lock on the management cluster, then
+/// observes and plans: what is planned is what is applied. The config read
+/// and the backends built to find the management cluster are the ones
+/// observed through (one read, one connection per cluster).
 pub(crate) fn lock_and_prepare(
     settings: &Settings,
     source: &ConfigSource,
@@ -323,9 +356,12 @@ pub(crate) fn lock_and_prepare(
             lock_timeout,
         )
         .map_err(|source| CliError::Lock { source })?;
-    let prepared = prepare(
+    let pinned = source.pinned(&loaded.provenance);
+    let prepared = prepare_loaded(
         settings,
-        &source.pinned(&loaded.provenance),
+        &pinned,
+        loaded,
+        (backends, failed),
         fleet_args,
         OffsetDateTime::now_utc(),
     )?;
