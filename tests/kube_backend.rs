@@ -183,6 +183,7 @@ fn reach(dir: &Path) -> Reach {
         timeout: Duration::from_secs(30),
         fix_permissions: false,
         allow_outside_state_dir: false,
+        parallelism: 16,
     }
 }
 
@@ -192,6 +193,7 @@ fn backend(context: &str) -> Arc<dyn Backend> {
     let connection = Connection::Kubeconfig {
         context: context.to_owned(),
         path: Some(env().kubeconfig().to_path_buf()),
+        limit: None,
     };
     kube_backend(&name, &connection, &reach(Path::new("/nonexistent")))
         .unwrap_or_else(|e| panic!("backend for {context}: {e}"))
@@ -1294,11 +1296,13 @@ subjects:
     );
     assert!(text.contains("of cluster `cluster-1`"), "{text}");
 
+    // The lock creates its Lease first (a read only follows a 409), so the
+    // verb refused is `create`.
     let run = apply(dir.path(), &[]);
     run.expect(1, "no Leases");
     let text = run.all();
     assert!(
-        text.contains(r#"cannot get resource "leases" in API group "coordination.k8s.io""#),
+        text.contains(r#"cannot create resource "leases" in API group "coordination.k8s.io""#),
         "{text}"
     );
 }

@@ -253,6 +253,10 @@ pub struct Reach {
     pub fix_permissions: bool,
     /// Allow `directory` connections outside the state directory.
     pub allow_outside_state_dir: bool,
+    /// Clusters worked on at once (`--parallelism`); also how many
+    /// Kubernetes clients (with their connections) a fleet keeps open, so
+    /// that memory and open connections are bounded by it, not by the fleet.
+    pub parallelism: usize,
 }
 
 /// Builds the backend for one cluster's connection.
@@ -260,6 +264,17 @@ pub fn backend_for(
     name: &ClusterName,
     connection: &Connection,
     reach: &Reach,
+) -> Result<Arc<dyn Backend>, BackendError> {
+    backend_among(name, connection, reach, &kube::Clients::new(1))
+}
+
+/// [`backend_for`] as one of a fleet's clusters: Kubernetes clusters share
+/// `clients` (each kubeconfig file read once, a bound on open clients).
+fn backend_among(
+    name: &ClusterName,
+    connection: &Connection,
+    reach: &Reach,
+    clients: &kube::Clients,
 ) -> Result<Arc<dyn Backend>, BackendError> {
     match connection {
         Connection::StateDir => Ok(Arc::new(
@@ -274,9 +289,9 @@ pub fn backend_for(
             };
             Ok(Arc::new(backend.fixing_permissions(reach.fix_permissions)))
         }
-        Connection::Kubeconfig { .. } | Connection::InCluster => {
-            kube_backend(name, connection, reach)
-        }
+        Connection::Kubeconfig { .. } | Connection::InCluster => Ok(Arc::new(
+            kube::KubeBackend::connect_with(name, connection, reach, clients)?,
+        )),
     }
 }
 
@@ -304,8 +319,9 @@ pub fn backends(
 ) {
     let mut ok = BTreeMap::new();
     let mut failed = BTreeMap::new();
+    let clients = kube::Clients::new(reach.parallelism);
     for cluster in config.clusters() {
-        match backend_for(&cluster.name, &cluster.connection, reach) {
+        match backend_among(&cluster.name, &cluster.connection, reach, &clients) {
             Ok(b) => {
                 ok.insert(cluster.name.clone(), b);
             }

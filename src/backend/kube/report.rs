@@ -23,7 +23,7 @@ impl KubeBackend {
         instance: &str,
         reporter: &str,
     ) -> Result<(), BackendError> {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &note.namespace);
+        let api: Api<Event> = Api::namespaced(self.api_client()?, &note.namespace);
         let (name, generate_name) = match &note.dedupe {
             // One name per transition: recorded once, whoever finds it again.
             Some(key) => {
@@ -108,7 +108,7 @@ impl KubeBackend {
         data: &BTreeMap<String, String>,
     ) -> Result<(), BackendError> {
         self.ensure_namespace(namespace).await?;
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let api: Api<ConfigMap> = Api::namespaced(self.api_client()?, namespace);
         let object = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),

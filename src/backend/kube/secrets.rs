@@ -57,27 +57,39 @@ impl KubeBackend {
             )
         })?;
         drop(text);
+        if !list.items.is_empty() {
+            // Secrets were read from it: no need to create it before writing.
+            self.know_namespace(namespace);
+        }
         let mut observation = ClusterObservation::default();
         for secret in list.items {
             let (object, uid) = to_object(namespace, secret);
             self.remember_identity(&object, uid, &mut observation);
             observation.secrets.insert(object.name.clone(), object);
         }
+        // The named Secrets the LIST did not return, all at once (over
+        // HTTP/2 one round trip on the cluster's one connection).
         let missing: BTreeSet<&String> = names
             .iter()
             .filter(|n| !observation.secrets.contains_key(n.as_str()))
             .collect();
-        for name in missing {
+        let reads = missing.into_iter().map(|name| {
+            let request = &request;
+            async move {
+                let result = self
+                    .secret_call(deadline, || request.get(name, &Default::default()))
+                    .await;
+                (name, result)
+            }
+        });
+        for (name, result) in futures_util::future::join_all(reads).await {
             let operation = || {
                 format!(
                     "reading Secret `{namespace}/{name}` of cluster `{}`",
                     self.cluster
                 )
             };
-            let text = match self
-                .secret_call(deadline, || request.get(name, &Default::default()))
-                .await
-            {
+            let text = match result {
                 Ok(text) => text,
                 Err(CallError::Api(status)) if status.code == 404 => continue,
                 Err(e) => return Err(self.fail(operation(), e)),

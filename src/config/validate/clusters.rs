@@ -142,9 +142,41 @@ fn connection(r: &mut Reporter<'_>, raw: Option<&RawConnection>) -> Option<Conne
                 return None;
             }
         };
+        let at = |field: &str| [steps.as_slice(), &[key("kubeconfig"), key(field)]].concat();
+        let limit = match (kubeconfig.qps, kubeconfig.burst) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                r.at_key(
+                    &at("burst"),
+                    Code::InvalidConnection,
+                    "`kubeconfig.burst` needs `kubeconfig.qps`".to_owned(),
+                    Some("set `qps` (requests per second) too, or remove `burst`".to_owned()),
+                );
+                return None;
+            }
+            (Some(0), _) | (_, Some(0)) => {
+                let field = if kubeconfig.qps == Some(0) {
+                    "qps"
+                } else {
+                    "burst"
+                };
+                r.at_value(
+                    &at(field),
+                    Code::InvalidConnection,
+                    format!("`kubeconfig.{field}` must be at least 1"),
+                    Some("remove `qps` and `burst` for no client-side bound".to_owned()),
+                );
+                return None;
+            }
+            (Some(qps), burst) => Some(crate::model::RequestLimit {
+                qps,
+                burst: burst.unwrap_or(qps),
+            }),
+        };
         return Some(Connection::Kubeconfig {
             context,
             path: kubeconfig.path.as_ref().map(|p| base.join(p)),
+            limit,
         });
     }
     if let Some(in_cluster) = raw.in_cluster {
@@ -277,6 +309,7 @@ mod tests {
             Connection::Kubeconfig {
                 context: "mgmt".to_owned(),
                 path: Some(PathBuf::from("config/clusters/kube.yaml")),
+                limit: None,
             }
         );
         let connections: Vec<_> = config
