@@ -45,12 +45,14 @@ pub fn parallel_map<T: Sync, R: Send>(
 /// instance: what a cluster of its role can hold ([`crate::relay::observed_names`])
 /// and the config's material sources on it. `sources` are the config's
 /// `secret` material sources, listed once per observation (listing them
-/// walks every workload cluster).
+/// walks every workload cluster). Split in two: names relayctl writes (read
+/// only when the LIST did not return them), and names no LIST by label can
+/// return ([`crate::relay::unlabelled_names`] and the sources).
 fn names_for(
     config: &TrustConfig,
     sources: &[&crate::model::SecretRef],
     cluster: &ClusterName,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<String>) {
     let role = if cluster == &config.management.name {
         crate::relay::Role::Management
     } else if config
@@ -62,19 +64,23 @@ fn names_for(
     } else {
         crate::relay::Role::Orphan
     };
-    let mut names = crate::relay::observed_names(
-        config.instance.as_str(),
+    let (ca, client, tokens) = (
         config.ca.mode,
         config.client_certs.mode,
         config.identity_token.enabled,
-        role,
     );
+    let unlabelled_held = crate::relay::unlabelled_names(ca, client, tokens, role);
+    let (mut unlabelled, mut names): (Vec<String>, Vec<String>) =
+        crate::relay::observed_names(config.instance.as_str(), ca, client, tokens, role)
+            .into_iter()
+            .partition(|n| unlabelled_held.contains(n));
     for source in sources {
-        if &source.cluster == cluster && !names.contains(&source.name) {
-            names.push(source.name.clone());
+        if &source.cluster == cluster && !unlabelled.contains(&source.name) {
+            names.retain(|n| n != &source.name);
+            unlabelled.push(source.name.clone());
         }
     }
-    names
+    (names, unlabelled)
 }
 
 /// Observes `clusters` concurrently. A cluster that cannot be reached is
@@ -90,7 +96,7 @@ pub fn observe(
     let instance = config.instance.as_str();
     let sources = crate::material::secret_sources(config);
     let results = parallel_map(clusters.to_vec(), parallelism, |(name, backend)| {
-        let names = names_for(config, &sources, name);
+        let (names, unlabelled) = names_for(config, &sources, name);
         let describe = |e: crate::backend::BackendError| {
             use crate::backend::BackendError as E;
             let class = match e {
@@ -101,7 +107,7 @@ pub fn observe(
             format!("{class}: {}: {}", backend.describe(), error_chain(&e))
         };
         let mut result = backend
-            .observe(namespace, instance, &names)
+            .observe_split(namespace, instance, &names, &unlabelled)
             .map_err(describe);
         // Material sources in other namespaces: one read each.
         for source in sources

@@ -266,6 +266,24 @@ pub fn observed_names(
     names
 }
 
+/// Of [`observed_names`], those that never carry the instance's label
+/// because relayctl does not write them (the agent's client certificate,
+/// the management server's Secrets in `gloo` mode, a certificate of the
+/// user's PKI): a LIST by label never returns them, so observation may
+/// read them alongside the LIST.
+pub fn unlabelled_names(
+    ca: CaMode,
+    client: ClientCertMode,
+    tokens: bool,
+    role: Role,
+) -> Vec<String> {
+    held(ca, client, tokens, role, false)
+        .into_iter()
+        .filter(|h| h.owner != Owner::Relayctl)
+        .map(|h| h.secret.name().to_owned())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,6 +422,25 @@ mod tests {
                 Role::Management
             ),
             ["relay-server-tls-secret", "relayctl-prod-inventory"]
+        );
+        assert_eq!(
+            unlabelled_names(CaMode::Managed, ClientCertMode::Token, true, Role::Workload),
+            ["relay-client-tls-secret"],
+            "the agent writes it without relayctl's label"
+        );
+        assert_eq!(
+            unlabelled_names(
+                CaMode::Managed,
+                ClientCertMode::Token,
+                true,
+                Role::Management
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            unlabelled_names(CaMode::Gloo, ClientCertMode::Token, true, Role::Management).len(),
+            4,
+            "gloo mode: the management server writes them all"
         );
     }
 }

@@ -175,6 +175,22 @@ pub trait Backend: Send + Sync {
         names: &[String],
     ) -> Result<ClusterObservation, BackendError>;
 
+    /// [`Backend::observe`] of `names` plus `unlabelled`: Secrets that by
+    /// their writer never carry the instance's label (the agent's, the
+    /// management server's, the user's sources), so that no LIST by label
+    /// can return them. A backend may read those at the same time as it
+    /// lists, instead of after.
+    fn observe_split(
+        &self,
+        namespace: &str,
+        instance: &str,
+        names: &[String],
+        unlabelled: &[String],
+    ) -> Result<ClusterObservation, BackendError> {
+        let all: Vec<String> = names.iter().chain(unlabelled).cloned().collect();
+        self.observe(namespace, instance, &all)
+    }
+
     /// Carries out one planned write, honouring its precondition; returns
     /// the version the object has afterwards (`None` once deleted).
     fn write(&self, write: &Write) -> Result<Option<String>, BackendError>;
@@ -237,6 +253,11 @@ pub trait Backend: Send + Sync {
         holder: &str,
         timeout: Duration,
     ) -> Result<Box<dyn LockGuard>, BackendError>;
+
+    /// Starts connecting, without sending anything, so that the cluster's
+    /// first request finds its connection ready (the handshakes overlap
+    /// with other work). A failure here is left to that first request.
+    fn warm(&self) {}
 }
 
 /// How the shell reaches clusters: the resolved global flags.

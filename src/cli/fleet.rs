@@ -347,6 +347,10 @@ pub(crate) fn lock_and_prepare(
                 .cloned()
                 .unwrap_or_else(|| "no backend".to_owned()),
         })?;
+    // The clusters observed first connect while the lock is taken.
+    for backend in backends.values().take(settings.parallelism) {
+        backend.warm();
+    }
     let holder = settings.holder();
     let lock = mgmt
         .lock(

@@ -227,7 +227,22 @@ impl Backend for KubeBackend {
         instance: &str,
         names: &[String],
     ) -> Result<ClusterObservation, BackendError> {
-        block_on(self.observe_async(namespace, instance, names))
+        block_on(self.observe_async(namespace, instance, names, &[]))
+    }
+
+    fn warm(&self) {
+        // Building the client starts dialling; an error is the first call's.
+        let _ = self.client();
+    }
+
+    fn observe_split(
+        &self,
+        namespace: &str,
+        instance: &str,
+        names: &[String],
+        unlabelled: &[String],
+    ) -> Result<ClusterObservation, BackendError> {
+        block_on(self.observe_async(namespace, instance, names, unlabelled))
     }
 
     fn write(&self, write: &Write) -> Result<Option<String>, BackendError> {
