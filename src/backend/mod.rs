@@ -275,8 +275,9 @@ pub struct Reach {
     /// Allow `directory` connections outside the state directory.
     pub allow_outside_state_dir: bool,
     /// Clusters worked on at once (`--parallelism`); also how many
-    /// Kubernetes clients (with their connections) a fleet keeps open, so
-    /// that memory and open connections are bounded by it, not by the fleet.
+    /// Kubernetes clients (with their connections) a fleet keeps open (at
+    /// least `kube::MIN_OPEN_CLIENTS`), so that memory and open connections
+    /// are bounded by it, not by the fleet.
     pub parallelism: usize,
 }
 
@@ -340,7 +341,7 @@ pub fn backends(
 ) {
     let mut ok = BTreeMap::new();
     let mut failed = BTreeMap::new();
-    let clients = kube::Clients::new(reach.parallelism);
+    let clients = kube::Clients::new(reach.parallelism.max(kube::MIN_OPEN_CLIENTS));
     for cluster in config.clusters() {
         match backend_among(&cluster.name, &cluster.connection, reach, &clients) {
             Ok(b) => {

@@ -63,22 +63,40 @@ pub(crate) fn record_events(
         .collect();
     let instance = plan.instance.as_str();
     let results = crate::fleet::parallel_map(work, parallelism, |(backend, notes)| {
-        let mut recorded = 0;
-        for note in notes {
-            match backend.record_event(note, instance, reporter) {
-                Ok(true) => recorded += 1,
-                Ok(false) => return recorded,
-                Err(e) => {
-                    tracing::warn!(
-                        cluster = %note.cluster,
-                        "cannot record an Event: {}",
-                        crate::error::error_chain(&e)
-                    );
-                    return recorded;
-                }
+        let record = |note: &crate::events::EventNote| match backend
+            .record_event(note, instance, reporter)
+        {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                tracing::warn!(
+                    cluster = %note.cluster,
+                    "cannot record an Event: {}",
+                    crate::error::error_chain(&e)
+                );
+                false
             }
+        };
+        // The first alone: a cluster that does not record Events (or
+        // refuses) is not asked again. Then the others at once, each a
+        // round trip of its own otherwise.
+        let Some((first, rest)) = notes.split_first() else {
+            return 0;
+        };
+        if !record(first) {
+            return 0;
         }
-        recorded
+        let others = std::thread::scope(|scope| {
+            let running: Vec<_> = rest
+                .iter()
+                .map(|note| scope.spawn(move || record(note)))
+                .collect();
+            running
+                .into_iter()
+                .map(|r| r.join().unwrap_or(false))
+                .filter(|recorded| *recorded)
+                .count()
+        });
+        1 + others
     });
     results.into_iter().sum()
 }

@@ -1,12 +1,13 @@
 //! The clients of one fleet's Kubernetes clusters, and their bound.
 //!
 //! A cluster's `kube::Client` (its connection pool, TLS state and request
-//! buffer) is built on first use and kept for the cluster's next phase; at
-//! most `keep` of them are kept open across a fleet (`--parallelism`), the
+//! buffer) is built on first use and kept for the cluster's next phase
+//! (observation, writes, Events); at most `keep` of them are kept open
+//! across a fleet (`--parallelism`, at least [`MIN_OPEN_CLIENTS`]), the
 //! oldest dropped first, with their connections. The fleet is worked on in
 //! order, `--parallelism` clusters at a time, so a fleet no larger than that
-//! keeps every connection from observation to writes, and a larger one holds
-//! memory and open connections bounded by it, not by the fleet's size.
+//! bound keeps every connection from observation to Events, and a larger one
+//! holds memory and open connections bounded by it, not by the fleet's size.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -14,6 +15,11 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use kube::Client;
 
 use super::connect::Kubeconfigs;
+
+/// Clients kept open whatever `--parallelism` is: an idle HTTP/2 client
+/// holds tens of KiB, and without the floor a small `--parallelism` would
+/// reconnect (two round trips) to every cluster in each phase of a run.
+pub const MIN_OPEN_CLIENTS: usize = 64;
 
 /// One cluster's client, while it is open.
 pub(super) type Slot = Arc<Mutex<Option<Client>>>;

@@ -64,7 +64,7 @@ use kube::{Client, Config};
 
 use self::call::CallError;
 pub use self::call::{ApiStatus, DecodeError, MAX_ATTEMPTS, api_calls};
-pub use self::clients::Clients;
+pub use self::clients::{Clients, MIN_OPEN_CLIENTS};
 pub use self::lease::LEASE_DURATION;
 use super::{Backend, BackendError, LockGuard};
 use crate::observed::ClusterObservation;
