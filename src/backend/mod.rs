@@ -229,6 +229,12 @@ pub trait Backend: Send + Sync {
         Ok(false)
     }
 
+    /// Whether [`Backend::record_event`] records anything (so that a fleet
+    /// of directories spends nothing on Events).
+    fn records_events(&self) -> bool {
+        false
+    }
+
     /// Writes (creates or replaces) the status ConfigMap `name` of a run in
     /// `namespace`. Returns whether the backend keeps one: the directory
     /// backend does not (a folder of Secret manifests guarded like a key

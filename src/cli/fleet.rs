@@ -548,7 +548,7 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
     }
 
     // Lock first, then observe: what is planned is what is applied.
-    let (_lock, prepared) = lock_and_prepare(settings, &source, &fleet_args, args.lock_timeout)?;
+    let (lock, prepared) = lock_and_prepare(settings, &source, &fleet_args, args.lock_timeout)?;
     sweep(settings, &prepared);
     let plan = &prepared.planned.plan;
     if let Some(saved) = &saved {
@@ -604,9 +604,19 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
         },
     );
     drop(progress);
-    if !args.no_events {
-        super::report::record_events(&prepared, &report, &settings.holder(), settings.parallelism);
-    }
+    // Every write is done: the Lease is released while the Events are
+    // recorded (they need no lock), not one round trip after them.
+    std::thread::scope(|scope| {
+        scope.spawn(move || drop(lock));
+        if !args.no_events {
+            super::report::record_events(
+                &prepared,
+                &report,
+                &settings.holder(),
+                settings.parallelism,
+            );
+        }
+    });
     let complete = report.ok() && !plan.summary.has_errors();
     super::output::status(&format!(
         "Apply {}: {} Secret{} written.",

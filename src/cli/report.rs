@@ -63,40 +63,30 @@ pub(crate) fn record_events(
         .collect();
     let instance = plan.instance.as_str();
     let results = crate::fleet::parallel_map(work, parallelism, |(backend, notes)| {
-        let record = |note: &crate::events::EventNote| match backend
-            .record_event(note, instance, reporter)
-        {
-            Ok(recorded) => recorded,
-            Err(e) => {
-                tracing::warn!(
-                    cluster = %note.cluster,
-                    "cannot record an Event: {}",
-                    crate::error::error_chain(&e)
-                );
-                false
-            }
-        };
-        // The first alone: a cluster that does not record Events (or
-        // refuses) is not asked again. Then the others at once, each a
-        // round trip of its own otherwise.
-        let Some((first, rest)) = notes.split_first() else {
-            return 0;
-        };
-        if !record(first) {
+        if !backend.records_events() {
             return 0;
         }
-        let others = std::thread::scope(|scope| {
-            let running: Vec<_> = rest
-                .iter()
-                .map(|note| scope.spawn(move || record(note)))
-                .collect();
-            running
-                .into_iter()
-                .map(|r| r.join().unwrap_or(false))
-                .filter(|recorded| *recorded)
-                .count()
-        });
-        1 + others
+        // All at once, each a round trip of its own otherwise; a cluster
+        // that refuses them is warned about once.
+        let results: Vec<Result<bool, crate::backend::BackendError>> =
+            std::thread::scope(|scope| {
+                let running: Vec<_> = notes
+                    .iter()
+                    .map(|note| scope.spawn(move || backend.record_event(note, instance, reporter)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|r| r.join().unwrap_or(Ok(false)))
+                    .collect()
+            });
+        if let (Some(note), Some(Err(e))) = (notes.first(), results.iter().find(|r| r.is_err())) {
+            tracing::warn!(
+                cluster = %note.cluster,
+                "cannot record an Event: {}",
+                crate::error::error_chain(e)
+            );
+        }
+        results.iter().filter(|r| matches!(r, Ok(true))).count()
     });
     results.into_iter().sum()
 }

@@ -275,6 +275,10 @@ impl Backend for KubeBackend {
         block_on(self.write_registration_async(write))
     }
 
+    fn records_events(&self) -> bool {
+        true
+    }
+
     fn record_event(
         &self,
         note: &crate::events::EventNote,
