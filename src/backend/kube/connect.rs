@@ -140,12 +140,15 @@ impl Indexed {
     }
 }
 
+/// One kubeconfig file as read: parsed and indexed, or why not.
+type ReadKubeconfig = Result<Arc<Indexed>, Unreadable>;
+
 /// Kubeconfig files read for one fleet: each file (or the default
 /// kubeconfig) is read and parsed once, however many clusters name it.
 #[derive(Default)]
 pub(super) struct Kubeconfigs {
     /// By canonical path; `None` is the default kubeconfig.
-    read: Mutex<BTreeMap<Option<PathBuf>, Result<Arc<Indexed>, Unreadable>>>,
+    read: Mutex<BTreeMap<Option<PathBuf>, ReadKubeconfig>>,
 }
 
 impl std::fmt::Debug for Kubeconfigs {
