@@ -259,6 +259,49 @@ mod tests {
     }
 
     #[test]
+    fn a_request_limit_needs_a_rate_of_at_least_one_and_burst_defaults_to_it() {
+        for (connection, field) in [
+            (
+                "{ kubeconfig: { context: c, qps: 0 } }",
+                "spec.connection.kubeconfig.qps",
+            ),
+            (
+                "{ kubeconfig: { context: c, qps: 5, burst: 0 } }",
+                "spec.connection.kubeconfig.burst",
+            ),
+            (
+                "{ kubeconfig: { context: c, burst: 5 } }",
+                "spec.connection.kubeconfig.burst",
+            ),
+        ] {
+            let spec = TrustSpec::test()
+                .with_workload("cluster-1")
+                .with_workload_field("spec.connection", connection);
+            spec.reports_in_workload(0, Code::InvalidConnection, field);
+            assert_eq!(spec.codes(), [Code::InvalidConnection], "{connection}");
+        }
+        let limit = |connection: &str| {
+            let config = TrustSpec::test()
+                .with_workload("cluster-1")
+                .with_workload_field("spec.connection", connection)
+                .valid();
+            match &config.workloads[0].cluster.connection {
+                Connection::Kubeconfig { limit, .. } => *limit,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(limit("{ kubeconfig: { context: c } }"), None);
+        assert_eq!(
+            limit("{ kubeconfig: { context: c, qps: 5 } }"),
+            Some(crate::model::RequestLimit { qps: 5, burst: 5 })
+        );
+        assert_eq!(
+            limit("{ kubeconfig: { context: c, qps: 5, burst: 20 } }"),
+            Some(crate::model::RequestLimit { qps: 5, burst: 20 })
+        );
+    }
+
+    #[test]
     fn a_connection_is_exactly_one_complete_way_to_reach_the_cluster() {
         for (connection, field) in [
             ("{}", "spec.connection"),
