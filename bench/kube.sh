@@ -32,14 +32,17 @@
 #         LATENCY_AT=<N>  LATENCY_REPEATS=3  THROTTLE_AT=<N> (0: skip)  THROTTLE_EVERY=5  RETRY_AFTER=1
 #         RELAYCTL_BIN  (default: `cargo build --release`, binary copied so later edits cannot change it)
 #         RELAYCTL_COMMIT  what to print as the binary's commit (default: the repo's HEAD)
+#         BASELINE_BIN  a second relayctl (e.g. a release build of an older commit), run
+#                       as tool `relayctl-before` beside relayctl in every repetition, so
+#                       that before/after ratios come from one run; BASELINE_COMMIT labels it
 #         KUBE_ENV      (default: `cargo run -q -p relayctl-kube-env --bin kube-env --`)
 #         KUBECTL       (default: `tools/kube-env/build.sh`/kubectl)
 #         WORK=DIR (default: a tempdir)  KEEP=1 (keep WORK; apiservers are always stopped)
 #         RESULTS=FILE  also write the raw TSV there
 #
-#         KUBE_ENV_MAX_APISERVERS=16  what KUBE_ENV's `up` accepts
+#         KUBE_ENV_MAX_APISERVERS=64  what KUBE_ENV's `up` accepts
 #
-# kube-env accepts at most 16 apiservers (N <= 15); see BENCHMARKS.md.
+# kube-env accepts at most 64 apiservers (N <= 63); each needs ~200 MiB.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -56,10 +59,10 @@ lat_at=${LATENCY_AT:-$largest}
 thr_at=${THROTTLE_AT:-${sizes[0]}}
 thr_every=${THROTTLE_EVERY:-5}
 retry_after=${RETRY_AFTER:-1}
-max_apiservers=${KUBE_ENV_MAX_APISERVERS:-16}
+max_apiservers=${KUBE_ENV_MAX_APISERVERS:-64}
 for n in "${sizes[@]}"; do
     if ((n + 1 > max_apiservers)); then
-        echo "kube.sh: N=$n needs $((n + 1)) apiservers; kube-env up accepts at most $max_apiservers (crates/kube-env/src/main.rs, value_parser range 1..=16; KUBE_ENV_MAX_APISERVERS=M with a KUBE_ENV that accepts M)" >&2
+        echo "kube.sh: N=$n needs $((n + 1)) apiservers; kube-env up accepts at most $max_apiservers (crates/kube-env/src/main.rs, value_parser range 1..=64; KUBE_ENV_MAX_APISERVERS=M with a KUBE_ENV that accepts M)" >&2
         exit 2
     fi
 done
@@ -93,7 +96,10 @@ kubectl=${KUBECTL:-"$("$repo/tools/kube-env/build.sh")/kubectl"}
 kb=$("$repo/tools/kube-bench/build.sh")
 manual="$repo/bench/kube-manual.sh"
 commit=${RELAYCTL_COMMIT:-$(cd "$repo" && git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+base=${BASELINE_BIN:-}
+base_commit=${BASELINE_COMMIT:-baseline}
 echo "# relayctl $relayctl (repo at $commit), kube-bench $kb, kubectl $kubectl" >&2
+[[ -n $base ]] && echo "# relayctl-before $base ($base_commit)" >&2
 echo "# work dir $work" >&2
 cd "$work"
 
@@ -225,8 +231,8 @@ for n in "${sizes[@]}"; do
     echo "# N=$n: $repeats interleaved repetitions" >&2
     for ((r = 1; r <= repeats; r++)); do
         echo "$n $r $(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/load.txt"
-        for ((s = 0; s < 6; s++)); do
-            case $(((r + s) % 6)) in
+        for ((s = 0; s < 7; s++)); do
+            case $(((r + s) % 7)) in
             0)
                 ns=$(fresh ra)
                 make_config "$work/cfg-$r" "$ns" "$n"
@@ -237,10 +243,17 @@ for n in "${sizes[@]}"; do
             3) run "$n local 1 kubectl apply $r" 0 "$manual" create "$kubectl" "$kc" "$(fresh ka)" "${ctx_arr[@]}" ;;
             4) run "$n local $par ceiling-startup none $r" 0 "$kb" ceiling --kubeconfig "$kc" --contexts "$ctxs" --parallelism "$par" --op none -q ;;
             5) run "$n local $par ceiling-safe apply $r" 0 "$kb" ceiling --kubeconfig "$kc" --contexts "$ctxs" --namespace "$(fresh cs)" --parallelism "$par" --op create --observe --lock --payloads "$work/payload-state" -q ;;
+            6)
+                [[ -n $base ]] || continue
+                ns=$(fresh rb)
+                make_config "$work/cfg-b$r" "$ns" "$n"
+                run "$n local $par relayctl-before apply $r" 0 "$base" apply "$work/cfg-b$r" --auto-approve --parallelism "$par" "${g[@]}"
+                ;;
             esac
         done
-        for ((s = 0; s < 3; s++)); do
-            case $(((r + s) % 3)) in
+        for ((s = 0; s < 4; s++)); do
+            case $(((r + s) % 4)) in
+            3) [[ -z $base ]] || run "$n local $par relayctl-before plan $r" 0 "$base" plan "$work/cfg-conv" --detailed-exitcode --parallelism "$par" "${g[@]}" ;;
             0) run "$n local $par relayctl plan $r" 0 "$relayctl" plan "$work/cfg-conv" --detailed-exitcode --parallelism "$par" "${g[@]}" ;;
             1) run "$n local $par ceiling plan $r" 0 "$kb" ceiling --kubeconfig "$kc" --contexts "$ctxs" --namespace "$conv" --parallelism "$par" --op list -q ;;
             2) run "$n local 1 kubectl plan $r" 0 "$manual" get "$kubectl" "$kc" "$conv" "${ctx_arr[@]}" ;;
@@ -251,6 +264,10 @@ for n in "${sizes[@]}"; do
         run "$n local $par ceiling drift $r" 0 "$kb" ceiling --kubeconfig "$kc" --contexts "$ctxs" --namespace "$conv" --parallelism "$par" --op update -q
         "$kb" mutate --kubeconfig "$kc" --contexts "$drifted" --namespace "$conv"
         run "$n local $par ceiling-safe drift $r" 0 "$kb" ceiling --kubeconfig "$kc" --contexts "$ctxs" --namespace "$conv" --parallelism "$par" --op update --lock -q
+        if [[ -n $base ]]; then
+            "$kb" mutate --kubeconfig "$kc" --contexts "$drifted" --namespace "$conv"
+            run "$n local $par relayctl-before drift $r" 0 "$base" apply "$work/cfg-conv" --auto-approve --parallelism "$par" "${g[@]}"
+        fi
         "$kb" mutate --kubeconfig "$kc" --contexts "$drifted" --namespace "$conv"
         run "$n local $par relayctl drift $r" 0 "$relayctl" apply "$work/cfg-conv" --auto-approve --parallelism "$par" "${g[@]}"
     done
@@ -272,6 +289,19 @@ for n in "${sizes[@]}"; do
     curl -sf -X POST "http://$proxy_stats/reset" >/dev/null
     "$relayctl" apply "$work/cfg-cnt" --auto-approve --parallelism "$par" "${gp[@]}" >/dev/null
     record_counts "$n" relayctl drift
+    if [[ -n $base ]]; then
+        ns=$(fresh cntb)
+        make_config "$work/cfg-cntb" "$ns" "$n"
+        curl -sf -X POST "http://$proxy_stats/reset" >/dev/null
+        "$base" apply "$work/cfg-cntb" --auto-approve --parallelism "$par" "${gp[@]}" >/dev/null
+        record_counts "$n" relayctl-before apply
+        "$base" plan "$work/cfg-cntb" --detailed-exitcode --parallelism "$par" "${gp[@]}" >/dev/null
+        record_counts "$n" relayctl-before plan
+        "$kb" mutate --kubeconfig "$kc" --contexts "$drifted" --namespace "$ns"
+        curl -sf -X POST "http://$proxy_stats/reset" >/dev/null
+        "$base" apply "$work/cfg-cntb" --auto-approve --parallelism "$par" "${gp[@]}" >/dev/null
+        record_counts "$n" relayctl-before drift
+    fi
     "$kb" ceiling --kubeconfig "$pk" --contexts "$ctxs" --namespace "$(fresh cnt)" --parallelism "$par" --op create --payloads "$work/payload-state" -q >/dev/null
     record_counts "$n" ceiling apply
     "$kb" ceiling --kubeconfig "$pk" --contexts "$ctxs" --namespace "$(fresh cnt)" --parallelism "$par" --op create --observe --payloads "$work/payload-state" -q >/dev/null
@@ -306,12 +336,20 @@ for n in "${sizes[@]}"; do
             run "$n throttle $par relayctl apply $r" 0 "$relayctl" apply "$work/cfg-thr" --auto-approve --parallelism "$par" "${gt[@]}"
             record_counts "$n" relayctl-429 "apply-$r"
             cp "$work/stats.json" "$work/throttle-relayctl-$r.json"
+            if [[ -n $base ]]; then
+                ns=$(fresh thrb)
+                make_config "$work/cfg-thrb" "$ns" "$n"
+                run "$n throttle $par relayctl-before apply $r" 0 "$base" apply "$work/cfg-thrb" --auto-approve --parallelism "$par" "${gt[@]}"
+                record_counts "$n" relayctl-before-429 "apply-$r"
+                cp "$work/stats.json" "$work/throttle-before-$r.json"
+            fi
             run "$n throttle $par ceiling-observe apply $r" 0 "$kb" ceiling --kubeconfig "$proxy_kc" --contexts "$ctxs" --namespace "$(fresh thr)" --parallelism "$par" --op create --observe --payloads "$work/payload-state" -q
             record_counts "$n" ceiling-429 "apply-$r"
             cp "$work/stats.json" "$work/throttle-ceiling-$r.json"
         done
         jq -s '[.[] | to_entries[] | .value.retry_gaps_ms[]?] | sort' "$work"/throttle-relayctl-*.json >"$work/gaps-relayctl.json"
         jq -s '[.[] | to_entries[] | .value.retry_gaps_ms[]?] | sort' "$work"/throttle-ceiling-*.json >"$work/gaps-ceiling.json"
+        [[ -z $base ]] || jq -s '[.[] | to_entries[] | .value.retry_gaps_ms[]?] | sort' "$work"/throttle-before-*.json >"$work/gaps-before.json"
         stop_proxies
     fi
 
@@ -329,6 +367,13 @@ for n in "${sizes[@]}"; do
                 ns=$(fresh la)
                 make_config "$work/cfg-l$r" "$ns" "$n"
                 run "$n lat $p relayctl apply $r" 0 "$relayctl" apply "$work/cfg-l$r" --auto-approve --parallelism "$p" "${gl[@]}"
+                if [[ -n $base ]]; then
+                    make_config "$work/cfg-lb$r" "$(fresh lb)" "$n"
+                    run "$n lat $p relayctl-before apply $r" 0 "$base" apply "$work/cfg-lb$r" --auto-approve --parallelism "$p" "${gl[@]}"
+                    run "$n lat $p relayctl-before plan $r" 0 "$base" plan "$work/cfg-lconv" --detailed-exitcode --parallelism "$p" "${gl[@]}"
+                    "$kb" mutate --kubeconfig "$kc" --contexts "$drifted" --namespace "$lconv"
+                    run "$n lat $p relayctl-before drift $r" 0 "$base" apply "$work/cfg-lconv" --auto-approve --parallelism "$p" "${gl[@]}"
+                fi
                 run "$n lat $p ceiling apply $r" 0 "$kb" ceiling --kubeconfig "$lk" --contexts "$ctxs" --namespace "$(fresh lc)" --parallelism "$p" --op create --payloads "$work/payload-state" -q
                 run "$n lat $p ceiling-observe apply $r" 0 "$kb" ceiling --kubeconfig "$lk" --contexts "$ctxs" --namespace "$(fresh lo)" --parallelism "$p" --op create --observe --payloads "$work/payload-state" -q
                 run "$n lat $p ceiling-safe apply $r" 0 "$kb" ceiling --kubeconfig "$lk" --contexts "$ctxs" --namespace "$(fresh ls)" --parallelism "$p" --op create --observe --lock --payloads "$work/payload-state" -q
@@ -357,7 +402,7 @@ done
 
 # ---- report ----
 echo
-echo "relayctl at $commit; 1-minute load average at each repetition: $(awk '{ print $3 }' "$work/load.txt" | sort -n | sed -n '1p;$p' | paste -sd- -) (min-max); at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "relayctl at $commit${base:+, relayctl-before at $base_commit}; 1-minute load average at each repetition: $(awk '{ print $3 }' "$work/load.txt" | sort -n | sed -n '1p;$p' | paste -sd- -) (min-max); at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 awk -F'\t' '
 function median(arr, n,   i, j, t, a) {
     for (i = 1; i <= n; i++) a[i] = arr[i]
@@ -374,6 +419,7 @@ function pairmed(ka, kb,   i, a, m) {   # median over repetitions of A/B (A and 
 function cell(k) { return (k in c) ? sprintf("%.0f", med(k) / 1000) : "–" }
 function cellin(k) { return ((k in c) && w[k, 1] != "-") ? sprintf("%.0f", medin(k) / 1000) : "–" }
 function ratio(a, b, f) { return ((a in c) && (b in c)) ? sprintf(f, pairmed(a, b)) : "–" }
+function pct(a, b) { return ((a in c) && (b in c)) ? sprintf("%.0f %%", 100 * pairmed(a, b)) : "–" }
 {
     # N net P tool op rep wall_us rc inproc_us; the kubectl procedure is sequential (P=1) whatever P.
     p = ($4 == "kubectl") ? "*" : $3
@@ -390,8 +436,8 @@ END {
         if (net == "throttle") continue
         np = split(substr(ps[order[o]], 2), pl, " ")
         printf "\n### N=%s workloads, %s (medians, ms; ratios: median of the per-repetition ratios)\n\n", n, (net == "local" ? "loopback" : "through the latency proxy")
-        printf "| op | parallelism | relayctl | ceiling | ceiling in-process | ceiling +observe | ceiling +observe +lock | kubectl script | relayctl / ceiling | relayctl / ceiling +observe +lock | kubectl / relayctl |\n"
-        printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        printf "| op | parallelism | relayctl | relayctl-before | ceiling | ceiling in-process | ceiling +observe | ceiling +observe +lock | kubectl script | ceiling / relayctl | ceiling / relayctl-before | relayctl / ceiling | relayctl / ceiling +observe +lock | kubectl / relayctl |\n"
+        printf "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         for (q = 1; q <= np; q++) for (i = 1; i <= 3; i++) {
             P = pl[q]
             r = n SUBSEP net SUBSEP P SUBSEP "relayctl" SUBSEP ops[i]
@@ -400,8 +446,9 @@ END {
             co = n SUBSEP net SUBSEP P SUBSEP "ceiling-observe" SUBSEP ops[i]
             cs = n SUBSEP net SUBSEP P SUBSEP "ceiling-safe" SUBSEP ops[i]
             ku = n SUBSEP net SUBSEP "*" SUBSEP "kubectl" SUBSEP ops[i]
-            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", label[ops[i]], P, cell(r), cell(ce), cellin(ce), cell(co), cell(cs), cell(ku),
-                ratio(r, ce, "%.2f"), ratio(r, cs, "%.2f"), ratio(ku, r, "%.1f")
+            rb = n SUBSEP net SUBSEP P SUBSEP "relayctl-before" SUBSEP ops[i]
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", label[ops[i]], P, cell(r), cell(rb), cell(ce), cellin(ce), cell(co), cell(cs), cell(ku),
+                pct(ce, r), pct(ce, rb), ratio(r, ce, "%.2f"), ratio(r, cs, "%.2f"), ratio(ku, r, "%.1f")
         }
         st = n SUBSEP net SUBSEP pl[1] SUBSEP "ceiling-startup" SUBSEP "none"
         if (st in c) printf "\nceiling process with no request (`--op none`: Go start-up, client-go init, %s clients): %s ms\n", n + 1, cell(st)
@@ -412,7 +459,8 @@ END {
         np = split(substr(ps[order[o]], 2), pl, " ")
         r = n SUBSEP net SUBSEP pl[1] SUBSEP "relayctl" SUBSEP "apply"
         co = n SUBSEP net SUBSEP pl[1] SUBSEP "ceiling-observe" SUBSEP "apply"
-        printf "\n### N=%s workloads, every Nth request answered 429\n\nfirst apply (medians): relayctl %s ms, ceiling --observe %s ms\n", n, cell(r), cell(co)
+        rb = n SUBSEP net SUBSEP pl[1] SUBSEP "relayctl-before" SUBSEP "apply"
+        printf "\n### N=%s workloads, every Nth request answered 429\n\nfirst apply (medians): relayctl %s ms, relayctl-before %s ms, ceiling --observe %s ms\n", n, cell(r), cell(rb), cell(co)
     }
 }' "$raw"
 
@@ -426,5 +474,6 @@ if [[ -f $work/gaps-relayctl.json ]]; then
     echo
     echo "429 (Retry-After ${retry_after}s): wait before the retried request, ms:"
     echo "  relayctl: $(jq -c '{n: length, min: min, median: (if length > 0 then .[length/2|floor] else null end), max: max}' "$work/gaps-relayctl.json")"
+    [[ -f $work/gaps-before.json ]] && echo "  relayctl-before: $(jq -c '{n: length, min: min, median: (if length > 0 then .[length/2|floor] else null end), max: max}' "$work/gaps-before.json")"
     echo "  ceiling (client-go): $(jq -c '{n: length, min: min, median: (if length > 0 then .[length/2|floor] else null end), max: max}' "$work/gaps-ceiling.json")"
 fi

@@ -41,21 +41,46 @@ pub fn parallel_map<T: Sync, R: Send>(
     results.into_iter().flatten().collect()
 }
 
-/// The Secret names to read on `cluster` besides those labelled for the instance.
-/// `sources` are the config's `secret` material sources, listed once per
-/// observation (listing them walks every workload cluster).
+/// The Secret names to read on `cluster` besides those labelled for the
+/// instance: what a cluster of its role can hold ([`crate::relay::observed_names`])
+/// and the config's material sources on it. `sources` are the config's
+/// `secret` material sources, listed once per observation (listing them
+/// walks every workload cluster). Split in two: names relayctl writes (read
+/// only when the LIST did not return them), and names no LIST by label can
+/// return ([`crate::relay::unlabelled_names`] and the sources).
 fn names_for(
     config: &TrustConfig,
     sources: &[&crate::model::SecretRef],
     cluster: &ClusterName,
-) -> Vec<String> {
-    let mut names = crate::relay::observed_names(config.instance.as_str());
+) -> (Vec<String>, Vec<String>) {
+    let role = if cluster == &config.management.name {
+        crate::relay::Role::Management
+    } else if config
+        .workloads
+        .binary_search_by(|w| w.cluster.name.cmp(cluster))
+        .is_ok()
+    {
+        crate::relay::Role::Workload
+    } else {
+        crate::relay::Role::Orphan
+    };
+    let (ca, client, tokens) = (
+        config.ca.mode,
+        config.client_certs.mode,
+        config.identity_token.enabled,
+    );
+    let unlabelled_held = crate::relay::unlabelled_names(ca, client, tokens, role);
+    let (mut unlabelled, mut names): (Vec<String>, Vec<String>) =
+        crate::relay::observed_names(config.instance.as_str(), ca, client, tokens, role)
+            .into_iter()
+            .partition(|n| unlabelled_held.contains(n));
     for source in sources {
-        if &source.cluster == cluster {
-            names.push(source.name.clone());
+        if &source.cluster == cluster && !unlabelled.contains(&source.name) {
+            names.retain(|n| n != &source.name);
+            unlabelled.push(source.name.clone());
         }
     }
-    names
+    (names, unlabelled)
 }
 
 /// Observes `clusters` concurrently. A cluster that cannot be reached is
@@ -71,7 +96,7 @@ pub fn observe(
     let instance = config.instance.as_str();
     let sources = crate::material::secret_sources(config);
     let results = parallel_map(clusters.to_vec(), parallelism, |(name, backend)| {
-        let names = names_for(config, &sources, name);
+        let (names, unlabelled) = names_for(config, &sources, name);
         let describe = |e: crate::backend::BackendError| {
             use crate::backend::BackendError as E;
             let class = match e {
@@ -82,7 +107,7 @@ pub fn observe(
             format!("{class}: {}: {}", backend.describe(), error_chain(&e))
         };
         let mut result = backend
-            .observe(namespace, instance, &names)
+            .observe_split(namespace, instance, &names, &unlabelled)
             .map_err(describe);
         // Material sources in other namespaces: one read each.
         for source in sources

@@ -510,6 +510,9 @@ pub enum Connection {
         context: String,
         /// Kubeconfig file, resolved against the manifest's folder.
         path: Option<PathBuf>,
+        /// A client-side bound on this cluster's request rate, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<RequestLimit>,
     },
     /// The pod's service account.
     InCluster,
@@ -520,6 +523,16 @@ pub enum Connection {
     },
     /// Not given: `<state-dir>/<cluster name>/`.
     StateDir,
+}
+
+/// A client-side bound on one cluster's API requests: a token bucket
+/// refilled at `qps` requests per second, holding at most `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLimit {
+    /// Sustained requests per second (at least 1).
+    pub qps: u32,
+    /// Requests that may go at once after a quiet spell (at least 1).
+    pub burst: u32,
 }
 
 /// One cluster of the fleet.

@@ -272,13 +272,47 @@ pub fn rotation_secret(instance: &str) -> String {
     format!("relayctl-{instance}-rotation")
 }
 
-/// Every Secret name observation reads on a cluster besides those labelled
-/// for the instance: the relay Secrets, the inventory and the rotation record.
-pub fn observed_names(instance: &str) -> Vec<String> {
-    RelaySecret::ALL
-        .iter()
-        .map(|s| s.name().to_owned())
-        .chain([inventory_secret(instance), rotation_secret(instance)])
+/// The Secret names observation asks a cluster of `role` for by name,
+/// besides what the label-scoped LIST returns: every relay Secret that
+/// [`held`] says such a cluster can hold in this fleet's modes (whoever
+/// writes it: the agent's, the management server's and a foreign Secret at
+/// one of relayctl's names carry no label of the instance), and on mgmt the
+/// inventory and the rotation record. Names a cluster of that role never holds are not asked for: a
+/// workload never holds the signing or server Secret or the inventory, mgmt
+/// never a client certificate. Orphans are asked what a workload holds.
+pub fn observed_names(
+    instance: &str,
+    ca: CaMode,
+    client: ClientCertMode,
+    tokens: bool,
+    role: Role,
+) -> Vec<String> {
+    let mut names: Vec<String> = held(ca, client, tokens, role, false)
+        .into_iter()
+        .map(|h| h.secret.name().to_owned())
+        .collect();
+    if role == Role::Management {
+        names.push(inventory_secret(instance));
+        names.push(rotation_secret(instance));
+    }
+    names
+}
+
+/// Of [`observed_names`], those that never carry the instance's label
+/// because relayctl does not write them (the agent's client certificate,
+/// the management server's Secrets in `gloo` mode, a certificate of the
+/// user's PKI): a LIST by label never returns them, so observation may
+/// read them alongside the LIST.
+pub fn unlabelled_names(
+    ca: CaMode,
+    client: ClientCertMode,
+    tokens: bool,
+    role: Role,
+) -> Vec<String> {
+    held(ca, client, tokens, role, false)
+        .into_iter()
+        .filter(|h| h.owner != Owner::Relayctl)
+        .map(|h| h.secret.name().to_owned())
         .collect()
 }
 
@@ -388,6 +422,63 @@ mod tests {
         }
         assert_eq!(inventory_secret("prod"), "relayctl-prod-inventory");
         assert_eq!(rotation_secret("prod"), "relayctl-prod-rotation");
-        assert_eq!(observed_names("prod").len(), 7);
+        let names = |ca, client, tokens, role| observed_names("prod", ca, client, tokens, role);
+        assert_eq!(
+            names(
+                CaMode::Managed,
+                ClientCertMode::Token,
+                true,
+                Role::Management
+            ),
+            [
+                "relay-root-tls-secret",
+                "relay-tls-signing-secret",
+                "relay-server-tls-secret",
+                "relay-identity-token-secret",
+                "relayctl-prod-inventory",
+                "relayctl-prod-rotation"
+            ]
+        );
+        assert_eq!(
+            names(CaMode::Managed, ClientCertMode::Token, true, Role::Workload),
+            [
+                "relay-root-tls-secret",
+                "relay-identity-token-secret",
+                "relay-client-tls-secret"
+            ],
+            "a workload never holds the signing or server Secret or the inventory"
+        );
+        assert_eq!(
+            names(
+                CaMode::External,
+                ClientCertMode::External,
+                false,
+                Role::Management
+            ),
+            [
+                "relay-server-tls-secret",
+                "relayctl-prod-inventory",
+                "relayctl-prod-rotation"
+            ]
+        );
+        assert_eq!(
+            unlabelled_names(CaMode::Managed, ClientCertMode::Token, true, Role::Workload),
+            ["relay-client-tls-secret"],
+            "the agent writes it without relayctl's label"
+        );
+        assert_eq!(
+            unlabelled_names(
+                CaMode::Managed,
+                ClientCertMode::Token,
+                true,
+                Role::Management
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            unlabelled_names(CaMode::Gloo, ClientCertMode::Token, true, Role::Management).len(),
+            4,
+            "gloo mode: the management server writes them all"
+        );
     }
 }

@@ -183,6 +183,7 @@ fn reach(dir: &Path) -> Reach {
         timeout: Duration::from_secs(30),
         fix_permissions: false,
         allow_outside_state_dir: false,
+        parallelism: 16,
     }
 }
 
@@ -192,6 +193,7 @@ fn backend(context: &str) -> Arc<dyn Backend> {
     let connection = Connection::Kubeconfig {
         context: context.to_owned(),
         path: Some(env().kubeconfig().to_path_buf()),
+        limit: None,
     };
     kube_backend(&name, &connection, &reach(Path::new("/nonexistent")))
         .unwrap_or_else(|e| panic!("backend for {context}: {e}"))
@@ -961,8 +963,213 @@ fn connection_failures_are_retried_with_backoff_but_refusals_are_not() {
             Target::via("cluster-1", "rejected", &kubeconfig),
         ],
     );
+    // The plan's LIST and its GET of the agent's Secret go at once, over
+    // the one HTTP/2 connection dialled ahead: still one connection.
     plan(rejected.path(), &[]).expect(1, "401");
-    assert_eq!(plain_count.load(Ordering::SeqCst), 1, "4xx is not retried");
+    assert_eq!(
+        plain_count.load(Ordering::SeqCst),
+        1,
+        "4xx is not retried, and concurrent first requests share one connection"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Throttling: the server's 429 + Retry-After, and the client's own qps/burst
+// ---------------------------------------------------------------------------
+
+/// `tools/kube-bench proxy --l7` in front of mgmt, cluster-1 and cluster-2:
+/// an HTTP proxy that counts and logs every request (and can answer some
+/// with 429), with a kubeconfig reaching each context through it. Stopped
+/// on drop.
+struct CountingProxy {
+    child: std::process::Child,
+    kubeconfig: PathBuf,
+    stats: String,
+    _dir: tempfile::TempDir,
+}
+
+impl CountingProxy {
+    fn start(extra: &[&str]) -> Self {
+        let build = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/kube-bench/build.sh");
+        let built = Command::new("bash")
+            .arg(&build)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tools/kube-bench/build.sh (needs Go)");
+        assert!(built.status.success(), "tools/kube-bench/build.sh failed");
+        let bin = String::from_utf8(built.stdout)
+            .expect("path")
+            .trim()
+            .to_owned();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let mut child = Command::new(bin)
+            .arg("proxy")
+            .arg("--kubeconfig")
+            .arg(env().kubeconfig())
+            .args(["--contexts", "mgmt,cluster-1,cluster-2", "--l7"])
+            .args(["--stats", "127.0.0.1:0", "--out-kubeconfig"])
+            .arg(&kubeconfig)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start kube-bench proxy");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut stats = None;
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line.expect("proxy output");
+            if let Some(addr) = line.strip_prefix("stats ") {
+                stats = Some(addr.to_owned());
+            }
+            if line == "ready" {
+                break;
+            }
+        }
+        Self {
+            child,
+            kubeconfig,
+            stats: stats.expect("the proxy prints its stats address"),
+            _dir: dir,
+        }
+    }
+
+    /// `GET path` on the stats endpoint: the body.
+    fn get(&self, path: &str) -> String {
+        use std::io::Read as _;
+        let mut stream = std::net::TcpStream::connect(&self.stats).expect("stats endpoint");
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: stats\r\n\r\n").expect("request");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("answer");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        body.to_owned()
+    }
+
+    /// Per context: requests, by, throttled, retry_gaps_ms.
+    fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/stats")).expect("stats JSON")
+    }
+
+    /// Every request seen, in arrival order: (context, ms since start, method, uri).
+    fn log(&self) -> Vec<(String, f64, String, String)> {
+        self.get("/log")
+            .lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).expect("log line");
+                (
+                    v["context"].as_str().unwrap_or_default().to_owned(),
+                    v["t_ms"].as_f64().unwrap_or_default(),
+                    v["method"].as_str().unwrap_or_default().to_owned(),
+                    v["uri"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_429_is_retried_no_sooner_than_its_retry_after_asks() {
+    let ns = "kb-retry-after";
+    // Every 4th request of each cluster: 429, `Retry-After: 2`.
+    let proxy = CountingProxy::start(&["--status-429-every", "4", "--retry-after", "2"]);
+    let targets: Vec<Target> = ["mgmt", "cluster-1", "cluster-2"]
+        .iter()
+        .map(|c| Target::via(c, c, &proxy.kubeconfig))
+        .collect();
+    let dir = scenario("managed", ns, &targets);
+    // No Events: a cluster's Events are POSTed at once to one URL, which the
+    // proxy (matching a retry by method and URL) would take for retries.
+    apply(dir.path(), &["--no-events"]).expect(0, "apply through a proxy that throttles");
+
+    let stats = proxy.stats();
+    let mut throttled = 0;
+    let mut gaps = Vec::new();
+    for (_, cluster) in stats.as_object().expect("stats by context") {
+        throttled += cluster["throttled"].as_u64().unwrap_or(0);
+        for gap in cluster["retry_gaps_ms"].as_array().into_iter().flatten() {
+            gaps.push(gap.as_f64().expect("ms"));
+        }
+    }
+    assert!(
+        throttled >= 3,
+        "mgmt alone makes more than 12 requests: {stats}"
+    );
+    assert_eq!(
+        gaps.len() as u64,
+        throttled,
+        "every throttled request was sent again: {stats}"
+    );
+    // The backoff of its own would have come back after 200 ms.
+    assert!(
+        gaps.iter().all(|ms| *ms >= 2000.0),
+        "a retry came sooner than the 2 s the server asked for: {gaps:?}"
+    );
+    plan(dir.path(), &[]).expect(0, "converged, throttled or not");
+    assert_eq!(secrets("cluster-2", ns).len(), 2, "ca.crt and the token");
+}
+
+#[test]
+fn a_clusters_qps_and_burst_space_its_requests_and_only_its_own() {
+    let ns = "kb-qps";
+    let proxy = CountingProxy::start(&[]);
+    let targets: Vec<Target> = ["mgmt", "cluster-1", "cluster-2"]
+        .iter()
+        .map(|c| Target::via(c, c, &proxy.kubeconfig))
+        .collect();
+    let dir = scenario("managed", ns, &targets);
+    // cluster-1: at most 4 requests a second, one at a time after the first.
+    let file = dir.path().join("cluster-1.yaml");
+    let text = std::fs::read_to_string(&file).expect("cluster-1.yaml");
+    assert!(text.contains(" } }\n"), "{text}");
+    std::fs::write(&file, text.replace(" } }\n", ", qps: 4, burst: 1 } }\n")).expect("write");
+    apply(dir.path(), &[]).expect(0, "apply with a request limit on cluster-1");
+
+    let times = |context: &str| -> Vec<f64> {
+        proxy
+            .log()
+            .into_iter()
+            .filter(|(c, ..)| c == context)
+            .map(|(_, t, ..)| t)
+            .collect()
+    };
+    let limited = times("cluster-1");
+    assert!(
+        limited.len() >= 4,
+        "LIST, GETs, namespace and Secret writes: {limited:?}"
+    );
+    // 250 ms apart when admitted; the proxy sees them a transit time later,
+    // which can shorten one gap by a little, never by half.
+    let gaps: Vec<f64> = limited.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|ms| *ms >= 180.0),
+        "cluster-1 requests closer than 1/qps: {gaps:?}"
+    );
+    let span = limited.last().unwrap() - limited.first().unwrap();
+    assert!(
+        span >= 0.9 * 250.0 * gaps.len() as f64,
+        "{span} ms for {} gaps",
+        gaps.len()
+    );
+
+    // cluster-2 has no limit: its GETs after the LIST go at once.
+    let free = times("cluster-2");
+    let quickest = free
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .fold(f64::INFINITY, f64::min);
+    assert!(quickest < 180.0, "cluster-2 is not limited: {free:?}");
+    plan(dir.path(), &[]).expect(0, "converged");
 }
 
 #[test]
@@ -1294,11 +1501,13 @@ subjects:
     );
     assert!(text.contains("of cluster `cluster-1`"), "{text}");
 
+    // The lock creates its Lease first (a read only follows a 409), so the
+    // verb refused is `create`.
     let run = apply(dir.path(), &[]);
     run.expect(1, "no Leases");
     let text = run.all();
     assert!(
-        text.contains(r#"cannot get resource "leases" in API group "coordination.k8s.io""#),
+        text.contains(r#"cannot create resource "leases" in API group "coordination.k8s.io""#),
         "{text}"
     );
 }

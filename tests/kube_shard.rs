@@ -199,6 +199,7 @@ fn backend(context: &str) -> Arc<dyn Backend> {
     let connection = Connection::Kubeconfig {
         context: context.to_owned(),
         path: Some(env().kubeconfig().to_path_buf()),
+        limit: None,
     };
     let reach = Reach {
         state_dir: "/nonexistent".into(),
@@ -206,6 +207,7 @@ fn backend(context: &str) -> Arc<dyn Backend> {
         timeout: Duration::from_secs(30),
         fix_permissions: false,
         allow_outside_state_dir: false,
+        parallelism: 16,
     };
     kube_backend(&DnsLabel::parse(context).unwrap(), &connection, &reach).unwrap()
 }

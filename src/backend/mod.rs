@@ -175,6 +175,22 @@ pub trait Backend: Send + Sync {
         names: &[String],
     ) -> Result<ClusterObservation, BackendError>;
 
+    /// [`Backend::observe`] of `names` plus `unlabelled`: Secrets that by
+    /// their writer never carry the instance's label (the agent's, the
+    /// management server's, the user's sources), so that no LIST by label
+    /// can return them. A backend may read those at the same time as it
+    /// lists, instead of after.
+    fn observe_split(
+        &self,
+        namespace: &str,
+        instance: &str,
+        names: &[String],
+        unlabelled: &[String],
+    ) -> Result<ClusterObservation, BackendError> {
+        let all: Vec<String> = names.iter().chain(unlabelled).cloned().collect();
+        self.observe(namespace, instance, &all)
+    }
+
     /// Carries out one planned write, honouring its precondition; returns
     /// the version the object has afterwards (`None` once deleted).
     fn write(&self, write: &Write) -> Result<Option<String>, BackendError>;
@@ -211,6 +227,12 @@ pub trait Backend: Send + Sync {
     ) -> Result<bool, BackendError> {
         let _ = (note, instance, reporter);
         Ok(false)
+    }
+
+    /// Whether [`Backend::record_event`] records anything (so that a fleet
+    /// of directories spends nothing on Events).
+    fn records_events(&self) -> bool {
+        false
     }
 
     /// Writes (creates or replaces) the status ConfigMap `name` of a run in
@@ -270,6 +292,11 @@ pub trait Backend: Send + Sync {
         holder: &str,
         timeout: Duration,
     ) -> Result<Box<dyn LockGuard>, BackendError>;
+
+    /// Starts connecting, without sending anything, so that the cluster's
+    /// first request finds its connection ready (the handshakes overlap
+    /// with other work). A failure here is left to that first request.
+    fn warm(&self) {}
 }
 
 /// How the shell reaches clusters: the resolved global flags.
@@ -286,6 +313,11 @@ pub struct Reach {
     pub fix_permissions: bool,
     /// Allow `directory` connections outside the state directory.
     pub allow_outside_state_dir: bool,
+    /// Clusters worked on at once (`--parallelism`); also how many
+    /// Kubernetes clients (with their connections) a fleet keeps open (at
+    /// least `kube::MIN_OPEN_CLIENTS`), so that memory and open connections
+    /// are bounded by it, not by the fleet.
+    pub parallelism: usize,
 }
 
 /// Builds the backend for one cluster's connection.
@@ -293,6 +325,17 @@ pub fn backend_for(
     name: &ClusterName,
     connection: &Connection,
     reach: &Reach,
+) -> Result<Arc<dyn Backend>, BackendError> {
+    backend_among(name, connection, reach, &kube::Clients::new(1))
+}
+
+/// [`backend_for`] as one of a fleet's clusters: Kubernetes clusters share
+/// `clients` (each kubeconfig file read once, a bound on open clients).
+fn backend_among(
+    name: &ClusterName,
+    connection: &Connection,
+    reach: &Reach,
+    clients: &kube::Clients,
 ) -> Result<Arc<dyn Backend>, BackendError> {
     match connection {
         Connection::StateDir => Ok(Arc::new(
@@ -307,9 +350,9 @@ pub fn backend_for(
             };
             Ok(Arc::new(backend.fixing_permissions(reach.fix_permissions)))
         }
-        Connection::Kubeconfig { .. } | Connection::InCluster => {
-            kube_backend(name, connection, reach)
-        }
+        Connection::Kubeconfig { .. } | Connection::InCluster => Ok(Arc::new(
+            kube::KubeBackend::connect_with(name, connection, reach, clients)?,
+        )),
     }
 }
 
@@ -337,8 +380,9 @@ pub fn backends(
 ) {
     let mut ok = BTreeMap::new();
     let mut failed = BTreeMap::new();
+    let clients = kube::Clients::new(reach.parallelism.max(kube::MIN_OPEN_CLIENTS));
     for cluster in config.clusters() {
-        match backend_for(&cluster.name, &cluster.connection, reach) {
+        match backend_among(&cluster.name, &cluster.connection, reach, &clients) {
             Ok(b) => {
                 ok.insert(cluster.name.clone(), b);
             }

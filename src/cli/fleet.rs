@@ -104,6 +104,16 @@ pub(crate) fn observe_fleet(
 ) -> Result<(Backends, Observed), CliError> {
     let (backends, failed) = backend::backends(config, &settings.reach);
     refuse_shared_targets(&backends)?;
+    observe_with(settings, config, backends, failed)
+}
+
+/// [`observe_fleet`] through backends already built (by the lock).
+fn observe_with(
+    settings: &Settings,
+    config: &TrustConfig,
+    backends: Backends,
+    failed: BTreeMap<ClusterName, String>,
+) -> Result<(Backends, Observed), CliError> {
     let clusters: Vec<(ClusterName, Arc<dyn Backend>)> = backends
         .iter()
         .map(|(n, b)| (n.clone(), b.clone()))
@@ -169,10 +179,34 @@ pub(crate) fn prepare(
     now: OffsetDateTime,
 ) -> Result<Prepared, CliError> {
     let loaded = load_config(settings, source)?;
+    let (backends, failed) = backend::backends(&loaded.config, &settings.reach);
+    refuse_shared_targets(&backends)?;
+    prepare_loaded(
+        settings,
+        source,
+        loaded,
+        (backends, failed),
+        fleet_args,
+        now,
+    )
+}
+
+/// Observes and plans as of `now` what `loaded` describes, through
+/// `backends` (and the clusters whose backend failed, with why).
+fn prepare_loaded(
+    settings: &Settings,
+    source: &ConfigSource,
+    loaded: LoadedConfig,
+    (backends, failed): (Backends, BTreeMap<ClusterName, String>),
+    fleet_args: &FleetArgs,
+    now: OffsetDateTime,
+) -> Result<Prepared, CliError> {
     let config = &loaded.config;
     // A shard observes only its own workload clusters (and those its
-    // material reads from), but plans the whole config: the inventory and
-    // registrations on mgmt list every cluster.
+    // material reads from), through backends of its own, but plans the
+    // whole config: the inventory and registrations on mgmt list every
+    // cluster. Unsharded, observation goes through the backends the lock
+    // already built.
     let sharding = match super::shard::resolve(&fleet_args.shard)? {
         Some(shard) => Some((shard, super::shard::placement(&loaded, shard.count())?)),
         None => None,
@@ -181,7 +215,10 @@ pub(crate) fn prepare(
         .as_ref()
         .map(|(shard, placement)| crate::shard::scope(config, placement, *shard));
     let observe_config = scoped.as_ref().unwrap_or(config);
-    let (mut backends, mut observed) = observe_fleet(settings, observe_config)?;
+    let (mut backends, mut observed) = match &scoped {
+        Some(scoped) => observe_fleet(settings, scoped)?,
+        None => observe_with(settings, config, backends, failed)?,
+    };
     // A CA rotation advances on gates that must hold on every cluster: while
     // one is under way, shard 0 reads the other shards' clusters too (it
     // still writes only its own; `narrow` drops the rest).
@@ -346,9 +383,10 @@ pub(crate) fn refuse_shared_targets(
     }
 }
 
-/// Takes the apply lock on the management cluster, then reads, observes and
-/// plans: what is planned is what is applied. The source is read once to find
-/// the management cluster and then again pinned to the same commit.
+/// Reads the config, takes the apply lock on the management cluster, then
+/// observes and plans: what is planned is what is applied. The config read
+/// and the backends built to find the management cluster are the ones
+/// observed through (one read, one connection per cluster).
 ///
 /// A shard other than 0 takes no lock (it writes nothing on mgmt but its
 /// status) and waits for mgmt as `--shard-wait` says; its clusters are
@@ -396,6 +434,10 @@ pub(crate) fn lock_and_prepare(
                 .cloned()
                 .unwrap_or_else(|| "no backend".to_owned()),
         })?;
+    // The clusters observed first connect while the lock is taken.
+    for backend in backends.values().take(settings.parallelism) {
+        backend.warm();
+    }
     let holder = settings.holder();
     let lock = mgmt
         .lock(
@@ -405,9 +447,12 @@ pub(crate) fn lock_and_prepare(
             lock_timeout,
         )
         .map_err(|source| CliError::Lock { source })?;
-    let prepared = prepare(
+    let pinned = source.pinned(&loaded.provenance);
+    let prepared = prepare_loaded(
         settings,
-        &source.pinned(&loaded.provenance),
+        &pinned,
+        loaded,
+        (backends, failed),
         fleet_args,
         now,
     )?;
@@ -634,7 +679,7 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
 
     let started = OffsetDateTime::now_utc();
     // Lock first, then observe: what is planned is what is applied.
-    let (_lock, mut prepared) =
+    let (lock, mut prepared) =
         lock_and_prepare(settings, &source, &fleet_args, args.lock_timeout, now)?;
     let fences = super::shard::fence(settings, &mut prepared);
     sweep(settings, &prepared, &fences);
@@ -691,9 +736,19 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
         },
     );
     drop(progress);
-    if !args.no_events {
-        super::report::record_events(&prepared, &report, &settings.holder(), settings.parallelism);
-    }
+    // Every write is done: the Lease is released while the Events are
+    // recorded (they need no lock), not one round trip after them.
+    std::thread::scope(|scope| {
+        scope.spawn(move || drop(lock));
+        if !args.no_events {
+            super::report::record_events(
+                &prepared,
+                &report,
+                &settings.holder(),
+                settings.parallelism,
+            );
+        }
+    });
     let complete = report.ok() && !plan.summary.has_errors();
     super::shard::write_status(&prepared, &report, &fences, started);
     super::output::status(&format!(

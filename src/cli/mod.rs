@@ -276,6 +276,7 @@ impl Settings {
                 timeout: global.timeout.unwrap_or(std::time::Duration::from_secs(30)),
                 fix_permissions: global.fix_permissions,
                 allow_outside_state_dir: global.allow_outside_state_dir,
+                parallelism: global.parallelism.unwrap_or(16).max(1),
             },
             parallelism: global.parallelism.unwrap_or(16).max(1),
             verbose: global.verbose > 0,

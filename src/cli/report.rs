@@ -95,22 +95,30 @@ pub(crate) fn record_events(
         .collect();
     let instance = plan.instance.as_str();
     let results = crate::fleet::parallel_map(work, parallelism, |(backend, notes)| {
-        let mut recorded = 0;
-        for note in notes {
-            match backend.record_event(note, instance, reporter) {
-                Ok(true) => recorded += 1,
-                Ok(false) => return recorded,
-                Err(e) => {
-                    tracing::warn!(
-                        cluster = %note.cluster,
-                        "cannot record an Event: {}",
-                        crate::error::error_chain(&e)
-                    );
-                    return recorded;
-                }
-            }
+        if !backend.records_events() {
+            return 0;
         }
-        recorded
+        // All at once, each a round trip of its own otherwise; a cluster
+        // that refuses them is warned about once.
+        let results: Vec<Result<bool, crate::backend::BackendError>> =
+            std::thread::scope(|scope| {
+                let running: Vec<_> = notes
+                    .iter()
+                    .map(|note| scope.spawn(move || backend.record_event(note, instance, reporter)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|r| r.join().unwrap_or(Ok(false)))
+                    .collect()
+            });
+        if let (Some(note), Some(Err(e))) = (notes.first(), results.iter().find(|r| r.is_err())) {
+            tracing::warn!(
+                cluster = %note.cluster,
+                "cannot record an Event: {}",
+                crate::error::error_chain(e)
+            );
+        }
+        results.iter().filter(|r| matches!(r, Ok(true))).count()
     });
     results.into_iter().sum()
 }

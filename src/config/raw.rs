@@ -379,6 +379,11 @@ pub struct RawKubeconfig {
     pub context: Option<String>,
     /// Kubeconfig file; default `--kubeconfig`, then `KUBECONFIG`, then `~/.kube/config`.
     pub path: Option<String>,
+    /// Client-side bound on requests per second to this cluster (a token
+    /// bucket per client). Unset: no bound (calls per cluster are few).
+    pub qps: Option<u32>,
+    /// Requests that may go at once under `qps`; default `qps`.
+    pub burst: Option<u32>,
 }
 
 /// `connection.directory`.

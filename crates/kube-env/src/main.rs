@@ -19,7 +19,7 @@ enum Cmd {
     /// Start one etcd and N apiservers; return once all are ready.
     Up {
         /// Number of apiservers: contexts `mgmt`, `cluster-1`, …, `cluster-(N-1)`.
-        #[arg(value_parser = clap::value_parser!(u16).range(1..=16))]
+        #[arg(value_parser = clap::value_parser!(u16).range(1..=64))]
         apiservers: u16,
         /// Directory for the kubeconfig, certificates, logs and etcd data.
         dir: PathBuf,

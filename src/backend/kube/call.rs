@@ -1,6 +1,9 @@
 //! The call policy: every API call bounded by the per-cluster timeout
-//! (retries included), retried with exponential backoff on 429, 5xx and
-//! transport errors and never on other 4xx, and its failure shaped into a
+//! (retries included), retried with exponential backoff and jitter on 429,
+//! 5xx and transport errors and never on other 4xx, waiting at least as
+//! long as a throttled answer's `retryAfterSeconds` asks (then bounded by
+//! the timeout, not by [`MAX_ATTEMPTS`]), each attempt admitted by the
+//! cluster's request limit if it has one; and its failure shaped into a
 //! [`BackendError`] that names the operation and never quotes data.
 
 use std::future::Future;
@@ -13,7 +16,9 @@ use zeroize::Zeroizing;
 use super::KubeBackend;
 use crate::backend::BackendError;
 
-/// Attempts per API call (the first try included), within the timeout.
+/// Attempts per API call (the first try included), within the timeout; a
+/// server that says when to come back (`retryAfterSeconds`) is tried until
+/// the timeout instead.
 pub const MAX_ATTEMPTS: u32 = 5;
 /// Pause before the second attempt; doubled each time, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -38,6 +43,11 @@ impl KubeBackend {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            if let Some(limiter) = &self.limiter
+                && !limiter.admit(deadline).await
+            {
+                return Err(CallError::Timeout);
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(CallError::Timeout);
@@ -58,8 +68,11 @@ impl KubeBackend {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => error,
             };
-            let pause = backoff(attempts);
-            if !retryable(&error) || attempts >= MAX_ATTEMPTS || Instant::now() + pause >= deadline
+            let asked = retry_after(&error);
+            let pause = jittered(backoff(attempts).max(asked.unwrap_or_default()));
+            if !retryable(&error)
+                || (attempts >= MAX_ATTEMPTS && asked.is_none())
+                || Instant::now() + pause >= deadline
             {
                 return Err(CallError::from_kube(error, attempts));
             }
@@ -83,7 +96,7 @@ impl KubeBackend {
             let request = make();
             async move {
                 let request = request.map_err(kube::Error::BuildRequest)?;
-                self.client.request_text(request).await
+                self.client()?.request_text(request).await
             }
         })
         .await
@@ -202,6 +215,27 @@ fn is_transport(error: &kube::Error) -> bool {
         error,
         kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_)
     )
+}
+
+/// How long a throttled or unavailable server asked to wait
+/// (`Status.details.retryAfterSeconds` of a 429 or 5xx), if it did.
+pub(crate) fn retry_after(error: &kube::Error) -> Option<Duration> {
+    match error {
+        kube::Error::Api(status) if retryable_status(status.code) => status
+            .details
+            .as_ref()
+            .map(|d| d.retry_after_seconds)
+            .filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(u64::from(s))),
+        _ => None,
+    }
+}
+
+/// `pause` plus up to a quarter more, at random, so that workers throttled
+/// together do not all come back at the same moment. Never shorter than
+/// `pause`: a server's `Retry-After` is a lower bound.
+fn jittered(pause: Duration) -> Duration {
+    pause.mul_f64(1.0 + rand::random::<f64>() / 4.0)
 }
 
 /// The pause after failed attempt `attempt` (1-based): 200 ms, doubling, at most 5 s.
@@ -324,6 +358,37 @@ mod tests {
         assert_eq!(backoff(3), Duration::from_millis(800));
         assert_eq!(backoff(10), MAX_BACKOFF);
         assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_throttled_answer_says_how_long_to_wait_and_jitter_only_adds() {
+        let status = |code, seconds| {
+            kube::Error::Api(Box::new(Status {
+                code,
+                details: Some(kube::core::response::StatusDetails {
+                    name: String::new(),
+                    group: String::new(),
+                    kind: String::new(),
+                    uid: String::new(),
+                    causes: Vec::new(),
+                    retry_after_seconds: seconds,
+                }),
+                ..Status::default()
+            }))
+        };
+        assert_eq!(retry_after(&status(429, 3)), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(&status(503, 1)), Some(Duration::from_secs(1)));
+        assert_eq!(retry_after(&status(429, 0)), None);
+        assert_eq!(
+            retry_after(&status(409, 3)),
+            None,
+            "only on retried answers"
+        );
+        for _ in 0..100 {
+            let pause = jittered(Duration::from_secs(1));
+            assert!(pause >= Duration::from_secs(1), "{pause:?}");
+            assert!(pause <= Duration::from_millis(1250), "{pause:?}");
+        }
     }
 
     #[test]

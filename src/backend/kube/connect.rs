@@ -1,15 +1,21 @@
 //! Setting a client up for one cluster: the kubeconfig (named by the
 //! manifest, `--kubeconfig`, `KUBECONFIG` or `~/.kube/config`) and its
 //! context, or the pod's service account. Nothing is contacted here.
+//!
+//! Each kubeconfig file is read and parsed once per fleet ([`Kubeconfigs`]),
+//! and each cluster's client is built from a copy holding only its context,
+//! cluster and user: with M contexts in one file, setting up M clusters is
+//! O(M), not O(M²).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kube::Config;
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
-use kube::{Client, Config};
 
+use super::clients::Clients;
 use super::{KubeBackend, runtime};
 use crate::backend::{BackendError, Reach};
 use crate::files::FileError;
@@ -21,14 +27,14 @@ type Cause = Box<dyn std::error::Error + Send + Sync>;
 /// Why a kubeconfig cannot be read. The parser's message can quote the
 /// file, which may not be a kubeconfig at all, so this names only what went
 /// wrong.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 enum Unreadable {
     /// The operating system refused.
     #[error(transparent)]
-    Io(std::io::Error),
+    Io(Arc<std::io::Error>),
     /// Not a regular file of bounded size.
     #[error(transparent)]
-    File(FileError),
+    File(Arc<FileError>),
     /// Not text.
     #[error("not UTF-8 text")]
     NotUtf8,
@@ -41,11 +47,11 @@ enum Unreadable {
 /// file of bounded size (a FIFO must not hang the run).
 fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, Unreadable> {
     const MAX_KUBECONFIG: usize = 4 * 1024 * 1024;
-    let real = std::fs::canonicalize(path).map_err(Unreadable::Io)?;
+    let real = std::fs::canonicalize(path).map_err(|e| Unreadable::Io(Arc::new(e)))?;
     let bytes = zeroize::Zeroizing::new(
         crate::files::read_regular(&real, MAX_KUBECONFIG).map_err(|e| match e {
-            FileError::Io { source, .. } => Unreadable::Io(source),
-            other => Unreadable::File(other),
+            FileError::Io { source, .. } => Unreadable::Io(Arc::new(source)),
+            other => Unreadable::File(Arc::new(other)),
         })?,
     );
     let text = std::str::from_utf8(&bytes).map_err(|_| Unreadable::NotUtf8)?;
@@ -55,34 +61,119 @@ fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, Unreadable> {
 /// The kubeconfig of `KUBECONFIG` or `~/.kube/config`.
 fn read_default_kubeconfig() -> Result<Kubeconfig, Unreadable> {
     Kubeconfig::read().map_err(|e| match e {
-        KubeconfigError::ReadConfig(io, _) => Unreadable::Io(io),
+        KubeconfigError::ReadConfig(io, _) => Unreadable::Io(Arc::new(io)),
         _ => Unreadable::Invalid,
     })
 }
 
-/// The credential plugin (`exec`, `auth-provider`) the user of `context`
-/// would run, if any.
-fn credential_plugin(kubeconfig: &Kubeconfig, context: &str) -> Option<&'static str> {
-    let user = kubeconfig
-        .contexts
-        .iter()
-        .find(|c| c.name == context)?
-        .context
-        .as_ref()?
-        .user
-        .as_ref()?;
-    let auth = kubeconfig
-        .auth_infos
-        .iter()
-        .find(|a| &a.name == user)?
-        .auth_info
-        .as_ref()?;
-    if auth.exec.is_some() {
-        Some("exec")
-    } else if auth.auth_provider.is_some() {
-        Some("auth-provider")
-    } else {
-        None
+/// A parsed kubeconfig with its contexts, clusters and users indexed by name.
+struct Indexed {
+    file: Kubeconfig,
+    contexts: HashMap<String, usize>,
+    clusters: HashMap<String, usize>,
+    users: HashMap<String, usize>,
+}
+
+impl Indexed {
+    fn new(file: Kubeconfig) -> Self {
+        // The first of a repeated name wins, as in kube's own lookup.
+        fn index<'a>(names: impl Iterator<Item = &'a String>) -> HashMap<String, usize> {
+            let mut out = HashMap::new();
+            for (i, name) in names.enumerate() {
+                out.entry(name.clone()).or_insert(i);
+            }
+            out
+        }
+        Self {
+            contexts: index(file.contexts.iter().map(|c| &c.name)),
+            clusters: index(file.clusters.iter().map(|c| &c.name)),
+            users: index(file.auth_infos.iter().map(|a| &a.name)),
+            file,
+        }
+    }
+
+    /// The user (auth info) of `context`, if the context names one that exists.
+    fn user_of(&self, context: &str) -> Option<&kube::config::NamedAuthInfo> {
+        let user = self.file.contexts[*self.contexts.get(context)?]
+            .context
+            .as_ref()?
+            .user
+            .as_ref()?;
+        Some(&self.file.auth_infos[*self.users.get(user)?])
+    }
+
+    /// The credential plugin (`exec`, `auth-provider`) the user of `context`
+    /// would run, if any.
+    fn credential_plugin(&self, context: &str) -> Option<&'static str> {
+        let auth = self.user_of(context)?.auth_info.as_ref()?;
+        if auth.exec.is_some() {
+            Some("exec")
+        } else if auth.auth_provider.is_some() {
+            Some("auth-provider")
+        } else {
+            None
+        }
+    }
+
+    /// A kubeconfig holding only `context`, its cluster and its user (and
+    /// the file's preferences and extensions): what kube needs to build that
+    /// context's client, without copying every other context's.
+    fn only(&self, context: &str) -> Option<Kubeconfig> {
+        let named = &self.file.contexts[*self.contexts.get(context)?];
+        let inner = named.context.as_ref();
+        let cluster = inner
+            .map(|c| &c.cluster)
+            .and_then(|name| self.clusters.get(name))
+            .map(|&i| self.file.clusters[i].clone());
+        let user = self.user_of(context).cloned();
+        Some(Kubeconfig {
+            preferences: self.file.preferences.clone(),
+            clusters: cluster.into_iter().collect(),
+            auth_infos: user.into_iter().collect(),
+            contexts: vec![named.clone()],
+            current_context: Some(context.to_owned()),
+            extensions: self.file.extensions.clone(),
+            kind: self.file.kind.clone(),
+            api_version: self.file.api_version.clone(),
+            other: self.file.other.clone(),
+        })
+    }
+}
+
+/// One kubeconfig file as read: parsed and indexed, or why not.
+type ReadKubeconfig = Result<Arc<Indexed>, Unreadable>;
+
+/// Kubeconfig files read for one fleet: each file (or the default
+/// kubeconfig) is read and parsed once, however many clusters name it.
+#[derive(Default)]
+pub(super) struct Kubeconfigs {
+    /// By canonical path; `None` is the default kubeconfig.
+    read: Mutex<BTreeMap<Option<PathBuf>, ReadKubeconfig>>,
+}
+
+impl std::fmt::Debug for Kubeconfigs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kubeconfigs").finish_non_exhaustive()
+    }
+}
+
+impl Kubeconfigs {
+    /// The kubeconfig at `path` (`None`: the default one), read on first use.
+    fn get(&self, path: Option<&Path>) -> Result<Arc<Indexed>, Unreadable> {
+        let key = path.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()));
+        let mut read = self
+            .read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        read.entry(key)
+            .or_insert_with(|| {
+                match path {
+                    Some(path) => read_kubeconfig(path),
+                    None => read_default_kubeconfig(),
+                }
+                .map(|file| Arc::new(Indexed::new(file)))
+            })
+            .clone()
     }
 }
 
@@ -107,28 +198,41 @@ impl KubeBackend {
         connection: &Connection,
         reach: &Reach,
     ) -> Result<Self, BackendError> {
+        Self::connect_with(name, connection, reach, &Clients::new(1))
+    }
+
+    /// [`KubeBackend::connect`] as one of a fleet's clusters: kubeconfig
+    /// files are read once for all of them, and their clients share the
+    /// bound on open clients of `clients`.
+    pub fn connect_with(
+        name: &ClusterName,
+        connection: &Connection,
+        reach: &Reach,
+        clients: &Clients,
+    ) -> Result<Self, BackendError> {
+        let kubeconfigs = &clients.kubeconfigs;
         let runtime = runtime()?;
         let cannot = |what: String, source: Option<Cause>| BackendError::Connect {
             cluster: name.to_string(),
             what,
             source,
         };
-        let (mut config, via) = match connection {
-            Connection::Kubeconfig { context, path } => {
+        let (mut config, via, limit) = match connection {
+            Connection::Kubeconfig {
+                context,
+                path,
+                limit,
+            } => {
                 let explicit = path.as_deref().or(reach.kubeconfig.as_deref());
                 let source = kubeconfig_source(explicit);
-                let kubeconfig = match explicit {
-                    Some(path) => read_kubeconfig(path),
-                    None => read_default_kubeconfig(),
-                }
-                .map_err(|e| {
+                let kubeconfig = kubeconfigs.get(explicit).map_err(|e| {
                     cannot(
                         format!("cannot read the kubeconfig {source}"),
                         Some(Box::new(e)),
                     )
                 })?;
                 if path.is_some()
-                    && let Some(plugin) = credential_plugin(&kubeconfig, context)
+                    && let Some(plugin) = kubeconfig.credential_plugin(context)
                 {
                     // A kubeconfig named by a manifest is in the repository;
                     // a plugin would run a command of the repository's
@@ -140,8 +244,9 @@ impl KubeBackend {
                         None,
                     ));
                 }
-                if !kubeconfig.contexts.iter().any(|c| c.name == *context) {
+                let Some(only) = kubeconfig.only(context) else {
                     let known: Vec<&str> = kubeconfig
+                        .file
                         .contexts
                         .iter()
                         .map(|c| c.name.as_str())
@@ -157,20 +262,20 @@ impl KubeBackend {
                         ),
                         None,
                     ));
-                }
+                };
                 let options = KubeConfigOptions {
                     context: Some(context.clone()),
                     ..KubeConfigOptions::default()
                 };
                 let config = runtime
-                    .block_on(Config::from_custom_kubeconfig(kubeconfig, &options))
+                    .block_on(Config::from_custom_kubeconfig(only, &options))
                     .map_err(|e| {
                         cannot(
                             format!("context `{context}` of the kubeconfig {source} is unusable"),
                             Some(Box::new(e)),
                         )
                     })?;
-                (config, format!("context `{context}`"))
+                (config, format!("context `{context}`"), *limit)
             }
             Connection::InCluster => {
                 let config = Config::incluster().map_err(|e| {
@@ -179,7 +284,7 @@ impl KubeBackend {
                         Some(Box::new(e)),
                     )
                 })?;
-                (config, "in-cluster service account".to_owned())
+                (config, "in-cluster service account".to_owned(), None)
             }
             Connection::Directory { .. } | Connection::StateDir => {
                 return Err(cannot(
@@ -200,22 +305,18 @@ impl KubeBackend {
         config.reset_reader_on_write = true;
         let server = config.cluster_url.to_string();
         let server = server.trim_end_matches('/').to_owned();
-        // The client spawns its request buffer on the runtime.
-        let client = {
-            let _entered = runtime.enter();
-            Client::try_from(config)
-        }
-        .map_err(|e| {
-            cannot(
-                format!("cannot set up a client for {server}"),
-                Some(Box::new(e)),
-            )
-        })?;
+        // What can fail in building the client (its TLS configuration and
+        // credentials) fails here, before anything is contacted; the client
+        // itself is built on first use and dropped when others need the room.
+        super::transport::check(&config)
+            .map_err(|e| cannot(format!("cannot set up a client for {server}"), Some(e)))?;
         Ok(Self {
             cluster: name.to_string(),
             via,
             server,
-            client,
+            config,
+            client: clients.slot(),
+            limiter: limit.map(super::limit::Limiter::new),
             timeout: reach.timeout,
             namespaces: Mutex::new(BTreeSet::new()),
             uids: Mutex::new(BTreeMap::new()),
@@ -233,6 +334,7 @@ mod tests {
         let connection = Connection::Kubeconfig {
             context: context.to_owned(),
             path: Some(path.to_path_buf()),
+            limit: None,
         };
         let reach = Reach {
             state_dir: path.to_path_buf(),
@@ -240,6 +342,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             fix_permissions: false,
             allow_outside_state_dir: false,
+            parallelism: 1,
         };
         KubeBackend::connect(&name, &connection, &reach).unwrap_err()
     }

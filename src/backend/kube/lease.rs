@@ -35,8 +35,7 @@ impl KubeBackend {
     ) -> Result<KubeLock, BackendError> {
         let started = Instant::now();
         let name = format!("relayctl-{instance}");
-        self.ensure_namespace(namespace).await?;
-        let api: Api<Lease> = Api::namespaced(self.client.clone(), namespace);
+        let api: Api<Lease> = Api::namespaced(self.api_client()?, namespace);
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..PostParams::default()
@@ -47,81 +46,109 @@ impl KubeBackend {
                 self.cluster
             )
         };
-        loop {
-            let current = self
-                .call(self.deadline(), || api.get_opt(&name))
+        let read = || async {
+            self.call(self.deadline(), || api.get_opt(&name))
                 .await
-                .map_err(|e| self.fail(operation("reading"), e))?;
+                .map_err(|e| self.fail(operation("reading"), e))
+        };
+        // Create first; read the Lease only when it exists (409). `None`:
+        // try to create it; `Some(lease)`: what was read.
+        let mut seen: Option<Option<Lease>> = None;
+        let mut created_namespace = false;
+        loop {
             let now = Timestamp::now();
-            let taken = match current {
+            let existing = match seen.take() {
                 None => {
                     let lease = new_lease(&name, holder, now, None);
                     match self
                         .call(self.deadline(), || api.create(&params, &lease))
                         .await
                     {
-                        Ok(lease) => Some(lease),
-                        Err(CallError::Api(status)) if status.code == 409 => None,
+                        Ok(lease) => return Ok(self.hold(namespace, api, name, holder, lease)),
+                        Err(CallError::Api(status)) if status.code == 409 => read().await?,
+                        // The namespace is missing (a first apply): create it, once.
+                        Err(CallError::Api(status)) if status.code == 404 && !created_namespace => {
+                            self.ensure_namespace(namespace).await?;
+                            created_namespace = true;
+                            continue;
+                        }
                         Err(e) => return Err(self.fail(operation("creating"), e)),
                     }
                 }
-                Some(existing) => match LeaseState::of(&existing, now) {
-                    LeaseState::Held { .. } if !(reclaim_own && held_by(&existing, holder)) => {
-                        let waited = started.elapsed();
-                        if waited >= timeout {
-                            return Err(BackendError::Locked {
-                                instance: instance.to_owned(),
-                                holder: format!(
-                                    "{}; Lease `{namespace}/{name}` on cluster `{}`, waited {}s",
-                                    describe_holder(&existing),
-                                    self.cluster,
-                                    waited.as_secs()
-                                ),
-                            });
-                        }
-                        let pause = LOCK_POLL.min(timeout - waited);
-                        tokio::time::sleep(pause).await;
-                        continue;
-                    }
-                    LeaseState::Free | LeaseState::Expired | LeaseState::Held { .. } => {
-                        let previous = existing.spec.as_ref();
-                        let transitions = previous
-                            .and_then(|s| s.lease_transitions)
-                            .unwrap_or(0)
-                            .saturating_add(1);
-                        let mut lease = new_lease(&name, holder, now, Some(transitions));
-                        lease.metadata.resource_version = existing.metadata.resource_version;
-                        lease.metadata.uid = existing.metadata.uid;
-                        match self
-                            .call(self.deadline(), || api.replace(&name, &params, &lease))
-                            .await
-                        {
-                            Ok(lease) => {
-                                tracing::info!(
-                                    cluster = %self.cluster,
-                                    previous = previous.and_then(|s| s.holder_identity.as_deref()).unwrap_or(""),
-                                    "took over an expired or released apply lock"
-                                );
-                                Some(lease)
-                            }
-                            Err(CallError::Api(status)) if status.code == 409 => None,
-                            Err(e) => return Err(self.fail(operation("taking over"), e)),
-                        }
-                    }
-                },
+                Some(existing) => existing,
             };
-            if let Some(lease) = taken {
-                return Ok(KubeLock::start(
-                    api,
-                    name,
-                    holder.to_owned(),
-                    self.cluster.clone(),
-                    self.timeout,
-                    lease,
-                ));
+            // Deleted since: create it again.
+            let Some(existing) = existing else { continue };
+            match LeaseState::of(&existing, now) {
+                // A shard's rerun takes over the Lease its killed
+                // predecessor (the same holder) left behind.
+                LeaseState::Held { .. } if !(reclaim_own && held_by(&existing, holder)) => {
+                    let waited = started.elapsed();
+                    if waited >= timeout {
+                        return Err(BackendError::Locked {
+                            instance: instance.to_owned(),
+                            holder: format!(
+                                "{}; Lease `{namespace}/{name}` on cluster `{}`, waited {}s",
+                                describe_holder(&existing),
+                                self.cluster,
+                                waited.as_secs()
+                            ),
+                        });
+                    }
+                    let pause = LOCK_POLL.min(timeout - waited);
+                    tokio::time::sleep(pause).await;
+                    seen = Some(read().await?);
+                }
+                LeaseState::Free | LeaseState::Expired | LeaseState::Held { .. } => {
+                    let previous = existing.spec.as_ref();
+                    let transitions = previous
+                        .and_then(|s| s.lease_transitions)
+                        .unwrap_or(0)
+                        .saturating_add(1);
+                    let mut lease = new_lease(&name, holder, now, Some(transitions));
+                    lease.metadata.resource_version = existing.metadata.resource_version.clone();
+                    lease.metadata.uid = existing.metadata.uid.clone();
+                    match self
+                        .call(self.deadline(), || api.replace(&name, &params, &lease))
+                        .await
+                    {
+                        Ok(lease) => {
+                            tracing::info!(
+                                cluster = %self.cluster,
+                                previous = previous.and_then(|s| s.holder_identity.as_deref()).unwrap_or(""),
+                                "took over an expired or released apply lock"
+                            );
+                            return Ok(self.hold(namespace, api, name, holder, lease));
+                        }
+                        // Lost a race with another run: look again.
+                        Err(CallError::Api(status)) if status.code == 409 => {
+                            seen = Some(read().await?);
+                        }
+                        Err(e) => return Err(self.fail(operation("taking over"), e)),
+                    }
+                }
             }
-            // Lost a race with another run: look again.
         }
+    }
+
+    /// The lock, once the Lease is ours: its namespace exists.
+    fn hold(
+        &self,
+        namespace: &str,
+        api: Api<Lease>,
+        name: String,
+        holder: &str,
+        lease: Lease,
+    ) -> KubeLock {
+        self.know_namespace(namespace);
+        KubeLock::start(
+            api,
+            name,
+            holder.to_owned(),
+            self.cluster.clone(),
+            self.timeout,
+            lease,
+        )
     }
 }
 

@@ -44,11 +44,14 @@
 //! goes through `call.rs`, which also counts and times it for the metrics.
 
 mod call;
+mod clients;
 mod connect;
 mod lease;
+mod limit;
 mod registrations;
 mod report;
 mod secrets;
+mod transport;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -56,11 +59,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
+use kube::{Client, Config};
 
 use self::call::CallError;
 pub use self::call::{ApiStatus, DecodeError, MAX_ATTEMPTS, api_calls};
+pub use self::clients::{Clients, MIN_OPEN_CLIENTS};
 pub use self::lease::LEASE_DURATION;
 use super::{Backend, BackendError, LockGuard};
 use crate::observed::ClusterObservation;
@@ -98,7 +102,12 @@ pub struct KubeBackend {
     cluster: String,
     via: String,
     server: String,
-    client: Client,
+    /// What its client is built from.
+    config: Config,
+    /// Its client while open (see [`Clients`]).
+    client: clients::ClientSlot,
+    /// The client-side bound on its request rate, if it has one.
+    limiter: Option<limit::Limiter>,
     timeout: Duration,
     /// Namespaces known to exist (checked or created by this process).
     namespaces: Mutex<BTreeSet<String>>,
@@ -120,69 +129,86 @@ impl std::fmt::Debug for KubeBackend {
 }
 
 impl KubeBackend {
-    /// Creates `namespace` unless this process already knows it exists.
+    /// The cluster's client: the open one, or a new one (the first use, or
+    /// after it was dropped to keep the fleet's open clients bounded).
+    fn client(&self) -> Result<Client, kube::Error> {
+        self.client.get(|| {
+            // The client spawns its request buffer on the runtime.
+            let _entered = runtime().ok().map(tokio::runtime::Runtime::enter);
+            transport::client(self.config.clone()).map_err(kube::Error::Service)
+        })
+    }
+
+    /// [`KubeBackend::client`] for an [`Api`], failing as a connection that
+    /// cannot be set up.
+    fn api_client(&self) -> Result<Client, BackendError> {
+        self.client().map_err(|e| BackendError::Connect {
+            cluster: self.cluster.clone(),
+            what: format!("cannot set up a client for {}", self.server),
+            source: Some(call::sanitized(&e)),
+        })
+    }
+
+    /// Creates `namespace` unless this process already knows it exists:
+    /// a POST first, a 409 meaning it exists (no read before the write).
     async fn ensure_namespace(&self, namespace: &str) -> Result<(), BackendError> {
-        if self
-            .namespaces
-            .lock()
-            .is_ok_and(|known| known.contains(namespace))
-        {
+        if self.knows_namespace(namespace) {
             return Ok(());
         }
-        let deadline = self.deadline();
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let existing = match self.call(deadline, || api.get_opt(namespace)).await {
-            Ok(existing) => existing.is_some(),
-            // Not allowed to look (namespaces are cluster-scoped; some grant
-            // only the namespaced Role): assume it exists; a write into a
-            // missing namespace fails with its own clear error.
+        let api: Api<Namespace> = Api::all(self.api_client()?);
+        let wanted = Namespace {
+            metadata: ObjectMeta {
+                name: Some(namespace.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match self
+            .call(self.deadline(), || api.create(&params, &wanted))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(cluster = %self.cluster, namespace, "created the namespace");
+            }
+            // It exists (or was created meanwhile by someone else): fine.
+            Err(CallError::Api(status)) if status.code == 409 => {}
+            // Not allowed to create namespaces (they are cluster-scoped; some
+            // grant only the namespaced Role): assume it exists; a write into
+            // a missing namespace fails with its own clear error.
             Err(CallError::Api(status)) if status.code == 403 => {
-                tracing::debug!(cluster = %self.cluster, namespace, "may not read namespaces; assuming it exists");
-                true
+                tracing::debug!(cluster = %self.cluster, namespace, "may not create namespaces; assuming it exists");
             }
             Err(e) => {
                 return Err(self.fail(
                     format!(
-                        "reading namespace `{namespace}` of cluster `{}`",
+                        "creating namespace `{namespace}` on cluster `{}`",
                         self.cluster
                     ),
                     e,
                 ));
             }
-        };
-        if !existing {
-            let wanted = Namespace {
-                metadata: ObjectMeta {
-                    name: Some(namespace.to_owned()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            };
-            let params = PostParams {
-                field_manager: Some(FIELD_MANAGER.to_owned()),
-                ..PostParams::default()
-            };
-            match self.call(deadline, || api.create(&params, &wanted)).await {
-                Ok(_) => {
-                    tracing::info!(cluster = %self.cluster, namespace, "created the namespace")
-                }
-                // Created meanwhile by someone else: fine.
-                Err(CallError::Api(status)) if status.code == 409 => {}
-                Err(e) => {
-                    return Err(self.fail(
-                        format!(
-                            "creating namespace `{namespace}` on cluster `{}`",
-                            self.cluster
-                        ),
-                        e,
-                    ));
-                }
-            }
         }
+        self.know_namespace(namespace);
+        Ok(())
+    }
+
+    /// Whether this process knows `namespace` exists on the cluster.
+    fn knows_namespace(&self, namespace: &str) -> bool {
+        self.namespaces
+            .lock()
+            .is_ok_and(|known| known.contains(namespace))
+    }
+
+    /// Records that `namespace` exists (something was read from or written
+    /// into it).
+    fn know_namespace(&self, namespace: &str) {
         if let Ok(mut known) = self.namespaces.lock() {
             known.insert(namespace.to_owned());
         }
-        Ok(())
     }
 }
 
@@ -201,7 +227,22 @@ impl Backend for KubeBackend {
         instance: &str,
         names: &[String],
     ) -> Result<ClusterObservation, BackendError> {
-        block_on(self.observe_async(namespace, instance, names))
+        block_on(self.observe_async(namespace, instance, names, &[]))
+    }
+
+    fn warm(&self) {
+        // Building the client starts dialling; an error is the first call's.
+        let _ = self.client();
+    }
+
+    fn observe_split(
+        &self,
+        namespace: &str,
+        instance: &str,
+        names: &[String],
+        unlabelled: &[String],
+    ) -> Result<ClusterObservation, BackendError> {
+        block_on(self.observe_async(namespace, instance, names, unlabelled))
     }
 
     fn write(&self, write: &Write) -> Result<Option<String>, BackendError> {
@@ -232,6 +273,10 @@ impl Backend for KubeBackend {
         write: &crate::plan::RegistrationWrite,
     ) -> Result<(), BackendError> {
         block_on(self.write_registration_async(write))
+    }
+
+    fn records_events(&self) -> bool {
+        true
     }
 
     fn record_event(

@@ -23,7 +23,7 @@ impl KubeBackend {
         instance: &str,
         reporter: &str,
     ) -> Result<(), BackendError> {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &note.namespace);
+        let api: Api<Event> = Api::namespaced(self.api_client()?, &note.namespace);
         let (name, generate_name) = match &note.dedupe {
             // One name per transition: recorded once, whoever finds it again.
             Some(key) => {
@@ -105,7 +105,7 @@ impl KubeBackend {
         namespace: &str,
         name: &str,
     ) -> Result<Option<BTreeMap<String, String>>, BackendError> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let api: Api<ConfigMap> = Api::namespaced(self.api_client()?, namespace);
         self.call(self.deadline(), || api.get_opt(name))
             .await
             .map(|found| found.map(|c| c.data.unwrap_or_default()))
@@ -128,7 +128,7 @@ impl KubeBackend {
         data: &BTreeMap<String, String>,
     ) -> Result<(), BackendError> {
         self.ensure_namespace(namespace).await?;
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let api: Api<ConfigMap> = Api::namespaced(self.api_client()?, namespace);
         let object = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),

@@ -25,28 +25,40 @@ use crate::observed::{ClusterObservation, LABEL_INSTANCE, SecretObject};
 use crate::secret::SecretBytes;
 
 impl KubeBackend {
+    /// The label-scoped LIST, with the GETs of `unlabelled` (names no LIST
+    /// by label returns) sent at the same time; then the GETs of `names`
+    /// the LIST did not return, all at once.
     pub(super) async fn observe_async(
         &self,
         namespace: &str,
         instance: &str,
         names: &[String],
+        unlabelled: &[String],
     ) -> Result<ClusterObservation, BackendError> {
         let deadline = self.deadline();
         let request = Request::new(Secret::url_path(&(), Some(namespace)));
         let selector = format!("{LABEL_INSTANCE}={instance}");
         let params = ListParams::default().labels(&selector);
-        let text = self
-            .secret_call(deadline, || request.list(&params))
-            .await
-            .map_err(|e| {
-                self.fail(
-                    format!(
-                        "listing Secrets labelled `{selector}` in namespace `{namespace}` of cluster `{}`",
-                        self.cluster
-                    ),
-                    e,
-                )
-            })?;
+        let listing = async {
+            self.secret_call(deadline, || request.list(&params))
+                .await
+                .map_err(|e| {
+                    self.fail(
+                        format!(
+                            "listing Secrets labelled `{selector}` in namespace `{namespace}` of cluster `{}`",
+                            self.cluster
+                        ),
+                        e,
+                    )
+                })
+        };
+        let early: BTreeSet<&String> = unlabelled.iter().collect();
+        let (text, early) = futures_util::future::join(
+            listing,
+            self.get_named(&request, deadline, namespace, early),
+        )
+        .await;
+        let text = text?;
         let list: ObjectList<Secret> = decode(&text).map_err(|e| {
             self.fail(
                 format!(
@@ -57,8 +69,12 @@ impl KubeBackend {
             )
         })?;
         drop(text);
+        if !list.items.is_empty() {
+            // Secrets were read from it: no need to create it before writing.
+            self.know_namespace(namespace);
+        }
         let mut observation = ClusterObservation::default();
-        for secret in list.items {
+        for secret in list.items.into_iter().chain(early?) {
             let (object, uid) = to_object(namespace, secret);
             self.remember_identity(&object, uid, &mut observation);
             observation.secrets.insert(object.name.clone(), object);
@@ -67,28 +83,48 @@ impl KubeBackend {
             .iter()
             .filter(|n| !observation.secrets.contains_key(n.as_str()))
             .collect();
-        for name in missing {
+        for secret in self
+            .get_named(&request, deadline, namespace, missing)
+            .await?
+        {
+            let (object, uid) = to_object(namespace, secret);
+            self.remember_identity(&object, uid, &mut observation);
+            observation.secrets.insert(object.name.clone(), object);
+        }
+        Ok(observation)
+    }
+
+    /// GETs of `names`, all at once (over HTTP/2, one round trip on the
+    /// cluster's one connection): the Secrets that exist.
+    async fn get_named(
+        &self,
+        request: &Request,
+        deadline: Instant,
+        namespace: &str,
+        names: BTreeSet<&String>,
+    ) -> Result<Vec<Secret>, BackendError> {
+        let reads = names.into_iter().map(|name| async move {
+            let result = self
+                .secret_call(deadline, || request.get(name, &Default::default()))
+                .await;
+            (name, result)
+        });
+        let mut found = Vec::new();
+        for (name, result) in futures_util::future::join_all(reads).await {
             let operation = || {
                 format!(
                     "reading Secret `{namespace}/{name}` of cluster `{}`",
                     self.cluster
                 )
             };
-            let text = match self
-                .secret_call(deadline, || request.get(name, &Default::default()))
-                .await
-            {
+            let text = match result {
                 Ok(text) => text,
                 Err(CallError::Api(status)) if status.code == 404 => continue,
                 Err(e) => return Err(self.fail(operation(), e)),
             };
-            let secret: Secret =
-                decode(&text).map_err(|e| self.fail(operation(), CallError::Decode(e)))?;
-            let (object, uid) = to_object(namespace, secret);
-            self.remember_identity(&object, uid, &mut observation);
-            observation.secrets.insert(object.name.clone(), object);
+            found.push(decode(&text).map_err(|e| self.fail(operation(), CallError::Decode(e)))?);
         }
-        Ok(observation)
+        Ok(found)
     }
 
     pub(super) async fn create(

@@ -172,9 +172,41 @@ fn connection(r: &mut Reporter<'_>, raw: Option<&RawConnection>) -> Option<Conne
                 return None;
             }
         };
+        let at = |field: &str| [steps.as_slice(), &[key("kubeconfig"), key(field)]].concat();
+        let limit = match (kubeconfig.qps, kubeconfig.burst) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                r.at_key(
+                    &at("burst"),
+                    Code::InvalidConnection,
+                    "`kubeconfig.burst` needs `kubeconfig.qps`".to_owned(),
+                    Some("set `qps` (requests per second) too, or remove `burst`".to_owned()),
+                );
+                return None;
+            }
+            (Some(0), _) | (_, Some(0)) => {
+                let field = if kubeconfig.qps == Some(0) {
+                    "qps"
+                } else {
+                    "burst"
+                };
+                r.at_value(
+                    &at(field),
+                    Code::InvalidConnection,
+                    format!("`kubeconfig.{field}` must be at least 1"),
+                    Some("remove `qps` and `burst` for no client-side bound".to_owned()),
+                );
+                return None;
+            }
+            (Some(qps), burst) => Some(crate::model::RequestLimit {
+                qps,
+                burst: burst.unwrap_or(qps),
+            }),
+        };
         return Some(Connection::Kubeconfig {
             context,
             path: kubeconfig.path.as_ref().map(|p| base.join(p)),
+            limit,
         });
     }
     if let Some(in_cluster) = raw.in_cluster {
@@ -257,6 +289,49 @@ mod tests {
     }
 
     #[test]
+    fn a_request_limit_needs_a_rate_of_at_least_one_and_burst_defaults_to_it() {
+        for (connection, field) in [
+            (
+                "{ kubeconfig: { context: c, qps: 0 } }",
+                "spec.connection.kubeconfig.qps",
+            ),
+            (
+                "{ kubeconfig: { context: c, qps: 5, burst: 0 } }",
+                "spec.connection.kubeconfig.burst",
+            ),
+            (
+                "{ kubeconfig: { context: c, burst: 5 } }",
+                "spec.connection.kubeconfig.burst",
+            ),
+        ] {
+            let spec = TrustSpec::test()
+                .with_workload("cluster-1")
+                .with_workload_field("spec.connection", connection);
+            spec.reports_in_workload(0, Code::InvalidConnection, field);
+            assert_eq!(spec.codes(), [Code::InvalidConnection], "{connection}");
+        }
+        let limit = |connection: &str| {
+            let config = TrustSpec::test()
+                .with_workload("cluster-1")
+                .with_workload_field("spec.connection", connection)
+                .valid();
+            match &config.workloads[0].cluster.connection {
+                Connection::Kubeconfig { limit, .. } => *limit,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(limit("{ kubeconfig: { context: c } }"), None);
+        assert_eq!(
+            limit("{ kubeconfig: { context: c, qps: 5 } }"),
+            Some(crate::model::RequestLimit { qps: 5, burst: 5 })
+        );
+        assert_eq!(
+            limit("{ kubeconfig: { context: c, qps: 5, burst: 20 } }"),
+            Some(crate::model::RequestLimit { qps: 5, burst: 20 })
+        );
+    }
+
+    #[test]
     fn a_connection_is_exactly_one_complete_way_to_reach_the_cluster() {
         for (connection, field) in [
             ("{}", "spec.connection"),
@@ -307,6 +382,7 @@ mod tests {
             Connection::Kubeconfig {
                 context: "mgmt".to_owned(),
                 path: Some(PathBuf::from("config/clusters/kube.yaml")),
+                limit: None,
             }
         );
         let connections: Vec<_> = config
