@@ -8,42 +8,17 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::args::{ApplyArgs, FleetArgs, GitArgs, OutputFormat, PlanArgs};
+pub(crate) use super::prepared::{LoadedConfig, Prepared};
 use super::{CliError, Outcome, Settings, report_diagnostics_at};
 use crate::backend::{self, Backend};
-use crate::config::{self, ManifestFile};
+use crate::config;
 use crate::fleet;
 use crate::material::{self, Material};
 use crate::model::{ClusterName, Connection, TrustConfig};
 use crate::observed::Observed;
 use crate::plan::saved::{SavedGitSource, SavedPlan};
-use crate::plan::{self, Plan, Planned, render};
-use crate::source::{ConfigSource, Provenance};
-
-/// A config read, observed and planned.
-pub(crate) struct Prepared {
-    /// The validated manifests.
-    pub(crate) config: TrustConfig,
-    pub(crate) backends: BTreeMap<ClusterName, Arc<dyn Backend>>,
-    pub(crate) observed: Observed,
-    pub(crate) planned: Planned,
-    /// Where the manifests came from (the commit, for Git).
-    pub(crate) provenance: Provenance,
-    /// The source, pinned to the commit that was read.
-    pub(crate) source: ConfigSource,
-    /// Digest prefixes of the user's material, by role (never the values).
-    pub(crate) material: BTreeMap<String, String>,
-    /// A sharded run: which shard, the placement, what it waits for.
-    pub(crate) shard: Option<super::shard::ShardRun>,
-}
-
-/// Validated manifests and where they came from.
-pub(crate) struct LoadedConfig {
-    pub(crate) files: Vec<ManifestFile>,
-    pub(crate) config: TrustConfig,
-    pub(crate) provenance: Provenance,
-    /// Paths in the manifests stay inside this folder.
-    pub(crate) root: PathBuf,
-}
+use crate::plan::{self, Plan, render};
+use crate::source::ConfigSource;
 
 /// Reads and validates manifests, rendering diagnostics on failure. A
 /// `directory` connection outside the state directory is a problem of the

@@ -8,6 +8,7 @@ pub mod args;
 mod check;
 mod fleet;
 pub mod output;
+mod prepared;
 mod reconcile;
 mod report;
 mod serve;

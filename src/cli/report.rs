@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use super::fleet::Prepared;
+use super::prepared::Prepared;
 use crate::apply::ApplyReport;
 use crate::backend::Backend;
 use crate::model::ClusterName;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::args::ShardArgs;
-use super::fleet::{LoadedConfig, Prepared};
+pub(crate) use super::prepared::ShardRun;
+use super::prepared::{LoadedConfig, Prepared};
 use super::{CliError, Settings};
 use crate::backend::{Backend, BackendError, LockGuard};
 use crate::config::{self, Diagnostic};
@@ -22,18 +23,6 @@ pub(crate) const INDEX_VARIABLE: &str = "JOB_COMPLETION_INDEX";
 
 /// How often a shard other than 0 looks at mgmt again while it waits.
 const WAIT_POLL: Duration = Duration::from_secs(2);
-
-/// What a sharded run knows besides its plan.
-#[derive(Debug, Clone)]
-pub(crate) struct ShardRun {
-    /// Which shard this process is.
-    pub(crate) shard: Shard,
-    /// Where every workload cluster goes.
-    pub(crate) placement: Placement,
-    /// What mgmt lacks before this shard may write its clusters (always
-    /// empty on shard 0).
-    pub(crate) waiting: Vec<String>,
-}
 
 /// The shard this process is: `--shard I/N`, or `--shards N` with the index
 /// from [`INDEX_VARIABLE`]; `None` for an unsharded run.

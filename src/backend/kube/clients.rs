@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use kube::Client;
 
-use super::connect::Kubeconfigs;
+use super::kubeconfig::Kubeconfigs;
 
 /// Clients kept open whatever `--parallelism` is: an idle HTTP/2 client
 /// holds tens of KiB, and without the floor a small `--parallelism` would

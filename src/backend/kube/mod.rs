@@ -46,6 +46,7 @@
 mod call;
 mod clients;
 mod connect;
+mod kubeconfig;
 mod lease;
 mod limit;
 mod registrations;
