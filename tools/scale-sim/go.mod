@@ -1,0 +1,3 @@
+module relayctl.dev/scale-sim
+
+go 1.26.0
