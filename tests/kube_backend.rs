@@ -963,13 +963,14 @@ fn connection_failures_are_retried_with_backoff_but_refusals_are_not() {
             Target::via("cluster-1", "rejected", &kubeconfig),
         ],
     );
-    // The plan's LIST and its GET of the agent's Secret go at once, over
-    // the one HTTP/2 connection dialled ahead: still one connection.
+    // The plan's LIST and its GET of the agent's Secret go at once: over
+    // the one HTTP/2 connection dialled ahead, or, when they are sent before
+    // it is up, over a second one. No retry dials again.
     plan(rejected.path(), &[]).expect(1, "401");
-    assert_eq!(
-        plain_count.load(Ordering::SeqCst),
-        1,
-        "4xx is not retried, and concurrent first requests share one connection"
+    let connections = plain_count.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&connections),
+        "4xx is not retried: {connections} connections for the two first requests"
     );
 }
 
