@@ -965,7 +965,8 @@ fn connection_failures_are_retried_with_backoff_but_refusals_are_not() {
     );
     // The plan's LIST and its GET of the agent's Secret go at once: over
     // the one HTTP/2 connection dialled ahead, or, when they are sent before
-    // it is up, over a second one. No retry dials again.
+    // it is up, over a second one. (That a 4xx is not retried is the call
+    // policy's unit test; here no more connections than first requests.)
     plan(rejected.path(), &[]).expect(1, "401");
     let connections = plain_count.load(Ordering::SeqCst);
     assert!(
