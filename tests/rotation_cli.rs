@@ -1305,3 +1305,52 @@ fn a_clock_behind_the_new_intermediate_is_an_error_on_the_secret_not_a_bug() {
     );
     assert!(!run.stderr.contains("a bug in relayctl"), "{}", run.stderr);
 }
+
+#[test]
+fn a_product_ca_adopted_as_managed_stays_until_the_generation_is_raised() {
+    let fixture = Fixture::example("gloo");
+    let t0 = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    apply_at(&fixture, t0, &[]);
+    let product_root = split(&pem(&fixture, "mgmt", "relay-root-tls-secret", "ca.crt"));
+    let path = fixture.config().join("relay-trust.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("    mode: gloo\n", "    mode: managed\n", 1),
+    )
+    .unwrap();
+    apply_at(&fixture, t0, &["--adopt"]);
+    assert_eq!(
+        split(&pem(&fixture, "mgmt", "relay-root-tls-secret", "ca.crt")),
+        product_root,
+        "the product's root is kept as the managed root"
+    );
+    // relayctl derives intermediates in `managed` mode: the product's is
+    // rotated to the configured settings (2 phases); the root stays, and
+    // the drift says how to replace it.
+    let run = plan_at(&fixture, t0);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("CA drift")
+            && run.stdout.contains("set `spec.ca.rotation.generation: 2`")
+            && run
+                .stdout
+                .contains("(intermediate): phase 1 of 2 (switch-signer)"),
+        "{}",
+        run.stdout
+    );
+    apply_at(&fixture, t0 + DAY * 2, &[]);
+    apply_at(&fixture, t0 + DAY * 4, &[]);
+    assert_eq!(
+        split(&pem(&fixture, "mgmt", "relay-root-tls-secret", "ca.crt")),
+        product_root
+    );
+    // Raising the generation moves to a root of relayctl's, in phases.
+    set_rotation(&fixture, "{ generation: 2 }");
+    let run = apply_at(&fixture, t0 + DAY * 4, &[]);
+    assert!(
+        run.stdout.contains("(root): phase 1 of 4 (trust-both)"),
+        "{}",
+        run.stdout
+    );
+}
