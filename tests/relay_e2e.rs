@@ -1721,9 +1721,26 @@ fn assert_no_disconnect(
     relayctl_check_passes(s, relay);
 }
 
-#[test]
-fn a_managed_root_rotation_never_fails_a_handshake_of_token_agents() {
-    let s = Scenario::new("managed", "e2e-rotate-root", Connections::Flag);
+/// The phases of a root rotation, as [`rotate`] reports them.
+const ROOT_PHASES: [&str; 4] = [
+    "1/4 trust-both",
+    "2/4 switch-signer",
+    "3/4 reissue",
+    "4/4 drop-old",
+];
+
+/// A root rotation seen through agents that connect all along.
+struct RootRotation {
+    relay: Relay,
+    pids: BTreeMap<String, u32>,
+    since: String,
+}
+
+/// Applies `s`, starts the relay with agents in the connect profile, and
+/// rotates the root to its end: the four phases in order, and every bundle
+/// and certificate on the new root alone.
+#[track_caller]
+fn rotate_root(s: &Scenario, what: &str) -> RootRotation {
     let ns = s.ns.as_str();
     s.apply();
     let mut relay = Relay::start(ns, &[]);
@@ -1733,17 +1750,23 @@ fn a_managed_root_rotation_never_fails_a_handshake_of_token_agents() {
     let since = now_rfc3339();
 
     s.declare_rotation();
-    let rotated = rotate(&s, &mut relay, "root rotation", |_, _| false);
-    assert_eq!(
-        rotated.phases,
-        [
-            "1/4 trust-both",
-            "2/4 switch-signer",
-            "3/4 reissue",
-            "4/4 drop-old"
-        ],
-        "{rotated:#?}"
-    );
+    let rotated = rotate(s, &mut relay, what, |_, _| false);
+    assert_eq!(rotated.phases, ROOT_PHASES, "{rotated:#?}");
+    let new_root = bundle(MGMT, ns, ROOT_SECRET);
+    assert_ne!(new_root, old_root);
+    assert_ended_on(s, &new_root, what);
+    RootRotation { relay, pids, since }
+}
+
+#[test]
+fn a_managed_root_rotation_never_fails_a_handshake_of_token_agents() {
+    let s = Scenario::new("managed", "e2e-rotate-root", Connections::Flag);
+    let ns = s.ns.as_str();
+    let RootRotation {
+        mut relay,
+        pids,
+        since,
+    } = rotate_root(&s, "root rotation");
     // Token mode: each agent bootstrapped again from the new signer, once.
     for cluster in WORKLOADS {
         let bootstraps = relay
@@ -1759,9 +1782,6 @@ fn a_managed_root_rotation_never_fails_a_handshake_of_token_agents() {
             relay.report()
         );
     }
-    let new_root = bundle(MGMT, ns, ROOT_SECRET);
-    assert_ne!(new_root, old_root);
-    assert_ended_on(&s, &new_root, "root rotation");
     // One Event per phase entered, on the rotation record on mgmt.
     let events: serde_json::Value = serde_json::from_str(&kubectl(
         MGMT,
@@ -1798,26 +1818,12 @@ fn a_preprovisioned_root_rotation_never_fails_a_handshake() {
         "e2e-rotate-preprovisioned",
         Connections::PerCluster,
     );
-    let ns = s.ns.as_str();
-    s.apply();
-    let mut relay = Relay::start(ns, &[]);
-    relay.wait_connected(&BTreeMap::new(), CONNECTS, "before the rotation");
-    let old_root = bundle(MGMT, ns, ROOT_SECRET);
-    let pids = relay.pids();
-    let since = now_rfc3339();
-
-    s.declare_rotation();
-    let rotated = rotate(&s, &mut relay, "root rotation", |_, _| false);
-    assert_eq!(
-        rotated.phases,
-        [
-            "1/4 trust-both",
-            "2/4 switch-signer",
-            "3/4 reissue",
-            "4/4 drop-old"
-        ],
-        "{rotated:#?}"
-    );
+    let what = "preprovisioned root rotation";
+    let RootRotation {
+        mut relay,
+        pids,
+        since,
+    } = rotate_root(&s, what);
     // relayctl reissued every client certificate; the agents reloaded them
     // without a bootstrap.
     for cluster in WORKLOADS {
@@ -1831,16 +1837,7 @@ fn a_preprovisioned_root_rotation_never_fails_a_handshake() {
             relay.report()
         );
     }
-    let new_root = bundle(MGMT, ns, ROOT_SECRET);
-    assert_ne!(new_root, old_root);
-    assert_ended_on(&s, &new_root, "preprovisioned root rotation");
-    assert_no_disconnect(
-        &s,
-        &mut relay,
-        &since,
-        &pids,
-        "preprovisioned root rotation",
-    );
+    assert_no_disconnect(&s, &mut relay, &since, &pids, what);
 }
 
 #[test]
@@ -2044,16 +2041,7 @@ fn agents_that_never_reload_are_named_by_the_gate_and_fail_nothing_once_restarte
             true
         },
     );
-    assert_eq!(
-        rotated.phases,
-        [
-            "1/4 trust-both",
-            "2/4 switch-signer",
-            "3/4 reissue",
-            "4/4 drop-old"
-        ],
-        "{rotated:#?}"
-    );
+    assert_eq!(rotated.phases, ROOT_PHASES, "{rotated:#?}");
     // The gate before drop-old named every agent (in its wave) as one to
     // restart; the cross-signed bridge kept the old agents verifying the new
     // server chain until then.
