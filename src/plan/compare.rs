@@ -12,6 +12,16 @@ use crate::pki::{self, Bundle, CertFacts, Expect, Issuer, KeyMatch, Names, Priva
 use crate::relay::key;
 
 /// The error of a certificate that could not be issued.
+/// What the config asks of a CA relayctl generates (`spec.ca.root` or
+/// `spec.ca.intermediate`).
+pub(super) fn ca_request(config: &crate::model::CaCertConfig) -> pki::CaRequest {
+    pki::CaRequest {
+        common_name: config.common_name.clone(),
+        validity: config.validity,
+        key: config.key,
+    }
+}
+
 pub(super) fn issue_err(what: &str) -> impl FnOnce(pki::IssueError) -> PlanError + '_ {
     move |source| PlanError::Issue {
         what: what.to_owned(),

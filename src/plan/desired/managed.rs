@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use super::{Root, Trust, signed_by_relayctl};
 use crate::observed::ClusterObservation;
-use crate::pki::{self, CaRequest, Issuer};
+use crate::pki::{self, Issuer};
 use crate::plan::cluster::ClusterBuilder;
-use crate::plan::compare::{bundle_reason, existing_ca, issue_err};
+use crate::plan::compare::{bundle_reason, ca_request, existing_ca, issue_err};
 use crate::plan::show::{show_certs, show_key, show_observed};
 use crate::plan::{PlanError, PlanInput};
 use crate::relay::{RelaySecret, key};
@@ -52,16 +52,8 @@ pub(super) fn root(
             return Ok(None);
         }
         None => {
-            let root = pki::issue_root(
-                &CaRequest {
-                    common_name: config.ca.root.common_name.clone(),
-                    validity: config.ca.root.validity,
-                    key: config.ca.root.key,
-                },
-                input.random.keys,
-                input.now,
-            )
-            .map_err(issue_err("the root CA"))?;
+            let root = pki::issue_root(&ca_request(&config.ca.root), input.random.keys, input.now)
+                .map_err(issue_err("the root CA"))?;
             (
                 Issuer::from_issued(&root).map_err(issue_err("the root CA"))?,
                 true,

@@ -15,13 +15,13 @@ mod rotating;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::cluster::ClusterBuilder;
-use super::compare::{bundle_reason, existing_ca, issue_err, outlives};
+use super::compare::{bundle_reason, ca_request, existing_ca, issue_err, outlives};
 use super::rotation::Stage;
 use super::show::{show_certs, show_key, show_token};
 use super::{PlanError, PlanInput};
 use crate::model::{CaMode, ClusterName};
 use crate::observed::ClusterObservation;
-use crate::pki::{self, Bundle, CaRequest, CertFacts, Issuer};
+use crate::pki::{self, Bundle, CertFacts, Issuer};
 use crate::relay::{RelaySecret, key};
 use crate::secret::SecretBytes;
 
@@ -280,11 +280,7 @@ fn signing(
                     Some(Err(why)) => vec![format!("{why}: a new intermediate is issued")],
                     _ => Vec::new(),
                 };
-                let request = CaRequest {
-                    common_name: config.ca.intermediate.common_name.clone(),
-                    validity: config.ca.intermediate.validity,
-                    key: config.ca.intermediate.key,
-                };
+                let request = ca_request(&config.ca.intermediate);
                 if let Some(why) = outlives(root_issuer, request.validity, input.now) {
                     mgmt.push_error(name, None, vec![why], BTreeMap::new());
                     return Ok(None);

@@ -707,11 +707,7 @@ fn begin(
             let (pem, private) = match config.ca.mode {
                 CaMode::Managed => {
                     let issued = pki::issue_root(
-                        &CaRequest {
-                            common_name: config.ca.root.common_name.clone(),
-                            validity: config.ca.root.validity,
-                            key: config.ca.root.key,
-                        },
+                        &super::compare::ca_request(&config.ca.root),
                         input.random.keys,
                         input.now,
                     )?;
@@ -861,9 +857,8 @@ fn new_signer(
     let left = Duration::from_secs(u64::try_from(left.whole_seconds()).unwrap_or(0));
     let issued = pki::issue_intermediate(
         &CaRequest {
-            common_name: config.common_name.clone(),
             validity: config.validity.min(left),
-            key: config.key,
+            ..super::compare::ca_request(config)
         },
         root,
         input.random.keys,
