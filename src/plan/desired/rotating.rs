@@ -8,7 +8,8 @@
 //! | switch-signer, reissue | new + old | new | new (+ cross-signed) | from the new signer |
 //!
 //! An intermediate rotation keeps the root as it is and signs with the new
-//! intermediate from its first phase.
+//! intermediate from its first phase. `external` mode, where relayctl holds
+//! no key, has its own table in [`super::external::rotating`].
 
 use std::collections::BTreeMap;
 
@@ -32,7 +33,7 @@ pub(super) fn plan(
 ) -> Result<Option<Trust>, PlanError> {
     let rotation = stage.rotation().expect("a rotation stage");
     if input.config.ca.mode == crate::model::CaMode::External {
-        return external(input, obs, mgmt, stage);
+        return super::external::rotating(input, obs, mgmt, stage);
     }
     let sides = stage.record.sides();
     let switched = rotation.phase >= Phase::SwitchSigner;
@@ -232,82 +233,4 @@ fn signing_secret(
     let conflict = slot.is_conflict();
     mgmt.decide(&slot, name, reasons, data, shown);
     !conflict
-}
-
-/// `external`: relayctl holds no key; it moves the bundles and installs
-/// what your PKI issued, in the phase's order.
-///
-/// | phase | every `ca.crt` | server certificate |
-/// |---|---|---|
-/// | trust-both | old + new | the one in service, while it verifies with the old bundle |
-/// | switch-signer, reissue | new + old | from `spec.server.cert` |
-///
-/// Client certificates are copied from their sources in every phase: the
-/// server trusts both bundles from the first apply on (mgmt is written
-/// before any workload).
-fn external(
-    input: &PlanInput<'_>,
-    obs: &ClusterObservation,
-    mgmt: &mut ClusterBuilder<'_>,
-    stage: &Stage,
-) -> Result<Option<Trust>, PlanError> {
-    let rotation = stage.rotation().expect("a rotation stage");
-    let sides = stage.record.sides();
-    let switched = rotation.phase >= Phase::SwitchSigner;
-    let (first, second) = if switched {
-        (sides.new_root, sides.old_root)
-    } else {
-        (sides.old_root, sides.new_root)
-    };
-    let mut seen = std::collections::BTreeSet::new();
-    let mut bundle = Vec::new();
-    for der in pki::inspect::certificate_ders(first)
-        .unwrap_or_default()
-        .into_iter()
-        .chain(pki::inspect::certificate_ders(second).unwrap_or_default())
-    {
-        if seen.insert(der.clone()) {
-            bundle.extend_from_slice(pki::inspect::certificate_pem(&der).as_bytes());
-        }
-    }
-    let bundle_facts = pki::inspect_bundle(&bundle).unwrap_or_default();
-    let in_service = (!switched)
-        .then(|| held_server(obs, sides.old_root, input.now))
-        .flatten();
-    match in_service {
-        Some((chain, private)) => mgmt.decide_copy(
-            obs,
-            RelaySecret::Server.name(),
-            &chain,
-            &private,
-            &bundle,
-            &bundle_facts,
-            false,
-        ),
-        None => crate::plan::server::copied(input, obs, mgmt, &bundle, &bundle_facts),
-    }
-    let token = token(input, obs, mgmt);
-    Ok(Some(Trust {
-        bundle,
-        bundle_facts,
-        new_root: false,
-        signer: None,
-        chain_tail: Vec::new(),
-        token,
-        rotation: None,
-    }))
-}
-
-/// mgmt's server certificate and key as they are, when the chain verifies
-/// with `old_bundle` (what every agent trusts before trust-both is in place).
-fn held_server(
-    obs: &ClusterObservation,
-    old_bundle: &[u8],
-    now: time::OffsetDateTime,
-) -> Option<(pki::Bundle, PrivateKey)> {
-    let secret = obs.secrets.get(RelaySecret::Server.name())?;
-    let chain = secret.get(key::TLS_CRT)?;
-    pki::verify_chain(chain.expose(), old_bundle, pki::Usage::Server, None, now).ok()?;
-    let private = PrivateKey::from_pem(secret.get(key::TLS_KEY)?).ok()?;
-    Some((pki::Bundle::read(chain.expose()).ok()?, private))
 }
