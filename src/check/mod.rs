@@ -339,7 +339,7 @@ impl Report {
 /// Checks the fleet. See the module docs.
 ///
 /// `keys` makes the probe certificates of a rotation's handshake matrix
-/// (see [`rotation`]); nothing else draws on it.
+/// (the `rotation` module); nothing else draws on it.
 pub fn check(
     config: &TrustConfig,
     observed: &Observed,
