@@ -8,6 +8,9 @@
 //! backend and the environment's `kubectl`. Each test uses its own relay
 //! namespace (namespaces are never deleted: no controller-manager runs).
 
+#[path = "support/kubectl.rs"]
+mod kubectl_cmd;
+
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -118,32 +121,13 @@ fn converge(dir: &Path, extra: &[&str]) -> Run {
 /// `kubectl --context CONTEXT ARGS` with the environment's admin kubeconfig.
 #[track_caller]
 fn kubectl_with(kubeconfig: &Path, context: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(env().binaries().kubectl())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--context", context])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write kubectl stdin");
-    }
-    drop(child.stdin.take());
-    let output = child.wait_with_output().expect("wait for kubectl");
-    assert!(
-        output.status.success(),
-        "kubectl --context {context} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    kubectl_cmd::kubectl(
+        &env().binaries().kubectl(),
+        kubeconfig,
+        context,
+        args,
+        stdin,
+    )
 }
 
 #[track_caller]

@@ -12,6 +12,8 @@
 //! built once per binary (`tools/relay-sim/build.sh`, cached) and its
 //! processes die with their test (see `support/relay_sim.rs`).
 
+#[path = "support/kubectl.rs"]
+mod kubectl_cmd;
 #[path = "support/relay_sim.rs"]
 mod relay_sim;
 
@@ -234,32 +236,13 @@ impl Scenario {
 
 #[track_caller]
 fn kubectl_with(context: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(env().binaries().kubectl())
-        .arg("--kubeconfig")
-        .arg(env().kubeconfig())
-        .args(["--context", context])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write kubectl stdin");
-    }
-    drop(child.stdin.take());
-    let output = child.wait_with_output().expect("wait for kubectl");
-    assert!(
-        output.status.success(),
-        "kubectl --context {context} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    kubectl_cmd::kubectl(
+        &env().binaries().kubectl(),
+        env().kubeconfig(),
+        context,
+        args,
+        stdin,
+    )
 }
 
 #[track_caller]
