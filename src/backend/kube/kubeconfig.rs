@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use kube::config::{Kubeconfig, KubeconfigError};
+use kube::config::Kubeconfig;
 
 use crate::files::FileError;
 
@@ -32,10 +32,14 @@ pub(super) enum Unreadable {
     Invalid,
 }
 
-/// Reads a kubeconfig file named by a manifest or `--kubeconfig`: a regular
-/// file of bounded size (a FIFO must not hang the run).
+/// The largest kubeconfig file read: one context per cluster of a
+/// 10,000-cluster fleet with embedded client certificates fits.
+const MAX_KUBECONFIG: usize = 32 * 1024 * 1024;
+
+/// Reads a kubeconfig file named by a manifest or `--kubeconfig` (or listed
+/// in `KUBECONFIG`): a regular file of bounded size (a FIFO must not hang
+/// the run).
 fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, Unreadable> {
-    const MAX_KUBECONFIG: usize = 4 * 1024 * 1024;
     let real = std::fs::canonicalize(path).map_err(|e| Unreadable::Io(Arc::new(e)))?;
     let bytes = zeroize::Zeroizing::new(
         crate::files::read_regular(&real, MAX_KUBECONFIG).map_err(|e| match e {
@@ -44,15 +48,98 @@ fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, Unreadable> {
         })?,
     );
     let text = std::str::from_utf8(&bytes).map_err(|_| Unreadable::NotUtf8)?;
-    Kubeconfig::from_yaml(text).map_err(|_| Unreadable::Invalid)
+    parse_kubeconfig(text, path.parent())
 }
 
-/// The kubeconfig of `KUBECONFIG` or `~/.kube/config`.
+/// Parses kubeconfig text: its YAML documents merged as kubectl merges
+/// files, and the file paths inside made absolute against `dir`, the
+/// file's folder, as kubectl resolves them.
+///
+/// The parser's budget grows with the text, which the caller has already
+/// bounded: its default (250,000 nodes) refuses a kubeconfig of more than
+/// about 9,500 contexts, and a fleet's kubeconfig can hold more.
+fn parse_kubeconfig(text: &str, dir: Option<&Path>) -> Result<Kubeconfig, Unreadable> {
+    let mut budget = serde_saphyr::Budget::default();
+    // Every node takes at least two bytes of text, every event at least one.
+    budget.max_nodes = budget.max_nodes.max(text.len() / 2);
+    budget.max_events = budget.max_events.max(text.len());
+    let options = serde_saphyr::options! { budget: Some(budget) };
+    let documents: Vec<Kubeconfig> =
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|_| Unreadable::Invalid)?;
+    documents
+        .into_iter()
+        .map(|mut file| {
+            if let Some(dir) = dir {
+                absolute_paths(&mut file, dir);
+            }
+            file
+        })
+        .try_fold(Kubeconfig::default(), Kubeconfig::merge)
+        .map_err(|_| Unreadable::Invalid)
+}
+
+/// Makes the relative file paths of a kubeconfig (certificate authority,
+/// client certificate and key, token file, a credential plugin's command
+/// when it names a path) relative to `dir` instead of the working directory.
+fn absolute_paths(file: &mut Kubeconfig, dir: &Path) {
+    let absolute = |path: &mut Option<String>| {
+        if let Some(relative) = path.as_deref().filter(|p| Path::new(p).is_relative())
+            && let Some(joined) = dir.join(relative).to_str()
+        {
+            *path = Some(joined.to_owned());
+        }
+    };
+    for cluster in file.clusters.iter_mut().filter_map(|c| c.cluster.as_mut()) {
+        absolute(&mut cluster.certificate_authority);
+    }
+    for auth in file
+        .auth_infos
+        .iter_mut()
+        .filter_map(|a| a.auth_info.as_mut())
+    {
+        absolute(&mut auth.client_certificate);
+        absolute(&mut auth.client_key);
+        absolute(&mut auth.token_file);
+        // A bare command (`aws`) is looked up on PATH, as client-go does.
+        if let Some(exec) = auth.exec.as_mut()
+            && exec
+                .command
+                .as_deref()
+                .is_some_and(|c| c.contains(std::path::MAIN_SEPARATOR))
+        {
+            absolute(&mut exec.command);
+        }
+    }
+}
+
+/// The kubeconfig of `KUBECONFIG` (its files merged, the first to name a
+/// context winning) or `~/.kube/config`.
 fn read_default_kubeconfig() -> Result<Kubeconfig, Unreadable> {
-    Kubeconfig::read().map_err(|e| match e {
-        KubeconfigError::ReadConfig(io, _) => Unreadable::Io(Arc::new(io)),
-        _ => Unreadable::Invalid,
-    })
+    let listed: Vec<PathBuf> = std::env::var_os("KUBECONFIG")
+        .map(|value| {
+            std::env::split_paths(&value)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let paths = if listed.is_empty() {
+        let home = std::env::var_os("HOME").ok_or_else(|| {
+            Unreadable::Io(Arc::new(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no KUBECONFIG and no HOME",
+            )))
+        })?;
+        vec![PathBuf::from(home).join(".kube").join("config")]
+    } else {
+        listed
+    };
+    paths
+        .iter()
+        .try_fold(Kubeconfig::default(), |merged, path| {
+            merged
+                .merge(read_kubeconfig(path)?)
+                .map_err(|_| Unreadable::Invalid)
+        })
 }
 
 /// A parsed kubeconfig with its contexts, clusters and users indexed by name.
@@ -176,5 +263,88 @@ pub(super) fn kubeconfig_source(explicit: Option<&Path>) -> String {
             }
             _ => "`~/.kube/config`".to_owned(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kubeconfig_of(contexts: usize) -> String {
+        let mut clusters = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
+        let mut users = String::from("users:\n");
+        let mut named = String::from("contexts:\n");
+        for i in 0..contexts {
+            clusters.push_str(&format!(
+                "- name: c{i}\n  cluster:\n    server: https://127.0.0.1:6443/c/cluster-{i}\n    certificate-authority: ca.crt\n"
+            ));
+            users.push_str(&format!(
+                "- name: u{i}\n  user:\n    tokenFile: tokens/t{i}\n"
+            ));
+            named.push_str(&format!(
+                "- name: ctx{i}\n  context:\n    cluster: c{i}\n    user: u{i}\n    namespace: gloo-mesh\n"
+            ));
+        }
+        format!("{clusters}{users}{named}")
+    }
+
+    #[test]
+    fn a_kubeconfig_of_twelve_thousand_contexts_is_read_whole() {
+        // The parser's default budget stops near 9,500 contexts of this shape.
+        let text = kubeconfig_of(12_000);
+        let file = parse_kubeconfig(&text, None).expect("a valid kubeconfig");
+        assert_eq!(file.contexts.len(), 12_000);
+        let indexed = Indexed::new(file);
+        let only = indexed.only("ctx11999").expect("the last context");
+        assert_eq!(
+            only.clusters[0].cluster.as_ref().unwrap().server.as_deref(),
+            Some("https://127.0.0.1:6443/c/cluster-11999")
+        );
+    }
+
+    #[test]
+    fn relative_paths_in_a_kubeconfig_are_relative_to_its_folder() {
+        let file = parse_kubeconfig(&kubeconfig_of(1), Some(Path::new("/etc/fleet"))).unwrap();
+        let cluster = file.clusters[0].cluster.as_ref().unwrap();
+        assert_eq!(
+            cluster.certificate_authority.as_deref(),
+            Some("/etc/fleet/ca.crt")
+        );
+        let user = file.auth_infos[0].auth_info.as_ref().unwrap();
+        assert_eq!(user.token_file.as_deref(), Some("/etc/fleet/tokens/t0"));
+    }
+
+    #[test]
+    fn absolute_paths_and_bare_plugin_commands_are_left_alone() {
+        let text = "users:\n- name: u\n  user:\n    client-certificate: /pki/u.crt\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: aws\n- name: v\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: bin/login\n";
+        let file = parse_kubeconfig(text, Some(Path::new("/etc/fleet"))).unwrap();
+        let u = file.auth_infos[0].auth_info.as_ref().unwrap();
+        assert_eq!(u.client_certificate.as_deref(), Some("/pki/u.crt"));
+        assert_eq!(u.exec.as_ref().unwrap().command.as_deref(), Some("aws"));
+        let v = file.auth_infos[1].auth_info.as_ref().unwrap();
+        assert_eq!(
+            v.exec.as_ref().unwrap().command.as_deref(),
+            Some("/etc/fleet/bin/login")
+        );
+    }
+
+    #[test]
+    fn documents_of_one_file_merge_the_first_name_winning() {
+        let text = "contexts:\n- name: a\n  context: {cluster: one}\n---\ncontexts:\n- name: a\n  context: {cluster: two}\n- name: b\n  context: {cluster: three}\n";
+        let file = parse_kubeconfig(text, None).unwrap();
+        let clusters: Vec<_> = file
+            .contexts
+            .iter()
+            .map(|c| c.context.as_ref().unwrap().cluster.clone())
+            .collect();
+        assert_eq!(clusters, ["one", "three"]);
+    }
+
+    #[test]
+    fn text_that_is_not_a_kubeconfig_is_refused() {
+        assert!(matches!(
+            parse_kubeconfig("clusters: 7\n", None),
+            Err(Unreadable::Invalid)
+        ));
     }
 }
