@@ -210,6 +210,17 @@ pub fn inspect_bundle(input: &[u8]) -> Result<Vec<CertFacts>, InspectError> {
         .collect()
 }
 
+/// The SHA-256 fingerprints of the certificates in `pem`, as
+/// [`CertFacts::sha256_fingerprint`] writes them, without parsing the
+/// certificates: enough to tell that a bundle holds the same certificates
+/// as one already judged.
+pub fn pem_fingerprints(pem: &[u8]) -> Result<Vec<String>, InspectError> {
+    Ok(certificate_ders(pem)?
+        .iter()
+        .map(|der| colon_hex(&Sha256::digest(der), true))
+        .collect())
+}
+
 /// Splits PEM input into certificate DERs, with the size, label and
 /// truncation checks of [`inspect_bundle`]; no X.509 parsing yet.
 pub fn certificate_ders(input: &[u8]) -> Result<Vec<Vec<u8>>, InspectError> {

@@ -96,7 +96,7 @@ pub enum KeyError {
 
 /// Key generation and serial-number randomness, injected so the PKI core stays
 /// deterministic to test and free of hidden OS calls.
-pub trait KeySource {
+pub trait KeySource: Sync {
     /// A fresh key pair of `algorithm`.
     fn generate(&self, algorithm: KeyAlgorithm) -> Result<PrivateKey, KeyError>;
     /// 128 random bits for a certificate serial number.

@@ -228,6 +228,7 @@ impl<'a> ClusterBuilder<'a> {
         }
         let (data, shown) = super::show::tls_data(
             chain.pem().to_vec(),
+            Some(chain.facts()),
             private,
             false,
             bundle,

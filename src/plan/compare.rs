@@ -3,6 +3,8 @@
 //! [`pki::assess`](crate::pki::assess) (key, SANs, renewal) and compared by
 //! their facts and chains, never by bytes.
 
+use std::collections::BTreeSet;
+
 use time::OffsetDateTime;
 
 use super::PlanError;
@@ -103,6 +105,15 @@ pub(super) fn bundle_reason(
     differs: &str,
     reasons: &mut Vec<String>,
 ) {
+    // The same certificates as the bundle's, by fingerprint: nothing to
+    // parse (this runs for every workload of a fleet).
+    let wanted = pki::bundle::fingerprints(bundle_facts);
+    if let Some(observed) = existing.get(key::CA_CRT)
+        && let Ok(prints) = pki::inspect::pem_fingerprints(observed.expose())
+        && prints.iter().map(String::as_str).collect::<BTreeSet<_>>() == wanted
+    {
+        return;
+    }
     match observed_bundle(existing) {
         Some(observed) if observed.same_as(bundle_facts) => {}
         Some(_) => reasons.push(differs.to_owned()),
@@ -182,11 +193,23 @@ pub(super) fn leaf_problems(
     bundle: &[u8],
     expect: &Expect<'_>,
 ) -> Vec<String> {
+    leaf_judgement(existing, signer, bundle, expect).0
+}
+
+/// [`leaf_problems`], with the assessment they come from when the chain
+/// could be read: a leaf that is kept is written back from it (its key and
+/// facts), not parsed again.
+pub(super) fn leaf_judgement(
+    existing: &SecretObject,
+    signer: &Issuer,
+    bundle: &[u8],
+    expect: &Expect<'_>,
+) -> (Vec<String>, Option<pki::Assessment>) {
     let Some(chain) = existing.get(key::TLS_CRT) else {
-        return vec![format!("`{}` is missing", key::TLS_CRT)];
+        return (vec![format!("`{}` is missing", key::TLS_CRT)], None);
     };
     let Ok(assessment) = pki::assess(chain.expose(), existing.get(key::TLS_KEY), expect) else {
-        return vec![format!("`{}` is unreadable", key::TLS_CRT)];
+        return (vec![format!("`{}` is unreadable", key::TLS_CRT)], None);
     };
     let leaf = assessment.leaf();
     let mut reasons = Vec::new();
@@ -224,7 +247,30 @@ pub(super) fn leaf_problems(
         ));
     }
     reasons.extend(assessment.renewal_reason());
-    reasons
+    (reasons, Some(assessment))
+}
+
+/// A kept leaf Secret's chain, key and chain facts, to write back: taken
+/// from its assessment when that holds the matching key, else read again.
+pub(super) fn kept_leaf(
+    existing: &SecretObject,
+    assessment: Option<pki::Assessment>,
+) -> Option<(Vec<u8>, PrivateKey, Option<Vec<CertFacts>>)> {
+    let chain = existing
+        .get(key::TLS_CRT)
+        .map(|v| v.expose().to_vec())
+        .unwrap_or_default();
+    match assessment {
+        Some(pki::Assessment {
+            key: KeyMatch::Matches(key),
+            chain: facts,
+            ..
+        }) => Some((chain, key, Some(facts))),
+        _ => existing
+            .get(key::TLS_KEY)
+            .and_then(|k| PrivateKey::from_pem(k).ok())
+            .map(|k| (chain, k, None)),
+    }
 }
 
 /// The expectation of a leaf relayctl issues or verifies.

@@ -52,7 +52,7 @@ pub struct Randomness<'a> {
     /// Keys and serials.
     pub keys: &'a dyn KeySource,
     /// A new identity token (256 random bits as text).
-    pub token: &'a dyn Fn() -> SecretBytes,
+    pub token: &'a (dyn Fn() -> SecretBytes + Sync),
 }
 
 /// Everything [`plan`] looks at.
@@ -220,28 +220,64 @@ fn blocked_by(mgmt: &ClusterBuilder<'_>) -> Option<String> {
     }
 }
 
+/// Plans every workload against `trust`. The workloads are independent of
+/// one another, so a large fleet is planned on every core, in contiguous
+/// parts of the config's order, and the parts joined in that order: the
+/// plan is the same as one thread's.
 fn plan_workloads<'a>(
     input: &'a PlanInput<'a>,
     digest: &'a str,
     trust: Option<&desired::Trust>,
     blocked: Option<&str>,
 ) -> Result<Vec<ClusterBuilder<'a>>, PlanError> {
-    let mut plans = Vec::new();
-    for workload in &input.config.workloads {
-        let name = &workload.cluster.name;
-        let mut cluster = ClusterBuilder::new(input, digest, name.clone(), Role::Workload);
-        match (input.observed.clusters.get(name), trust, blocked) {
-            (Some(Err(why)), _, _) => cluster.error = Some(why.clone()),
-            (None, _, _) => cluster.error = Some("not observed".to_owned()),
-            (_, _, Some(why)) => cluster.error = Some(why.to_owned()),
-            (Some(Ok(obs)), Some(trust), None) => workload::plan(input, obs, trust, &mut cluster)?,
-            (Some(Ok(_)), None, None) => {
-                cluster.error = Some("blocked: no trust material".to_owned());
-            }
-        }
-        plans.push(cluster);
+    /// Fewer workloads than this per thread are not worth a thread.
+    const PER_THREAD: usize = 256;
+    let workloads = &input.config.workloads;
+    let plan_part = |part: &'a [crate::model::WorkloadConfig]| {
+        part.iter()
+            .map(|workload| plan_workload(input, digest, trust, blocked, workload))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let threads = cores.min(workloads.len() / PER_THREAD).max(1);
+    if threads == 1 {
+        return plan_part(workloads);
     }
-    Ok(plans)
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = workloads
+            .chunks(workloads.len().div_ceil(threads))
+            .map(|part| scope.spawn(move || plan_part(part)))
+            .collect();
+        let mut plans = Vec::with_capacity(workloads.len());
+        for part in parts {
+            let planned = part
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            plans.extend(planned?);
+        }
+        Ok(plans)
+    })
+}
+
+fn plan_workload<'a>(
+    input: &'a PlanInput<'a>,
+    digest: &'a str,
+    trust: Option<&desired::Trust>,
+    blocked: Option<&str>,
+    workload: &crate::model::WorkloadConfig,
+) -> Result<ClusterBuilder<'a>, PlanError> {
+    let name = &workload.cluster.name;
+    let mut cluster = ClusterBuilder::new(input, digest, name.clone(), Role::Workload);
+    match (input.observed.clusters.get(name), trust, blocked) {
+        (Some(Err(why)), _, _) => cluster.error = Some(why.clone()),
+        (None, _, _) => cluster.error = Some("not observed".to_owned()),
+        (_, _, Some(why)) => cluster.error = Some(why.to_owned()),
+        (Some(Ok(obs)), Some(trust), None) => workload::plan(input, obs, trust, &mut cluster)?,
+        (Some(Ok(_)), None, None) => {
+            cluster.error = Some("blocked: no trust material".to_owned());
+        }
+    }
+    Ok(cluster)
 }
 
 fn finish(

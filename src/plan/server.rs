@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 
 use super::cluster::ClusterBuilder;
-use super::compare::{bundle_reason, expect, issue_err, leaf_problems, outlives};
+use super::compare::{bundle_reason, expect, issue_err, kept_leaf, leaf_judgement, outlives};
 use super::show::tls_data;
 use super::{PlanError, PlanInput};
 use crate::observed::ClusterObservation;
-use crate::pki::{self, CertFacts, Issuer, Names, PrivateKey, ServerRequest, Usage};
-use crate::relay::{RelaySecret, key};
+use crate::pki::{self, CertFacts, Issuer, Names, ServerRequest, Usage};
+use crate::relay::RelaySecret;
 
 /// What a certificate relayctl signs is signed with and trusted through.
 pub(super) struct Signed<'a> {
@@ -49,8 +49,8 @@ pub(super) fn issued(
         config.server.renew_before,
         input.now,
     );
-    let mut reasons = existing
-        .map(|s| leaf_problems(s, signed.signer, signed.bundle, &wanted))
+    let (mut reasons, assessment) = existing
+        .map(|s| leaf_judgement(s, signed.signer, signed.bundle, &wanted))
         .unwrap_or_default();
     if signed.new_signer && existing.is_some() && reasons.is_empty() {
         reasons.push("not signed by the current intermediate".to_owned());
@@ -64,7 +64,7 @@ pub(super) fn issued(
             &mut reasons,
         );
     }
-    let (chain, private, new) = if reissue {
+    let (chain, facts, private, new) = if reissue {
         if let Some(why) = outlives(signed.signer, config.server.validity, input.now) {
             mgmt.push_error(name, None, vec![why], BTreeMap::new());
             return Ok(());
@@ -83,23 +83,17 @@ pub(super) fn issued(
         .map_err(issue_err("the server certificate"))?;
         let mut chain = issued.cert_pem.clone().into_bytes();
         chain.extend_from_slice(signed.chain_tail);
-        (chain, issued.key, true)
+        (chain, None, issued.key, true)
     } else {
         let s = existing.expect("reused implies existing");
-        let chain = s
-            .get(key::TLS_CRT)
-            .map(|v| v.expose().to_vec())
-            .unwrap_or_default();
-        match s
-            .get(key::TLS_KEY)
-            .and_then(|k| PrivateKey::from_pem(k).ok())
-        {
-            Some(private) => (chain, private, false),
+        match kept_leaf(s, assessment) {
+            Some((chain, private, facts)) => (chain, facts, private, false),
             None => return Ok(()),
         }
     };
     let (data, shown) = tls_data(
         chain,
+        facts,
         &private,
         new,
         signed.bundle,

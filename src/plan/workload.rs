@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use super::cluster::ClusterBuilder;
 use super::compare::{
-    bundle_reason, expect, issue_err, key_reason, leaf_problems, names_reason, outlives,
+    bundle_reason, expect, issue_err, kept_leaf, key_reason, leaf_judgement, leaf_problems,
+    names_reason, outlives,
 };
 use super::desired::Trust;
 use super::show::{show_certs, show_observed, show_token, tls_data};
@@ -198,8 +199,8 @@ fn issued_client(
         config.client_certs.renew_before,
         input.now,
     );
-    let mut reasons = existing
-        .map(|s| leaf_problems(s, signer, &trust.bundle, &wanted))
+    let (mut reasons, assessment) = existing
+        .map(|s| leaf_judgement(s, signer, &trust.bundle, &wanted))
         .unwrap_or_default();
     // During a CA rotation, a certificate from the other intermediate is
     // kept until its cluster's reissue wave.
@@ -221,31 +222,23 @@ fn issued_client(
             &mut reasons,
         );
     }
-    let (chain, private, new) = if reissue {
+    let (chain, facts, private, new) = if reissue {
         if let Some(why) = outlives(signer, config.client_certs.validity, input.now) {
             cluster.push_error(name, None, vec![why], BTreeMap::new());
             return Ok(());
         }
         let (chain, private) = issue(input, signer, &trust.chain_tail, &cluster_name)?;
-        (chain, private, true)
+        (chain, None, private, true)
     } else {
         let s = existing.expect("reused implies existing");
-        let Some(private) = s
-            .get(key::TLS_KEY)
-            .and_then(|k| PrivateKey::from_pem(k).ok())
-        else {
+        let Some((chain, private, facts)) = kept_leaf(s, assessment) else {
             return Ok(());
         };
-        (
-            s.get(key::TLS_CRT)
-                .map(|c| c.expose().to_vec())
-                .unwrap_or_default(),
-            private,
-            false,
-        )
+        (chain, facts, private, false)
     };
     let (data, shown) = tls_data(
         chain,
+        facts,
         &private,
         new,
         &trust.bundle,
