@@ -91,6 +91,14 @@ pub fn fingerprints<'a>(facts: impl IntoIterator<Item = &'a CertFacts>) -> BTree
         .collect()
 }
 
+/// Whether the PEM `pem` holds the certificates of `facts` (order and
+/// encoding aside), told by fingerprint without parsing them.
+pub fn pem_holds(pem: &[u8], facts: &[CertFacts]) -> bool {
+    crate::pki::inspect::pem_fingerprints(pem).is_ok_and(|prints| {
+        prints.iter().map(String::as_str).collect::<BTreeSet<_>>() == fingerprints(facts)
+    })
+}
+
 /// The first 16 hex digits of a fingerprint, lowercase, without colons: how
 /// plans and reports show one.
 pub fn short_fingerprint(fingerprint: &str) -> String {
@@ -100,4 +108,28 @@ pub fn short_fingerprint(fingerprint: &str) -> String {
         .take(16)
         .collect::<String>()
         .to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::KeyAlgorithm;
+    use crate::pki::fixtures::Chain;
+    use crate::pki::inspect_bundle;
+
+    #[test]
+    fn a_pem_holds_the_same_certificates_in_any_order_and_no_others() {
+        let chain = Chain::new(KeyAlgorithm::EcdsaP256);
+        let (root, intermediate) = (&chain.root.cert_pem, &chain.intermediate.cert_pem);
+        let facts = inspect_bundle(format!("{root}{intermediate}").as_bytes()).unwrap();
+        assert!(pem_holds(
+            format!("{intermediate}{root}").as_bytes(),
+            &facts
+        ));
+        assert!(!pem_holds(root.as_bytes(), &facts));
+        let other = Chain::new(KeyAlgorithm::EcdsaP256);
+        let with_other = format!("{root}{intermediate}{}", other.root.cert_pem);
+        assert!(!pem_holds(with_other.as_bytes(), &facts));
+        assert!(!pem_holds(b"not a certificate", &facts));
+    }
 }

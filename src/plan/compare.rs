@@ -3,8 +3,6 @@
 //! [`pki::assess`](crate::pki::assess) (key, SANs, renewal) and compared by
 //! their facts and chains, never by bytes.
 
-use std::collections::BTreeSet;
-
 use time::OffsetDateTime;
 
 use super::PlanError;
@@ -105,12 +103,11 @@ pub(super) fn bundle_reason(
     differs: &str,
     reasons: &mut Vec<String>,
 ) {
-    // The same certificates as the bundle's, by fingerprint: nothing to
-    // parse (this runs for every workload of a fleet).
-    let wanted = pki::bundle::fingerprints(bundle_facts);
-    if let Some(observed) = existing.get(key::CA_CRT)
-        && let Ok(prints) = pki::inspect::pem_fingerprints(observed.expose())
-        && prints.iter().map(String::as_str).collect::<BTreeSet<_>>() == wanted
+    // This runs for every workload of a fleet: the same certificates, by
+    // fingerprint, need no parsing.
+    if existing
+        .get(key::CA_CRT)
+        .is_some_and(|observed| pki::bundle::pem_holds(observed.expose(), bundle_facts))
     {
         return;
     }
@@ -250,27 +247,22 @@ pub(super) fn leaf_judgement(
     (reasons, Some(assessment))
 }
 
-/// A kept leaf Secret's chain, key and chain facts, to write back: taken
-/// from its assessment when that holds the matching key, else read again.
+/// A kept leaf Secret's chain, key and chain facts, to write back, taken
+/// from its assessment (a leaf is kept only when its key matches).
 pub(super) fn kept_leaf(
     existing: &SecretObject,
     assessment: Option<pki::Assessment>,
-) -> Option<(Vec<u8>, PrivateKey, Option<Vec<CertFacts>>)> {
-    let chain = existing
-        .get(key::TLS_CRT)
-        .map(|v| v.expose().to_vec())
-        .unwrap_or_default();
-    match assessment {
-        Some(pki::Assessment {
-            key: KeyMatch::Matches(key),
-            chain: facts,
-            ..
-        }) => Some((chain, key, Some(facts))),
-        _ => existing
-            .get(key::TLS_KEY)
-            .and_then(|k| PrivateKey::from_pem(k).ok())
-            .map(|k| (chain, k, None)),
-    }
+) -> Option<(Vec<u8>, PrivateKey, Vec<CertFacts>)> {
+    let Some(pki::Assessment {
+        key: KeyMatch::Matches(key),
+        chain: facts,
+        ..
+    }) = assessment
+    else {
+        return None;
+    };
+    let chain = existing.get(key::TLS_CRT)?.expose().to_vec();
+    Some((chain, key, facts))
 }
 
 /// The expectation of a leaf relayctl issues or verifies.

@@ -87,7 +87,7 @@ pub(super) fn issued(
     } else {
         let s = existing.expect("reused implies existing");
         match kept_leaf(s, assessment) {
-            Some((chain, private, facts)) => (chain, facts, private, false),
+            Some((chain, private, facts)) => (chain, Some(facts), private, false),
             None => return Ok(()),
         }
     };

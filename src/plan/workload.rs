@@ -234,7 +234,7 @@ fn issued_client(
         let Some((chain, private, facts)) = kept_leaf(s, assessment) else {
             return Ok(());
         };
-        (chain, facts, private, false)
+        (chain, Some(facts), private, false)
     };
     let (data, shown) = tls_data(
         chain,
