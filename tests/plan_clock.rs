@@ -68,6 +68,7 @@ impl World {
                 keys: &keys,
                 token: &token,
             },
+            workers: &relayctl::plan::InOrder,
             rotation: Default::default(),
         };
         plan::plan(&input).unwrap()
@@ -256,6 +257,7 @@ fn an_orphan_whose_prune_failed_stays_in_the_inventory() {
                 keys: &keys,
                 token: &token,
             },
+            workers: &relayctl::plan::InOrder,
             rotation: Default::default(),
         };
         plan::plan(&input).unwrap()
@@ -465,6 +467,7 @@ fn a_new_cluster_is_in_the_inventory_before_its_first_write() {
             keys: &keys,
             token: &token,
         },
+        workers: &relayctl::plan::InOrder,
         rotation: Default::default(),
     };
     let planned = plan::plan(&input).unwrap();

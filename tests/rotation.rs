@@ -83,6 +83,7 @@ impl World {
                 keys: &keys,
                 token: &token,
             },
+            workers: &relayctl::plan::InOrder,
             rotation: request,
         };
         plan::plan(&input).unwrap()

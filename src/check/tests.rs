@@ -67,6 +67,7 @@ fn converged(config: &TrustConfig) -> Observed {
             keys: &pki::OsKeySource,
             token: &token,
         },
+        workers: &crate::plan::InOrder,
         rotation: Default::default(),
     })
     .unwrap_or_else(|e| panic!("{e}"));
@@ -536,6 +537,7 @@ fn plan_at(config: &TrustConfig, observed: &Observed, at: OffsetDateTime) -> cra
             keys: &pki::testing::PooledKeySource,
             token: &token,
         },
+        workers: &crate::plan::InOrder,
         rotation: Default::default(),
     })
     .unwrap_or_else(|e| panic!("{e}"))

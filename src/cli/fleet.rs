@@ -317,6 +317,7 @@ fn prepare_loaded(
             keys: &keys,
             token: &crate::pki::os_token,
         },
+        workers: &super::workers::Threads,
         rotation: match &sharding {
             Some((shard, _)) if !shard.is_coordinator() => plan::rotation::RotationRequest::Follow,
             _ => fleet_args.rotation(),

@@ -13,6 +13,7 @@ mod reconcile;
 mod report;
 mod serve;
 mod shard;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;

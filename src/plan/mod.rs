@@ -55,6 +55,32 @@ pub struct Randomness<'a> {
     pub token: &'a (dyn Fn() -> SecretBytes + Sync),
 }
 
+/// Runs independent parts of a plan. The core does not start threads: the
+/// shell hands it a way to run work side by side (a thread per core), tests
+/// and one-off callers hand it [`InOrder`]. Either way the plan is the same.
+pub trait Workers: Sync {
+    /// Runs every job to its end before returning, in any order, on any
+    /// thread; a job that panics makes this panic.
+    fn run<'s>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 's>>);
+    /// How many jobs are worth running at once.
+    fn width(&self) -> usize;
+}
+
+/// One job after another on the calling thread.
+pub struct InOrder;
+
+impl Workers for InOrder {
+    fn run<'s>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 's>>) {
+        for job in jobs {
+            job();
+        }
+    }
+
+    fn width(&self) -> usize {
+        1
+    }
+}
+
 /// Everything [`plan`] looks at.
 pub struct PlanInput<'a> {
     /// The validated config.
@@ -75,6 +101,8 @@ pub struct PlanInput<'a> {
     pub now: OffsetDateTime,
     /// Randomness.
     pub random: Randomness<'a>,
+    /// How independent workloads are planned side by side.
+    pub workers: &'a dyn Workers,
     /// What is asked of a CA rotation (`apply --rollback`, `--resume`).
     pub rotation: rotation::RotationRequest,
 }
@@ -221,42 +249,44 @@ fn blocked_by(mgmt: &ClusterBuilder<'_>) -> Option<String> {
 }
 
 /// Plans every workload against `trust`. The workloads are independent of
-/// one another, so a large fleet is planned on every core, in contiguous
-/// parts of the config's order, and the parts joined in that order: the
-/// plan is the same as one thread's.
+/// one another, so a large fleet is planned in contiguous parts of the
+/// config's order, side by side as `input.workers` allows, and the parts
+/// joined in that order: the plan is the same as one part's.
 fn plan_workloads<'a>(
     input: &'a PlanInput<'a>,
     digest: &'a str,
     trust: Option<&desired::Trust>,
     blocked: Option<&str>,
 ) -> Result<Vec<ClusterBuilder<'a>>, PlanError> {
-    /// Fewer workloads than this per thread are not worth a thread.
-    const PER_THREAD: usize = 256;
+    /// Fewer workloads than this per part are not worth a thread.
+    const PER_PART: usize = 256;
+    type Part<'a> = Result<Vec<ClusterBuilder<'a>>, PlanError>;
     let workloads = &input.config.workloads;
-    let plan_part = |part: &'a [crate::model::WorkloadConfig]| {
+    let plan_part = |part: &'a [crate::model::WorkloadConfig]| -> Part<'a> {
         part.iter()
             .map(|workload| plan_workload(input, digest, trust, blocked, workload))
-            .collect::<Result<Vec<_>, _>>()
+            .collect()
     };
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let threads = cores.min(workloads.len() / PER_THREAD).max(1);
-    if threads == 1 {
+    let parts = input.workers.width().min(workloads.len() / PER_PART).max(1);
+    if parts == 1 {
         return plan_part(workloads);
     }
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = workloads
-            .chunks(workloads.len().div_ceil(threads))
-            .map(|part| scope.spawn(move || plan_part(part)))
-            .collect();
-        let mut plans = Vec::with_capacity(workloads.len());
-        for part in parts {
-            let planned = part
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            plans.extend(planned?);
-        }
-        Ok(plans)
-    })
+    let chunks = workloads.chunks(workloads.len().div_ceil(parts));
+    let mut done: Vec<Option<Part<'a>>> = Vec::new();
+    done.resize_with(chunks.len(), || None);
+    let plan_part = &plan_part;
+    let jobs = chunks
+        .zip(done.iter_mut())
+        .map(|(part, slot)| {
+            Box::new(move || *slot = Some(plan_part(part))) as Box<dyn FnOnce() + Send + '_>
+        })
+        .collect();
+    input.workers.run(jobs);
+    let mut plans = Vec::with_capacity(workloads.len());
+    for part in done {
+        plans.extend(part.expect("Workers::run runs every job")?);
+    }
+    Ok(plans)
 }
 
 fn plan_workload<'a>(

@@ -69,6 +69,10 @@ impl Fleet {
     }
 
     fn plan(&self) -> Planned {
+        self.plan_with(&InOrder)
+    }
+
+    fn plan_with(&self, workers: &dyn Workers) -> Planned {
         let token = || SecretBytes::from(TOKEN.to_owned());
         plan(&PlanInput {
             config: &self.config,
@@ -83,6 +87,7 @@ impl Fleet {
                 keys: &crate::pki::testing::PooledKeySource,
                 token: &token,
             },
+            workers,
             rotation: Default::default(),
         })
         .unwrap_or_else(|e| panic!("{e}"))
@@ -268,6 +273,43 @@ fn an_extra_data_key_is_drift_and_a_changed_token_is_repaired_from_mgmt() {
         reasons,
         &["token differs from mgmt", "unexpected data key `extra`"]
     );
+}
+
+/// Runs a plan's parts last first, and counts them.
+struct Backwards(std::sync::atomic::AtomicUsize);
+
+impl Workers for Backwards {
+    fn run<'s>(&self, jobs: Vec<Box<dyn FnOnce() + Send + 's>>) {
+        self.0
+            .fetch_add(jobs.len(), std::sync::atomic::Ordering::Relaxed);
+        for job in jobs.into_iter().rev() {
+            job();
+        }
+    }
+
+    fn width(&self) -> usize {
+        3
+    }
+}
+
+#[test]
+fn a_fleet_planned_in_parts_out_of_order_plans_as_it_does_in_one() {
+    let names: Vec<String> = (0..800).map(|i| format!("cluster-{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut fleet = Fleet::converged("", &names);
+    for drifted in ["cluster-3", "cluster-400", "cluster-799"] {
+        fleet
+            .secret(drifted, RelaySecret::Token)
+            .data
+            .insert(key::TOKEN.to_owned(), SecretBytes::from("other".to_owned()));
+    }
+    let in_order = fleet.plan();
+    let backwards = Backwards(Default::default());
+    let in_parts = fleet.plan_with(&backwards);
+    assert_eq!(backwards.0.into_inner(), 3, "800 workloads make 3 parts");
+    assert_eq!(in_parts.plan, in_order.plan);
+    let drifted: Vec<_> = changes(&in_parts).into_iter().map(|c| c.0).collect();
+    assert_eq!(drifted, ["cluster-3", "cluster-400", "cluster-799"]);
 }
 
 #[test]
