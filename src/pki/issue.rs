@@ -182,6 +182,8 @@ pub struct Issuer {
     cert_pem: String,
     key: PrivateKey,
     facts: CertFacts,
+    /// The bundles this issuer was proven to chain to.
+    pub(crate) proofs: crate::pki::verify::Proofs,
 }
 
 impl Issuer {
@@ -207,6 +209,7 @@ impl Issuer {
             cert_pem,
             key,
             facts,
+            proofs: Default::default(),
         })
     }
 
@@ -223,6 +226,11 @@ impl Issuer {
     /// The issuer's certificate, PEM (to append to a leaf's `tls.crt`).
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// The issuer's certificate, DER.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
     }
 
     /// The issuer's key.

@@ -50,4 +50,4 @@ pub use key::{KeyError, KeyFacts, KeySource, MAX_PEM_INPUT, PrivateKey, inspect_
 pub use material::MaterialProblem;
 pub use os::{OsKeySource, os_token};
 pub use renewal::{Basis, Renewal, renewal, renewal_at_ratio, renewal_due};
-pub use verify::{Usage, VerifyError, issued_by, verify_chain};
+pub use verify::{Usage, VerifyError, issued_by, verify_chain, verify_issued};

@@ -214,16 +214,12 @@ pub(super) fn leaf_judgement(
     let names = names_reason(leaf, &expect.names);
     let names_ok = names.is_none();
     reasons.extend(names);
-    // The chain as the current signer would complete it.
-    let leaf_pem = pki::inspect::certificate_pem(
-        &pki::inspect::certificate_ders(chain.expose())
-            .ok()
-            .and_then(|d| d.into_iter().next())
-            .unwrap_or_default(),
-    );
-    let mut with_signer = leaf_pem.into_bytes();
-    with_signer.extend_from_slice(signer.cert_pem().as_bytes());
-    if let Err(err) = pki::verify_chain(&with_signer, bundle, expect.usage, None, expect.now) {
+    // The leaf as the current signer would complete its chain.
+    let leaf_der = pki::inspect::certificate_ders(chain.expose())
+        .ok()
+        .and_then(|d| d.into_iter().next())
+        .unwrap_or_default();
+    if let Err(err) = pki::verify_issued(&leaf_der, signer, bundle, expect.usage, expect.now) {
         if leaf.issuer != signer.facts().subject
             || leaf.authority_key_id != signer.facts().subject_key_id
         {
