@@ -272,12 +272,12 @@ mod tests {
             object: SecretObject {
                 namespace: "gloo-mesh".into(),
                 name: name.into(),
-                labels: BTreeMap::new(),
-                annotations: BTreeMap::from([(
+                labels: Default::default(),
+                annotations: crate::observed::SmallMap::from_iter([(
                     ANNOTATION_NOT_AFTER.to_owned(),
                     "2030-01-01T00:00:00Z".to_owned(),
                 )]),
-                data: BTreeMap::new(),
+                data: Default::default(),
                 version: String::new(),
             },
             precondition: None,
@@ -371,7 +371,7 @@ mod tests {
         let registration = crate::observed::Registration {
             namespace: "gloo-mesh".into(),
             name: "cluster-1".into(),
-            labels: BTreeMap::new(),
+            labels: Default::default(),
             cluster_domain: None,
             version: String::new(),
         };

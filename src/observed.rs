@@ -11,6 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::model::ClusterName;
 use crate::secret::SecretBytes;
 
+/// The small maps an observation is made of (a Secret's labels, annotations
+/// and data, a cluster's Secrets): a sorted vector, which holds a handful of
+/// entries in a fraction of a B-tree node's memory. A fleet holds four of
+/// them per Secret, three Secrets per cluster, while it plans.
+pub type SmallMap<K, V> = litemap::LiteMap<K, V>;
+
 /// Label every Secret relayctl writes carries.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of [`LABEL_MANAGED_BY`].
@@ -37,11 +43,11 @@ pub struct SecretObject {
     /// Name.
     pub name: String,
     /// Labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: SmallMap<String, String>,
     /// Annotations.
-    pub annotations: BTreeMap<String, String>,
+    pub annotations: SmallMap<String, String>,
     /// Data, decoded from base64.
-    pub data: BTreeMap<String, SecretBytes>,
+    pub data: SmallMap<String, SecretBytes>,
     /// The backend's version of the object (Kubernetes `resourceVersion`, or
     /// a content digest for the directory backend); used as a write precondition.
     pub version: String,
@@ -59,7 +65,7 @@ impl SecretObject {
     }
 }
 
-fn ownership(labels: &BTreeMap<String, String>, instance: &str) -> Ownership {
+fn ownership(labels: &SmallMap<String, String>, instance: &str) -> Ownership {
     match (
         labels.get(LABEL_MANAGED_BY).map(String::as_str),
         labels.get(LABEL_INSTANCE),
@@ -86,7 +92,7 @@ pub enum Ownership {
 pub struct ClusterObservation {
     /// Relevant Secrets by name: those labelled for this instance plus the
     /// named relay Secrets, in the relay namespace.
-    pub secrets: BTreeMap<String, SecretObject>,
+    pub secrets: SmallMap<String, SecretObject>,
     /// Secrets that `secret` material sources name in other namespaces, by
     /// `(namespace, name)`.
     pub inputs: BTreeMap<(String, String), SecretObject>,
@@ -110,7 +116,7 @@ pub struct Registration {
     /// Name: the workload cluster's.
     pub name: String,
     /// Labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: SmallMap<String, String>,
     /// `spec.clusterDomain`.
     pub cluster_domain: Option<String>,
     /// The backend's version (a precondition for updates and deletes).

@@ -102,9 +102,9 @@ impl Fixture {
             SecretObject {
                 namespace: "gloo-mesh".into(),
                 name: "relay-client-tls-secret".into(),
-                labels: BTreeMap::new(),
-                annotations: BTreeMap::new(),
-                data,
+                labels: Default::default(),
+                annotations: Default::default(),
+                data: data.into_iter().collect(),
                 version: String::new(),
             },
         );

@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-
 use relayctl::backend::Backend as _;
 use relayctl::observed::SecretObject;
 use relayctl::secret::SecretBytes;
@@ -185,10 +183,22 @@ fn the_secret_catalogue_matches_each_mode() {
         }
         // Ownership labels and annotations on everything relayctl wrote.
         let server = fixture.secret("mgmt", "relayctl-prod-inventory").unwrap();
-        assert_eq!(server.labels["app.kubernetes.io/managed-by"], "relayctl");
-        assert_eq!(server.labels["relayctl.dev/instance"], "prod");
-        assert!(server.annotations["relayctl.dev/config-digest"].starts_with("sha256:"));
-        assert_eq!(server.annotations["relayctl.dev/source"], "config");
+        assert_eq!(
+            server.labels.get("app.kubernetes.io/managed-by").unwrap(),
+            "relayctl"
+        );
+        assert_eq!(server.labels.get("relayctl.dev/instance").unwrap(), "prod");
+        assert!(
+            server
+                .annotations
+                .get("relayctl.dev/config-digest")
+                .unwrap()
+                .starts_with("sha256:")
+        );
+        assert_eq!(
+            server.annotations.get("relayctl.dev/source").unwrap(),
+            "config"
+        );
         if let Some(server) = fixture.secret("mgmt", "relay-server-tls-secret") {
             assert!(server.annotations.contains_key("relayctl.dev/cert-sha256"));
             assert!(
@@ -391,9 +401,9 @@ fn unowned_secrets_are_conflicts_left_untouched_unless_adopted() {
     let foreign = SecretObject {
         namespace: "gloo-mesh".into(),
         name: "relay-root-tls-secret".into(),
-        labels: BTreeMap::new(),
-        annotations: BTreeMap::new(),
-        data: BTreeMap::from([
+        labels: Default::default(),
+        annotations: Default::default(),
+        data: relayctl::observed::SmallMap::from_iter([
             (
                 "ca.crt".into(),
                 SecretBytes::new(root.cert_pem.clone().into_bytes()),
@@ -445,7 +455,7 @@ fn unowned_secrets_are_conflicts_left_untouched_unless_adopted() {
         root.cert_pem.as_bytes(),
         "adopting a valid CA keeps it"
     );
-    assert_eq!(adopted.labels["relayctl.dev/instance"], "prod");
+    assert_eq!(adopted.labels.get("relayctl.dev/instance").unwrap(), "prod");
     let client_root = fixture
         .secret("cluster-1", "relay-root-tls-secret")
         .unwrap();
@@ -459,9 +469,12 @@ fn removed_workloads_are_pruned_only_when_asked_and_never_unowned_secrets() {
     let unowned = SecretObject {
         namespace: "gloo-mesh".into(),
         name: "someone-elses".into(),
-        labels: BTreeMap::new(),
-        annotations: BTreeMap::new(),
-        data: BTreeMap::from([("x".into(), SecretBytes::from("y".to_owned()))]),
+        labels: Default::default(),
+        annotations: Default::default(),
+        data: relayctl::observed::SmallMap::from_iter([(
+            "x".into(),
+            SecretBytes::from("y".to_owned()),
+        )]),
         version: String::new(),
     };
     fixture.put("cluster-2", unowned);
@@ -1006,9 +1019,12 @@ fn secret_sources_are_read_from_their_own_namespace() {
             object: SecretObject {
                 namespace: "vault-sync".into(),
                 name: "relay-token".into(),
-                labels: BTreeMap::new(),
-                annotations: BTreeMap::new(),
-                data: BTreeMap::from([("token".into(), SecretBytes::from(token.clone()))]),
+                labels: Default::default(),
+                annotations: Default::default(),
+                data: relayctl::observed::SmallMap::from_iter([(
+                    "token".into(),
+                    SecretBytes::from(token.clone()),
+                )]),
                 version: String::new(),
             },
             precondition: None,

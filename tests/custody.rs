@@ -176,9 +176,10 @@ fn a_workload_root_secret_holding_a_ca_key_is_never_stripped() {
     let mut workload_root = fixture
         .secret("cluster-1", "relay-root-tls-secret")
         .unwrap();
-    workload_root
-        .data
-        .insert("tls.key".into(), mgmt_root.data["tls.key"].clone());
+    workload_root.data.insert(
+        "tls.key".into(),
+        mgmt_root.data.get("tls.key").unwrap().clone(),
+    );
     fixture.put("cluster-1", workload_root);
     let before = file_bytes(&fixture.file("cluster-1", "relay-root-tls-secret"));
     let run = fixture.run(&["apply", "config", "--auto-approve"]);
@@ -282,7 +283,7 @@ fn brought_tokens_must_be_strong_and_one_trailing_newline_of_a_file_is_stripped(
                 .secret("cluster-1", "relay-identity-token-secret")
                 .unwrap();
             assert_eq!(
-                written.data["token"].expose(),
+                written.data.get("token").unwrap().expose(),
                 b"0123456789abcdef0123456789abcdef"
             );
         } else {

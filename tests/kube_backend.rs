@@ -11,7 +11,6 @@
 #[path = "support/kubectl.rs"]
 mod kubectl_cmd;
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -184,7 +183,7 @@ fn backend(context: &str) -> Arc<dyn Backend> {
 }
 
 /// The relay Secrets of `ns` on `context`, by name.
-fn secrets(context: &str, ns: &str) -> BTreeMap<String, SecretObject> {
+fn secrets(context: &str, ns: &str) -> relayctl::observed::SmallMap<String, SecretObject> {
     let names: Vec<String> = relayctl::relay::RelaySecret::ALL
         .iter()
         .map(|s| s.name().to_owned())
@@ -196,7 +195,11 @@ fn secrets(context: &str, ns: &str) -> BTreeMap<String, SecretObject> {
 }
 
 #[track_caller]
-fn data<'a>(secrets: &'a BTreeMap<String, SecretObject>, name: &str, key: &str) -> &'a [u8] {
+fn data<'a>(
+    secrets: &'a relayctl::observed::SmallMap<String, SecretObject>,
+    name: &str,
+    key: &str,
+) -> &'a [u8] {
     secrets
         .get(name)
         .unwrap_or_else(|| panic!("Secret `{name}` is missing"))
@@ -442,9 +445,9 @@ fn managed_example_converges_on_three_clusters_and_the_next_plan_is_empty() {
     }
     let mgmt = secrets("mgmt", ns);
     for name in [ROOT_SECRET, SIGNING_SECRET, SERVER_SECRET, TOKEN_SECRET] {
-        let secret = &mgmt[name];
-        assert_eq!(secret.labels[LABEL_MANAGED_BY], MANAGED_BY);
-        assert_eq!(secret.labels[LABEL_INSTANCE], INSTANCE);
+        let secret = &mgmt.get(name).unwrap();
+        assert_eq!(secret.labels.get(LABEL_MANAGED_BY).unwrap(), MANAGED_BY);
+        assert_eq!(secret.labels.get(LABEL_INSTANCE).unwrap(), INSTANCE);
     }
     let token = data(&mgmt, TOKEN_SECRET, "token");
     let root = data(&mgmt, ROOT_SECRET, "ca.crt");
@@ -562,10 +565,17 @@ fn gloo_example_reads_the_management_servers_secrets_and_never_writes_them() {
     let after = secrets("mgmt", ns);
     for name in [ROOT_SECRET, SIGNING_SECRET, TOKEN_SECRET] {
         assert_eq!(
-            before[name].version, after[name].version,
+            before.get(name).unwrap().version,
+            after.get(name).unwrap().version,
             "`{name}` must never be written in gloo mode"
         );
-        assert!(!after[name].labels.contains_key(LABEL_MANAGED_BY));
+        assert!(
+            !after
+                .get(name)
+                .unwrap()
+                .labels
+                .contains_key(LABEL_MANAGED_BY)
+        );
     }
     assert!(!after.contains_key(SERVER_SECRET));
     let root = std::fs::read(pki.join("root.crt")).expect("root.crt");
@@ -582,7 +592,11 @@ fn gloo_example_reads_the_management_servers_secrets_and_never_writes_them() {
                 .sha256_fingerprint
         );
         assert!(
-            !workload[ROOT_SECRET].data.contains_key("tls.key"),
+            !workload
+                .get(ROOT_SECRET)
+                .unwrap()
+                .data
+                .contains_key("tls.key"),
             "the root key never leaves mgmt"
         );
     }
@@ -609,7 +623,7 @@ fn custom_example_converges_with_contexts_from_the_kubeconfig_environment_variab
 
     let mgmt = secrets("mgmt", ns);
     assert!(
-        !mgmt[ROOT_SECRET].data.contains_key("tls.key"),
+        !mgmt.get(ROOT_SECRET).unwrap().data.contains_key("tls.key"),
         "custom: the root key is not written"
     );
     let root = std::fs::read(dir.path().join("material/root.crt")).expect("root.crt");
@@ -699,7 +713,9 @@ fn drift_on_real_clusters_is_planned_and_repaired() {
         assert_eq!(data(&workload, ROOT_SECRET, "ca.crt"), root, "{context}");
     }
     assert!(
-        !secrets("cluster-2", ns)[ROOT_SECRET]
+        !secrets("cluster-2", ns)
+            .get(ROOT_SECRET)
+            .unwrap()
             .data
             .contains_key("note"),
         "an updated Secret holds exactly the planned data"
@@ -713,12 +729,15 @@ fn writes_carry_preconditions_so_concurrent_changes_are_stale() {
     let object = |value: &str| SecretObject {
         namespace: ns.to_owned(),
         name: "relayctl-stale-test".to_owned(),
-        labels: BTreeMap::from([
+        labels: relayctl::observed::SmallMap::from_iter([
             (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
             (LABEL_INSTANCE.to_owned(), INSTANCE.to_owned()),
         ]),
-        annotations: BTreeMap::new(),
-        data: BTreeMap::from([("token".to_owned(), SecretBytes::from(value.to_owned()))]),
+        annotations: Default::default(),
+        data: relayctl::observed::SmallMap::from_iter([(
+            "token".to_owned(),
+            SecretBytes::from(value.to_owned()),
+        )]),
         version: String::new(),
     };
     let write = |action, value: &str, precondition: Option<String>| Write {
@@ -1218,7 +1237,7 @@ fn two_contexts_for_one_api_server_never_strip_mgmts_root_key() {
     // is written first and the alias's create finds its Secret taken.
     let first = apply(dir.path(), &[]);
     first.expect(1, "the alias's writes are stale");
-    let root = |secrets: &BTreeMap<String, SecretObject>| {
+    let root = |secrets: &relayctl::observed::SmallMap<String, SecretObject>| {
         secrets
             .get(ROOT_SECRET)
             .map(|s| s.data.contains_key("tls.key"))
@@ -1789,8 +1808,13 @@ fn events_record_transitions_only_and_jobs_write_their_status_with_the_example_r
     let mgmt = secrets("mgmt", ns);
     let signing = relayctl::pki::Issuer::new(
         data(&mgmt, SIGNING_SECRET, "tls.crt"),
-        relayctl::pki::PrivateKey::from_pem(mgmt[SIGNING_SECRET].get("tls.key").expect("key"))
-            .expect("signing key"),
+        relayctl::pki::PrivateKey::from_pem(
+            mgmt.get(SIGNING_SECRET)
+                .unwrap()
+                .get("tls.key")
+                .expect("key"),
+        )
+        .expect("signing key"),
     )
     .expect("issuer");
     let short = relayctl::pki::issue_client(

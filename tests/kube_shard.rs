@@ -212,7 +212,7 @@ fn backend(context: &str) -> Arc<dyn Backend> {
     kube_backend(&DnsLabel::parse(context).unwrap(), &connection, &reach).unwrap()
 }
 
-fn secrets(context: &str, ns: &str) -> BTreeMap<String, SecretObject> {
+fn secrets(context: &str, ns: &str) -> relayctl::observed::SmallMap<String, SecretObject> {
     let mut names: Vec<String> = RelaySecret::ALL
         .iter()
         .map(|s| s.name().to_owned())
@@ -368,11 +368,15 @@ fn three_shards_at_once_converge_nine_real_clusters_each_written_by_one_shard() 
     // No shard printed the token or a key, in any form its status or its
     // log could carry.
     let mgmt = secrets("mgmt", ns);
-    let token = mgmt[RelaySecret::Token.name()]
+    let token = mgmt
+        .get(RelaySecret::Token.name())
+        .unwrap()
         .get("token")
         .unwrap()
         .expose();
-    let key = mgmt[RelaySecret::Root.name()]
+    let key = mgmt
+        .get(RelaySecret::Root.name())
+        .unwrap()
         .get("tls.key")
         .unwrap()
         .expose();

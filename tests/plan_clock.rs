@@ -405,7 +405,8 @@ fn a_new_cluster_is_in_the_inventory_before_its_first_write() {
         .find(|w| w.object.name == inventory)
         .expect("the inventory is written with mgmt, ahead of every workload");
     assert!(
-        String::from_utf8_lossy(ahead.object.data["clusters.json"].expose()).contains("cluster-3")
+        String::from_utf8_lossy(ahead.object.data.get("clusters.json").unwrap().expose())
+            .contains("cluster-3")
     );
     // The run dies right after cluster-3's first write: mgmt gets no write
     // beyond its own (a last-written inventory would be lost).

@@ -681,8 +681,10 @@ fn a_raised_token_generation_reaches_mgmt_first_then_every_workload() {
         fixture
             .secret("mgmt", "relay-identity-token-secret")
             .unwrap()
-            .annotations["relayctl.dev/token-generation"],
-        "2"
+            .annotations
+            .get("relayctl.dev/token-generation")
+            .map(String::as_str),
+        Some("2")
     );
     fixture.assert_no_leak(&[]);
 }

@@ -237,7 +237,15 @@ fn a_root_bundle_differing_from_mgmt_fails_and_so_does_the_handshake() {
     let other = converged(&config);
     let mut observed = converged(&config);
     let foreign = match other.clusters.values().next() {
-        Some(Ok(mgmt)) => mgmt.secrets[ROOT].data["ca.crt"].expose().to_vec(),
+        Some(Ok(mgmt)) => mgmt
+            .secrets
+            .get(ROOT)
+            .unwrap()
+            .data
+            .get("ca.crt")
+            .unwrap()
+            .expose()
+            .to_vec(),
         _ => panic!("no mgmt"),
     };
     set(&mut observed, "cluster-1", ROOT, "ca.crt", foreign);
@@ -264,7 +272,11 @@ fn a_root_bundle_differing_from_mgmt_fails_and_so_does_the_handshake() {
 fn a_client_cert_with_another_clusters_san_fails() {
     let config = config("preprovisioned");
     let mut observed = converged(&config);
-    let theirs = obs(&mut observed, "cluster-2").secrets[CLIENT].clone();
+    let theirs = obs(&mut observed, "cluster-2")
+        .secrets
+        .get(CLIENT)
+        .unwrap()
+        .clone();
     obs(&mut observed, "cluster-1")
         .secrets
         .insert(CLIENT.to_owned(), theirs);
@@ -281,7 +293,14 @@ fn a_client_cert_with_another_clusters_san_fails() {
 fn a_key_that_does_not_match_fails_without_showing_the_key() {
     let config = config("preprovisioned");
     let mut observed = converged(&config);
-    let server_key = obs(&mut observed, "mgmt").secrets[SERVER].data["tls.key"].clone();
+    let server_key = obs(&mut observed, "mgmt")
+        .secrets
+        .get(SERVER)
+        .unwrap()
+        .data
+        .get("tls.key")
+        .unwrap()
+        .clone();
     set(
         &mut observed,
         "cluster-1",
@@ -489,12 +508,13 @@ fn with_client_lifetime(observed: &mut Observed, lifetime: time::Duration) {
         .clusters
         .get(&ClusterName::parse("mgmt").unwrap_or_else(|e| panic!("{e}")))
     {
-        Some(Ok(mgmt)) => mgmt.secrets[SIGNING].clone(),
+        Some(Ok(mgmt)) => mgmt.secrets.get(SIGNING).unwrap().clone(),
         _ => panic!("mgmt observed"),
     };
     let signer = pki::Issuer::new(
-        signing.data["tls.crt"].expose(),
-        pki::PrivateKey::from_pem(&signing.data["tls.key"]).unwrap_or_else(|e| panic!("{e}")),
+        signing.data.get("tls.crt").unwrap().expose(),
+        pki::PrivateKey::from_pem(signing.data.get("tls.key").unwrap())
+            .unwrap_or_else(|e| panic!("{e}")),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let seconds = u64::try_from(lifetime.whole_seconds()).unwrap_or(0);
@@ -586,12 +606,13 @@ fn plan_and_check_agree_on_a_mixed_case_san() {
         .clusters
         .get(&ClusterName::parse("mgmt").unwrap_or_else(|e| panic!("{e}")))
     {
-        Some(Ok(mgmt)) => mgmt.secrets[SIGNING].clone(),
+        Some(Ok(mgmt)) => mgmt.secrets.get(SIGNING).unwrap().clone(),
         _ => panic!("mgmt observed"),
     };
     let signer = pki::Issuer::new(
-        signing.data["tls.crt"].expose(),
-        pki::PrivateKey::from_pem(&signing.data["tls.key"]).unwrap_or_else(|e| panic!("{e}")),
+        signing.data.get("tls.crt").unwrap().expose(),
+        pki::PrivateKey::from_pem(signing.data.get("tls.key").unwrap())
+            .unwrap_or_else(|e| panic!("{e}")),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     // A leaf for `Cluster-1`, with clientAuth, from the fleet's own signer.

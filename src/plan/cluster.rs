@@ -11,6 +11,7 @@ use crate::model::ClusterName;
 use crate::observed::{
     ANNOTATION_CONFIG_DIGEST, ANNOTATION_FINGERPRINT, ANNOTATION_NOT_AFTER, ANNOTATION_SOURCE,
     ClusterObservation, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY, Ownership, SecretObject,
+    SmallMap,
 };
 use crate::pki::{self, PrivateKey, inspect::rfc3339};
 use crate::relay::key;
@@ -295,9 +296,9 @@ impl<'a> ClusterBuilder<'a> {
             object: SecretObject {
                 namespace: secret.namespace.clone(),
                 name: secret.name.clone(),
-                labels: BTreeMap::new(),
-                annotations: BTreeMap::new(),
-                data: BTreeMap::new(),
+                labels: SmallMap::new(),
+                annotations: SmallMap::new(),
+                data: SmallMap::new(),
                 version: String::new(),
             },
             precondition: Some(secret.version.clone()),
@@ -308,11 +309,11 @@ impl<'a> ClusterBuilder<'a> {
     /// A Secret as relayctl writes it: ownership labels and provenance annotations.
     pub(super) fn object(&self, name: &str, data: BTreeMap<String, SecretBytes>) -> SecretObject {
         let config = self.input.config;
-        let labels = BTreeMap::from([
+        let labels = SmallMap::from_iter([
             (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
             (LABEL_INSTANCE.to_owned(), config.instance.to_string()),
         ]);
-        let mut annotations = BTreeMap::from([
+        let mut annotations = SmallMap::from_iter([
             (ANNOTATION_SOURCE.to_owned(), self.input.source.to_owned()),
             (
                 ANNOTATION_CONFIG_DIGEST.to_owned(),
@@ -335,7 +336,7 @@ impl<'a> ClusterBuilder<'a> {
             name: name.to_owned(),
             labels,
             annotations,
-            data,
+            data: data.into_iter().collect(),
             version: String::new(),
         }
     }

@@ -46,7 +46,7 @@ pub(super) fn plan(input: &PlanInput<'_>, obs: &ClusterObservation, mgmt: &mut C
         }
     };
     let instance = config.instance.as_str();
-    let labels = BTreeMap::from([
+    let labels = crate::observed::SmallMap::from_iter([
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
         (LABEL_INSTANCE.to_owned(), instance.to_owned()),
     ]);

@@ -238,7 +238,12 @@ fn a_managed_root_whose_key_is_lost_is_an_error_and_blocks_every_workload() {
 #[test]
 fn a_workload_whose_root_secret_holds_a_ca_key_is_refused_not_stripped() {
     let mut fleet = Fleet::converged("", &["cluster-1"]);
-    let root_key = fleet.secret("mgmt", RelaySecret::Root).data[key::TLS_KEY].clone();
+    let root_key = fleet
+        .secret("mgmt", RelaySecret::Root)
+        .data
+        .get(key::TLS_KEY)
+        .unwrap()
+        .clone();
     fleet
         .secret("cluster-1", RelaySecret::Root)
         .data
@@ -328,7 +333,8 @@ fn a_new_cluster_is_listed_in_the_inventory_ahead_of_its_first_write() {
         .iter()
         .find(|w| w.object.name == inventory)
         .unwrap_or_else(|| panic!("the inventory is among mgmt's writes: {mgmt:#?}"));
-    let listed = String::from_utf8_lossy(ahead.object.data[key::INVENTORY].expose()).into_owned();
+    let listed = String::from_utf8_lossy(ahead.object.data.get(key::INVENTORY).unwrap().expose())
+        .into_owned();
     assert!(listed.contains("cluster-2"), "{listed}");
     assert!(mgmt.last.is_empty());
 }
@@ -344,7 +350,7 @@ fn gloo_mode_reads_mgmts_secrets_and_never_writes_them() {
     };
     let mut theirs = ClusterObservation::default();
     for secret in [RelaySecret::Root, RelaySecret::Signing, RelaySecret::Token] {
-        let mut object = mgmt_obs.secrets[secret.name()].clone();
+        let mut object = mgmt_obs.secrets.get(secret.name()).unwrap().clone();
         object.labels.clear();
         theirs.secrets.insert(object.name.clone(), object);
     }
@@ -360,8 +366,14 @@ fn gloo_mode_reads_mgmts_secrets_and_never_writes_them() {
     );
     let workload = &planned.writes[1].writes;
     assert_eq!(
-        workload[0].object.data[key::CA_CRT],
-        mgmt_obs.secrets[RelaySecret::Root.name()].data[key::CA_CRT]
+        workload[0].object.data.get(key::CA_CRT).unwrap(),
+        mgmt_obs
+            .secrets
+            .get(RelaySecret::Root.name())
+            .unwrap()
+            .data
+            .get(key::CA_CRT)
+            .unwrap()
     );
 }
 
@@ -388,7 +400,7 @@ fn in_token_mode_an_agent_certificate_of_another_root_is_deleted_so_it_bootstrap
     // What an agent wrote after bootstrapping against a CA that is gone.
     let other = Fleet::converged("  clientCerts: { mode: preprovisioned }\n", &["cluster-1"]);
     let agents = match other.observed.clusters.get(&name("cluster-1")) {
-        Some(Ok(obs)) => obs.secrets[RelaySecret::Client.name()].clone(),
+        Some(Ok(obs)) => obs.secrets.get(RelaySecret::Client.name()).unwrap().clone(),
         _ => panic!("cluster-1"),
     };
     if let Some(Ok(obs)) = fleet.observed.clusters.get_mut(&name("cluster-1")) {

@@ -5,7 +5,6 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // each test binary uses a part; helpers fail loudly
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -184,8 +183,8 @@ impl Fixture {
         let plain = |name: &str, data: Vec<(&str, Vec<u8>)>| SecretObject {
             namespace: "gloo-mesh".into(),
             name: name.into(),
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
+            labels: Default::default(),
+            annotations: Default::default(),
             data: data
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), SecretBytes::new(v)))

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::backend::BackendError;
-use crate::observed::{Registration, SecretObject};
+use crate::observed::{Registration, SecretObject, SmallMap};
 use crate::secret::SecretBytes;
 
 /// The file form of a Secret. Not `Debug`: `data` holds the values.
@@ -39,10 +39,10 @@ struct SecretFile {
 struct Metadata {
     name: String,
     namespace: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "SmallMap::is_empty")]
+    labels: SmallMap<String, String>,
+    #[serde(default, skip_serializing_if = "SmallMap::is_empty")]
+    annotations: SmallMap<String, String>,
 }
 
 pub(super) fn version_of(bytes: &[u8]) -> String {
@@ -71,7 +71,7 @@ pub fn parse_secret_file(path: &Path, bytes: &[u8]) -> Result<SecretObject, Back
             crate::text::printable(&file.api_version)
         )));
     }
-    let mut data = BTreeMap::new();
+    let mut data = SmallMap::with_capacity(file.data.len());
     for (key, value) in file.data {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(value.trim())
@@ -148,7 +148,7 @@ pub(super) fn render_registration(registration: &Registration) -> String {
             name: registration.name.clone(),
             namespace: registration.namespace.clone(),
             labels: registration.labels.clone(),
-            annotations: BTreeMap::new(),
+            annotations: SmallMap::new(),
         },
         spec: RegistrationSpec {
             cluster_domain: registration.cluster_domain.clone(),
@@ -284,7 +284,7 @@ mod tests {
             0o700
         );
         let seen = backend.observe("gloo-mesh", "prod", &["t".into()]).unwrap();
-        let t = &seen.secrets["t"];
+        let t = &seen.secrets.get("t").unwrap();
         assert_eq!(t.get("token").unwrap().expose(), b"abc");
         assert_eq!(Some(&t.version), version.as_ref());
         // A write with a stale precondition is refused.

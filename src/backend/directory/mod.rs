@@ -338,7 +338,6 @@ impl Backend for DirectoryBackend {
 /// The Secret and the write the tests of every part of the backend start from.
 #[cfg(test)]
 mod fixtures {
-    use std::collections::BTreeMap;
 
     use super::DirectoryBackend;
     use crate::backend::Backend as _;
@@ -350,9 +349,12 @@ mod fixtures {
         SecretObject {
             namespace: "gloo-mesh".into(),
             name: name.into(),
-            labels: BTreeMap::from([(LABEL_INSTANCE.into(), "prod".into())]),
-            annotations: BTreeMap::new(),
-            data: BTreeMap::from([("token".into(), SecretBytes::from("abc".to_owned()))]),
+            labels: crate::observed::SmallMap::from_iter([(LABEL_INSTANCE.into(), "prod".into())]),
+            annotations: Default::default(),
+            data: crate::observed::SmallMap::from_iter([(
+                "token".into(),
+                SecretBytes::from("abc".to_owned()),
+            )]),
             version: String::new(),
         }
     }

@@ -90,7 +90,12 @@ impl KubeBackend {
                     Registration {
                         namespace: namespace.to_owned(),
                         name,
-                        labels: item.metadata.labels.unwrap_or_default(),
+                        labels: item
+                            .metadata
+                            .labels
+                            .unwrap_or_default()
+                            .into_iter()
+                            .collect(),
                         cluster_domain: item.spec.cluster_domain,
                         version: item.metadata.resource_version.unwrap_or_default(),
                     },
@@ -122,7 +127,13 @@ impl KubeBackend {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(namespace.clone()),
-                labels: Some(wanted.labels.clone()),
+                labels: Some(
+                    wanted
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
                 resource_version: write.precondition.clone(),
                 ..Default::default()
             },

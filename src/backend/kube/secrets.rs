@@ -365,8 +365,8 @@ struct SecretBody<'a> {
 struct BodyMeta<'a> {
     name: &'a str,
     namespace: &'a str,
-    labels: &'a BTreeMap<String, String>,
-    annotations: &'a BTreeMap<String, String>,
+    labels: &'a crate::observed::SmallMap<String, String>,
+    annotations: &'a crate::observed::SmallMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     resource_version: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -437,8 +437,8 @@ fn to_object(namespace: &str, mut secret: Secret) -> (SecretObject, Option<Strin
         SecretObject {
             namespace: meta.namespace.unwrap_or_else(|| namespace.to_owned()),
             name: meta.name.unwrap_or_default(),
-            labels: meta.labels.unwrap_or_default(),
-            annotations: meta.annotations.unwrap_or_default(),
+            labels: meta.labels.unwrap_or_default().into_iter().collect(),
+            annotations: meta.annotations.unwrap_or_default().into_iter().collect(),
             data,
             version: meta.resource_version.unwrap_or_default(),
         },
@@ -455,9 +455,12 @@ mod tests {
         let object = SecretObject {
             namespace: "ns".into(),
             name: "s".into(),
-            labels: BTreeMap::from([("a".into(), "b".into())]),
-            annotations: BTreeMap::new(),
-            data: BTreeMap::from([("token".into(), SecretBytes::from("abc".to_owned()))]),
+            labels: crate::observed::SmallMap::from_iter([("a".into(), "b".into())]),
+            annotations: Default::default(),
+            data: crate::observed::SmallMap::from_iter([(
+                "token".into(),
+                SecretBytes::from("abc".to_owned()),
+            )]),
             version: String::new(),
         };
         let body = SecretBody::new(&object, Some("42"), Some("u-1"), false);
