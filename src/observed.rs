@@ -15,7 +15,20 @@ use crate::secret::SecretBytes;
 /// and data, a cluster's Secrets): a sorted vector, which holds a handful of
 /// entries in a fraction of a B-tree node's memory. A fleet holds four of
 /// them per Secret, three Secrets per cluster, while it plans.
+///
+/// Serialize one with [`as_map`]: litemap writes an *empty* map as `[]` to
+/// JSON and YAML (it cannot tell the key type from no entries), which an
+/// apiserver refuses for `metadata.labels`.
 pub type SmallMap<K, V> = litemap::LiteMap<K, V>;
+
+/// `#[serde(serialize_with = "as_map")]` for a [`SmallMap`]: always a map,
+/// `{}` when empty.
+pub fn as_map<K: Serialize, V: Serialize, S: serde::Serializer>(
+    map: &SmallMap<K, V>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(map.iter())
+}
 
 /// Label every Secret relayctl writes carries.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";

@@ -39,9 +39,17 @@ struct SecretFile {
 struct Metadata {
     name: String,
     namespace: String,
-    #[serde(default, skip_serializing_if = "SmallMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "SmallMap::is_empty",
+        serialize_with = "crate::observed::as_map"
+    )]
     labels: SmallMap<String, String>,
-    #[serde(default, skip_serializing_if = "SmallMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "SmallMap::is_empty",
+        serialize_with = "crate::observed::as_map"
+    )]
     annotations: SmallMap<String, String>,
 }
 

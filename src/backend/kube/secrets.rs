@@ -365,7 +365,9 @@ struct SecretBody<'a> {
 struct BodyMeta<'a> {
     name: &'a str,
     namespace: &'a str,
+    #[serde(serialize_with = "by_ref_as_map")]
     labels: &'a crate::observed::SmallMap<String, String>,
+    #[serde(serialize_with = "by_ref_as_map")]
     annotations: &'a crate::observed::SmallMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     resource_version: Option<&'a str>,
@@ -401,6 +403,13 @@ impl<'a> SecretBody<'a> {
                 .collect(),
         }
     }
+}
+
+fn by_ref_as_map<S: serde::Serializer>(
+    map: &&crate::observed::SmallMap<String, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    crate::observed::as_map(map, serializer)
 }
 
 /// Serializes as base64 straight into the output, with no intermediate copy.
@@ -468,6 +477,12 @@ mod tests {
         assert_eq!(json["metadata"]["resourceVersion"], "42");
         assert_eq!(json["metadata"]["uid"], "u-1");
         assert_eq!(json["data"]["token"], "YWJj");
+        assert_eq!(json["metadata"]["labels"], serde_json::json!({"a": "b"}));
+        assert_eq!(
+            json["metadata"]["annotations"],
+            serde_json::json!({}),
+            "no annotations is an empty map, never `[]` (the apiserver refuses that)"
+        );
         assert!(
             json.get("type").is_none(),
             "type is immutable: only on create"
