@@ -1076,6 +1076,27 @@ impl CountingProxy {
     }
 }
 
+impl CountingProxy {
+    /// [`CountingProxy::log`] with each request's client connection:
+    /// (context, ms since start, method, uri, connection).
+    fn log_with_connections(&self) -> Vec<(String, f64, String, String, String)> {
+        self.get("/log")
+            .lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).expect("log line");
+                let text = |key: &str| v[key].as_str().unwrap_or_default().to_owned();
+                (
+                    text("context"),
+                    v["t_ms"].as_f64().unwrap_or_default(),
+                    text("method"),
+                    text("uri"),
+                    text("conn"),
+                )
+            })
+            .collect()
+    }
+}
+
 impl Drop for CountingProxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -1176,6 +1197,62 @@ fn a_clusters_qps_and_burst_space_its_requests_and_only_its_own() {
         .map(|w| w[1] - w[0])
         .fold(f64::INFINITY, f64::min);
     assert!(quickest < 180.0, "cluster-2 is not limited: {free:?}");
+    plan(dir.path(), &[]).expect(0, "converged");
+}
+
+#[test]
+fn a_workloads_events_follow_its_writes_on_their_connection() {
+    let ns = "kb-events-inline";
+    let proxy = CountingProxy::start(&[]);
+    let targets: Vec<Target> = ["mgmt", "cluster-1", "cluster-2"]
+        .iter()
+        .map(|c| Target::via(c, c, &proxy.kubeconfig))
+        .collect();
+    let dir = scenario("managed", ns, &targets);
+    // One cluster at a time, so "before the next cluster's writes" is an
+    // order the proxy can see.
+    apply(dir.path(), &["--parallelism", "1"]).expect(0, "first apply");
+
+    let log = proxy.log_with_connections();
+    let position = |context: &str, what: &dyn Fn(&str, &str) -> bool| -> Vec<usize> {
+        log.iter()
+            .enumerate()
+            .filter(|(_, (c, _, method, uri, _))| c == context && what(method, uri))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let secret_writes = |method: &str, uri: &str| {
+        matches!(method, "POST" | "PUT" | "PATCH") && uri.contains("/secrets")
+    };
+    let event_posts = |method: &str, uri: &str| method == "POST" && uri.contains("/events");
+    let one_writes = position("cluster-1", &secret_writes);
+    let one_events = position("cluster-1", &event_posts);
+    let two_writes = position("cluster-2", &secret_writes);
+    assert!(!one_writes.is_empty() && !two_writes.is_empty(), "{log:?}");
+    assert_eq!(one_events.len(), 2, "ca.crt and the token created: {log:?}");
+    // cluster-1's Events go out before cluster-2 is written, not in a phase
+    // after every write (which, beyond the bound on open clients, would
+    // reconnect to every cluster for them).
+    assert!(
+        one_events
+            .iter()
+            .all(|e| e > one_writes.last().unwrap() && e < &two_writes[0]),
+        "cluster-1's Events between its writes and cluster-2's: {log:?}"
+    );
+    let connection = |i: &usize| log[*i].4.clone();
+    assert!(
+        one_events
+            .iter()
+            .all(|e| connection(e) == connection(one_writes.last().unwrap())),
+        "cluster-1's Events on the connection of its writes: {log:?}"
+    );
+    // mgmt's (its inventory is written after every workload) come at the end.
+    assert!(!position("mgmt", &event_posts).is_empty(), "{log:?}");
+    assert_eq!(
+        relayctl_events("cluster-2", ns).len(),
+        2,
+        "every workload's Events recorded"
+    );
     plan(dir.path(), &[]).expect(0, "converged");
 }
 

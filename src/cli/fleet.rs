@@ -670,12 +670,8 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
         if !args.no_events && plan.summary.has_errors() {
             // Conflicts found: recorded once each (see `crate::events`).
             let none = crate::apply::ApplyReport::default();
-            super::report::record_events(
-                &prepared,
-                &none,
-                &settings.holder(),
-                settings.parallelism,
-            );
+            super::report::Events::new(&prepared, settings.holder(), true)
+                .finish(&none, settings.parallelism);
         }
         let none = crate::apply::ApplyReport::default();
         super::shard::write_status(&prepared, &none, &fences, started);
@@ -696,6 +692,7 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
         })
         .sum();
     let progress = super::output::Progress::start("applying", writing);
+    let events = super::report::Events::new(&prepared, settings.holder(), !args.no_events);
     let report = crate::apply::apply(
         &prepared.planned.writes,
         &prepared.backends,
@@ -709,21 +706,15 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
                 Some(err) => progress.println(&format!("{}: failed: {err}", outcome.cluster)),
             }
             progress.done(outcome.cluster.as_str(), outcome.error.is_some());
+            events.cluster_done(outcome);
         },
     );
     drop(progress);
-    // Every write is done: the Lease is released while the Events are
+    // Every write is done: the Lease is released while the last Events are
     // recorded (they need no lock), not one round trip after them.
     std::thread::scope(|scope| {
         scope.spawn(move || drop(lock));
-        if !args.no_events {
-            super::report::record_events(
-                &prepared,
-                &report,
-                &settings.holder(),
-                settings.parallelism,
-            );
-        }
+        events.finish(&report, settings.parallelism);
     });
     let complete = report.ok() && !plan.summary.has_errors();
     super::shard::write_status(&prepared, &report, &fences, started);

@@ -265,28 +265,36 @@ impl Reconciler<'_> {
             "{}",
             plan::render::summary_line(plan)
         );
+        let events = super::report::Events::new(&prepared, self.settings.holder(), self.events);
         let report = if plan.summary.has_changes() {
             crate::apply::apply(
                 &prepared.planned.writes,
                 &prepared.backends,
                 self.settings.parallelism,
-                &|outcome| match &outcome.error {
-                    None if outcome.written > 0 => tracing::info!(
-                        tick,
-                        cluster = %outcome.cluster,
-                        written = outcome.written,
-                        "applied"
-                    ),
-                    None => {}
-                    Some(err) => {
-                        tracing::error!(tick, cluster = %outcome.cluster, "apply failed: {err}")
+                &|outcome| {
+                    match &outcome.error {
+                        None if outcome.written > 0 => tracing::info!(
+                            tick,
+                            cluster = %outcome.cluster,
+                            written = outcome.written,
+                            "applied"
+                        ),
+                        None => {}
+                        Some(err) => {
+                            tracing::error!(tick, cluster = %outcome.cluster, "apply failed: {err}")
+                        }
                     }
+                    events.cluster_done(outcome);
                 },
             )
         } else {
             crate::apply::ApplyReport::default()
         };
         let ok = report.ok() && !plan.summary.has_errors();
+        let recorded = events.finish(&report, self.settings.parallelism);
+        if recorded > 0 {
+            tracing::info!(tick, events = recorded, "recorded Kubernetes Events");
+        }
         self.report(&prepared, &report, tick, &commit, started, ok);
         // A shard's status goes to its own ConfigMap, every run.
         super::shard::write_status(&prepared, &report, &fences, started);
@@ -305,7 +313,7 @@ impl Reconciler<'_> {
         Ok(outcome)
     }
 
-    /// Events, metrics and the status ConfigMap of a tick that got as far
+    /// Metrics and the status ConfigMap of a tick that got as far
     /// as applying.
     fn report(
         &self,
@@ -316,17 +324,6 @@ impl Reconciler<'_> {
         started: OffsetDateTime,
         ok: bool,
     ) {
-        if self.events {
-            let recorded = super::report::record_events(
-                prepared,
-                report,
-                &self.settings.holder(),
-                self.settings.parallelism,
-            );
-            if recorded > 0 {
-                tracing::info!(tick, events = recorded, "recorded Kubernetes Events");
-            }
-        }
         let states = super::report::states(prepared, report);
         if self.status_configmap && prepared.shard.is_none() {
             let finished = OffsetDateTime::now_utc();

@@ -3,14 +3,15 @@
 //! publish, and the status ConfigMap of a run.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use time::OffsetDateTime;
 
 use super::prepared::Prepared;
-use crate::apply::ApplyReport;
+use crate::apply::{ApplyReport, ClusterOutcome};
 use crate::backend::Backend;
 use crate::model::ClusterName;
+use crate::plan::{ClusterWrites, Role};
 use crate::status::{self, ClusterStatus, RunStatus};
 
 /// Writes that went through, per cluster.
@@ -35,7 +36,7 @@ fn rotation_event(
         .planned
         .writes
         .iter()
-        .find(|w| w.role == crate::plan::Role::Management)?;
+        .find(|w| w.role == Role::Management)?;
     let first = mgmt.writes.first().filter(|w| w.object.name == record)?;
     if written.get(mgmt.cluster.as_str()).copied().unwrap_or(0) == 0 {
         return None;
@@ -61,45 +62,122 @@ pub(crate) fn failed(report: &ApplyReport) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Records the Events of a run in the clusters holding the Secrets; a
-/// failure is a warning (missing RBAC must not fail the run). Returns how
-/// many were recorded.
-pub(crate) fn record_events(
-    prepared: &Prepared,
-    report: &ApplyReport,
-    reporter: &str,
-    parallelism: usize,
-) -> usize {
-    let plan = &prepared.planned.plan;
-    let written = written(report);
-    let mut notes = crate::events::of_run(
-        plan,
-        &prepared.planned.writes,
-        &written,
-        &prepared.provenance.label,
-    );
-    notes.extend(rotation_event(prepared, &written));
-    let mut by_cluster: BTreeMap<String, Vec<crate::events::EventNote>> = BTreeMap::new();
-    for note in notes {
-        by_cluster
-            .entry(note.cluster.clone())
-            .or_default()
-            .push(note);
+/// The Events of one run, recorded as its clusters' writes end.
+///
+/// A workload's (or an orphan's) Events go out right after its writes, on
+/// the worker and the connection that wrote them: in a fleet larger than
+/// the bound on open clients (`kube::MIN_OPEN_CLIENTS`), an Events phase
+/// after every write would reconnect to each cluster (two round trips) for
+/// them. Mgmt's wait for [`Events::finish`]: its inventory is written after
+/// every workload, and its rotation Event needs the whole run.
+pub(crate) struct Events<'a> {
+    prepared: &'a Prepared,
+    /// Each cluster's planned writes, by name.
+    writes: BTreeMap<&'a ClusterName, &'a ClusterWrites>,
+    reporter: String,
+    on: bool,
+    /// The clusters recorded early, by name, and how many Events they took.
+    early: Mutex<BTreeMap<String, usize>>,
+}
+
+impl<'a> Events<'a> {
+    /// Events of `prepared`'s run, recorded by `reporter`; none when `on`
+    /// is false (`--no-events`).
+    pub(crate) fn new(prepared: &'a Prepared, reporter: String, on: bool) -> Self {
+        Self {
+            prepared,
+            writes: prepared
+                .planned
+                .writes
+                .iter()
+                .map(|w| (&w.cluster, w))
+                .collect(),
+            reporter,
+            on,
+            early: Mutex::new(BTreeMap::new()),
+        }
     }
-    let work: Vec<(Arc<dyn Backend>, Vec<crate::events::EventNote>)> = by_cluster
-        .into_iter()
-        .filter_map(|(cluster, notes)| {
-            let name = ClusterName::parse(&cluster).ok()?;
-            Some((prepared.backends.get(&name)?.clone(), notes))
-        })
-        .collect();
-    let instance = plan.instance.as_str();
-    let results = crate::fleet::parallel_map(work, parallelism, |(backend, notes)| {
-        if !backend.records_events() {
+
+    /// Called with each cluster's outcome as its writes end, on the thread
+    /// that wrote them: a cluster whose writes are all done records its
+    /// Events now.
+    pub(crate) fn cluster_done(&self, outcome: &ClusterOutcome) {
+        if !self.on || outcome.role == Role::Management {
+            return;
+        }
+        let Some(cluster) = self.writes.get(&outcome.cluster).copied() else {
+            return;
+        };
+        if !cluster.last.is_empty() {
+            return;
+        }
+        let Some(backend) = self.prepared.backends.get(&outcome.cluster) else {
+            return;
+        };
+        let name = outcome.cluster.to_string();
+        let written = BTreeMap::from([(name.clone(), outcome.written)]);
+        let notes = crate::events::of_run(
+            &self.prepared.planned.plan,
+            std::slice::from_ref(cluster),
+            &written,
+            &self.prepared.provenance.label,
+        );
+        let recorded = self.send(backend.as_ref(), &notes);
+        self.early
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name, recorded);
+    }
+
+    /// Records the Events not recorded yet (mgmt's, the rotation's, and any
+    /// cluster's whose writes ended elsewhere) once every write is done,
+    /// `parallelism` clusters at a time. Returns how many the run recorded
+    /// in all.
+    pub(crate) fn finish(&self, report: &ApplyReport, parallelism: usize) -> usize {
+        if !self.on {
             return 0;
         }
-        // All at once, each a round trip of its own otherwise; a cluster
-        // that refuses them is warned about once.
+        let early = std::mem::take(&mut *self.early.lock().unwrap_or_else(PoisonError::into_inner));
+        let prepared = self.prepared;
+        let plan = &prepared.planned.plan;
+        let written = written(report);
+        let mut notes = crate::events::of_run(
+            plan,
+            &prepared.planned.writes,
+            &written,
+            &prepared.provenance.label,
+        );
+        notes.retain(|note| !early.contains_key(&note.cluster));
+        notes.extend(rotation_event(prepared, &written));
+        let mut by_cluster: BTreeMap<String, Vec<crate::events::EventNote>> = BTreeMap::new();
+        for note in notes {
+            by_cluster
+                .entry(note.cluster.clone())
+                .or_default()
+                .push(note);
+        }
+        let work: Vec<(Arc<dyn Backend>, Vec<crate::events::EventNote>)> = by_cluster
+            .into_iter()
+            .filter_map(|(cluster, notes)| {
+                let name = ClusterName::parse(&cluster).ok()?;
+                Some((prepared.backends.get(&name)?.clone(), notes))
+            })
+            .collect();
+        let late = crate::fleet::parallel_map(work, parallelism, |(backend, notes)| {
+            self.send(backend.as_ref(), notes)
+        });
+        early.values().sum::<usize>() + late.into_iter().sum::<usize>()
+    }
+
+    /// Records one cluster's `notes` all at once (each a round trip of its
+    /// own otherwise); a failure is a warning, once per cluster (missing
+    /// RBAC must not fail the run). Returns how many were recorded.
+    fn send(&self, backend: &dyn Backend, notes: &[crate::events::EventNote]) -> usize {
+        if notes.is_empty() || !backend.records_events() {
+            return 0;
+        }
+        let instance = self.prepared.planned.plan.instance.as_str();
+        let reporter = self.reporter.as_str();
         let results: Vec<Result<bool, crate::backend::BackendError>> =
             std::thread::scope(|scope| {
                 let running: Vec<_> = notes
@@ -119,8 +197,7 @@ pub(crate) fn record_events(
             );
         }
         results.iter().filter(|r| matches!(r, Ok(true))).count()
-    });
-    results.into_iter().sum()
+    }
 }
 
 /// Every cluster's state after the run.
@@ -148,7 +225,7 @@ pub(crate) fn observation(
             .plan
             .clusters
             .iter()
-            .any(|c| c.name == name && c.role != crate::plan::Role::Orphan)
+            .any(|c| c.name == name && c.role != Role::Orphan)
     };
     // Clusters that left the config have no series: they disappear from
     // the metrics with their manifest, pruned or not.
@@ -157,7 +234,7 @@ pub(crate) fn observation(
         .filter(|c| configured(&c.name))
         .collect();
     for cluster in &prepared.planned.plan.clusters {
-        if cluster.role == crate::plan::Role::Orphan {
+        if cluster.role == Role::Orphan {
             continue;
         }
         let Ok(name) = ClusterName::parse(&cluster.name) else {

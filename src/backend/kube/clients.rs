@@ -2,12 +2,14 @@
 //!
 //! A cluster's `kube::Client` (its connection pool, TLS state and request
 //! buffer) is built on first use and kept for the cluster's next phase
-//! (observation, writes, Events); at most `keep` of them are kept open
-//! across a fleet (`--parallelism`, at least [`MIN_OPEN_CLIENTS`]), the
-//! oldest dropped first, with their connections. The fleet is worked on in
-//! order, `--parallelism` clusters at a time, so a fleet no larger than that
-//! bound keeps every connection from observation to Events, and a larger one
-//! holds memory and open connections bounded by it, not by the fleet's size.
+//! (observation, then its writes and their Events); at most `keep` of them
+//! are kept open across a fleet (`--parallelism`, at least
+//! [`MIN_OPEN_CLIENTS`]), the oldest dropped first, with their connections.
+//! The fleet is worked on in order, `--parallelism` clusters at a time, so a
+//! fleet no larger than that bound keeps every connection from observation
+//! to Events, and a larger one holds memory and open connections bounded by
+//! it, not by the fleet's size: each of its clusters connects once to be
+//! observed and once more to be written (its Events go with its writes).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
