@@ -693,28 +693,29 @@ pub(crate) fn apply_command(settings: &Settings, args: &ApplyArgs) -> Result<Out
         .sum();
     let progress = super::output::Progress::start("applying", writing);
     let events = super::report::Events::new(&prepared, settings.holder(), !args.no_events);
-    let report = crate::apply::apply(
-        &prepared.planned.writes,
-        &prepared.backends,
-        settings.parallelism,
-        &|outcome| {
-            match &outcome.error {
-                None if outcome.written > 0 => {
-                    progress.note(&format!("{}: {} written", outcome.cluster, outcome.written))
+    let report = std::thread::scope(|scope| {
+        let report = crate::apply::apply(
+            &prepared.planned.writes,
+            &prepared.backends,
+            settings.parallelism,
+            &|outcome| {
+                match &outcome.error {
+                    None if outcome.written > 0 => {
+                        progress.note(&format!("{}: {} written", outcome.cluster, outcome.written))
+                    }
+                    None => {}
+                    Some(err) => progress.println(&format!("{}: failed: {err}", outcome.cluster)),
                 }
-                None => {}
-                Some(err) => progress.println(&format!("{}: failed: {err}", outcome.cluster)),
-            }
-            progress.done(outcome.cluster.as_str(), outcome.error.is_some());
-            events.cluster_done(outcome);
-        },
-    );
-    drop(progress);
-    // Every write is done: the Lease is released while the last Events are
-    // recorded (they need no lock), not one round trip after them.
-    std::thread::scope(|scope| {
+                progress.done(outcome.cluster.as_str(), outcome.error.is_some());
+                events.cluster_done(outcome, scope);
+            },
+        );
+        drop(progress);
+        // Every write is done: the Lease is released while the last Events
+        // are recorded (they need no lock), not one round trip after them.
         scope.spawn(move || drop(lock));
         events.finish(&report, settings.parallelism);
+        report
     });
     let complete = report.ok() && !plan.summary.has_errors();
     super::shard::write_status(&prepared, &report, &fences, started);

@@ -266,34 +266,41 @@ impl Reconciler<'_> {
             plan::render::summary_line(plan)
         );
         let events = super::report::Events::new(&prepared, self.settings.holder(), self.events);
-        let report = if plan.summary.has_changes() {
-            crate::apply::apply(
-                &prepared.planned.writes,
-                &prepared.backends,
-                self.settings.parallelism,
-                &|outcome| {
-                    match &outcome.error {
-                        None if outcome.written > 0 => tracing::info!(
-                            tick,
-                            cluster = %outcome.cluster,
-                            written = outcome.written,
-                            "applied"
-                        ),
-                        None => {}
-                        Some(err) => {
-                            tracing::error!(tick, cluster = %outcome.cluster, "apply failed: {err}")
+        let report = std::thread::scope(|scope| {
+            let report = if plan.summary.has_changes() {
+                crate::apply::apply(
+                    &prepared.planned.writes,
+                    &prepared.backends,
+                    self.settings.parallelism,
+                    &|outcome| {
+                        match &outcome.error {
+                            None if outcome.written > 0 => tracing::info!(
+                                tick,
+                                cluster = %outcome.cluster,
+                                written = outcome.written,
+                                "applied"
+                            ),
+                            None => {}
+                            Some(err) => {
+                                tracing::error!(tick, cluster = %outcome.cluster, "apply failed: {err}")
+                            }
                         }
-                    }
-                    events.cluster_done(outcome);
-                },
-            )
-        } else {
-            crate::apply::ApplyReport::default()
-        };
+                        events.cluster_done(outcome, scope);
+                    },
+                )
+            } else {
+                crate::apply::ApplyReport::default()
+            };
+            events.finish(&report, self.settings.parallelism);
+            report
+        });
         let ok = report.ok() && !plan.summary.has_errors();
-        let recorded = events.finish(&report, self.settings.parallelism);
-        if recorded > 0 {
-            tracing::info!(tick, events = recorded, "recorded Kubernetes Events");
+        if events.recorded() > 0 {
+            tracing::info!(
+                tick,
+                events = events.recorded(),
+                "recorded Kubernetes Events"
+            );
         }
         self.report(&prepared, &report, tick, &commit, started, ok);
         // A shard's status goes to its own ConfigMap, every run.

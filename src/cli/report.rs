@@ -2,7 +2,8 @@
 //! transitions (see [`crate::events`]), the observation the metrics
 //! publish, and the status ConfigMap of a run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use time::OffsetDateTime;
@@ -11,7 +12,7 @@ use super::prepared::Prepared;
 use crate::apply::{ApplyReport, ClusterOutcome};
 use crate::backend::Backend;
 use crate::model::ClusterName;
-use crate::plan::{ClusterWrites, Role};
+use crate::plan::{ClusterWrites, Planned, Role};
 use crate::status::{self, ClusterStatus, RunStatus};
 
 /// Writes that went through, per cluster.
@@ -26,17 +27,13 @@ pub(crate) fn written(report: &ApplyReport) -> BTreeMap<String, usize> {
 /// `RotationPhaseAdvanced` on the rotation record when this apply entered a
 /// phase of a CA rotation and wrote the record (mgmt's first write).
 fn rotation_event(
-    prepared: &Prepared,
+    planned: &Planned,
     written: &BTreeMap<String, usize>,
 ) -> Option<crate::events::EventNote> {
-    let plan = &prepared.planned.plan;
+    let plan = &planned.plan;
     let rotation = plan.ca.rotation.as_ref().filter(|r| r.entered)?;
     let record = crate::relay::rotation_secret(plan.instance.as_str());
-    let mgmt = prepared
-        .planned
-        .writes
-        .iter()
-        .find(|w| w.role == Role::Management)?;
+    let mgmt = planned.writes.iter().find(|w| w.role == Role::Management)?;
     let first = mgmt.writes.first().filter(|w| w.object.name == record)?;
     if written.get(mgmt.cluster.as_str()).copied().unwrap_or(0) == 0 {
         return None;
@@ -64,44 +61,70 @@ pub(crate) fn failed(report: &ApplyReport) -> BTreeMap<String, String> {
 
 /// The Events of one run, recorded as its clusters' writes end.
 ///
-/// A workload's (or an orphan's) Events go out right after its writes, on
-/// the worker and the connection that wrote them: in a fleet larger than
+/// A workload's (or an orphan's) Events go out as soon as its writes end,
+/// while the connection that wrote them is open: in a fleet larger than
 /// the bound on open clients (`kube::MIN_OPEN_CLIENTS`), an Events phase
 /// after every write would reconnect to each cluster (two round trips) for
-/// them. Mgmt's wait for [`Events::finish`]: its inventory is written after
-/// every workload, and its rotation Event needs the whole run.
+/// them. They are sent beside the fleet's next writes, not before them, so
+/// they add no round trip to the run. Mgmt's wait for [`Events::finish`]:
+/// its inventory is written after every workload, and its rotation Event
+/// needs the whole run.
 pub(crate) struct Events<'a> {
-    prepared: &'a Prepared,
+    planned: &'a Planned,
+    backends: &'a BTreeMap<ClusterName, Arc<dyn Backend>>,
+    /// Where the manifests came from, for the notes.
+    source: &'a str,
     /// Each cluster's planned writes, by name.
     writes: BTreeMap<&'a ClusterName, &'a ClusterWrites>,
     reporter: String,
     on: bool,
-    /// The clusters recorded early, by name, and how many Events they took.
-    early: Mutex<BTreeMap<String, usize>>,
+    /// The clusters whose Events went out early.
+    early: Mutex<BTreeSet<String>>,
+    /// Events recorded so far.
+    recorded: AtomicUsize,
 }
 
 impl<'a> Events<'a> {
     /// Events of `prepared`'s run, recorded by `reporter`; none when `on`
     /// is false (`--no-events`).
     pub(crate) fn new(prepared: &'a Prepared, reporter: String, on: bool) -> Self {
-        Self {
-            prepared,
-            writes: prepared
-                .planned
-                .writes
-                .iter()
-                .map(|w| (&w.cluster, w))
-                .collect(),
+        Self::of(
+            &prepared.planned,
+            &prepared.backends,
+            &prepared.provenance.label,
             reporter,
             on,
-            early: Mutex::new(BTreeMap::new()),
+        )
+    }
+
+    /// Events of the run of `planned` through `backends`.
+    fn of(
+        planned: &'a Planned,
+        backends: &'a BTreeMap<ClusterName, Arc<dyn Backend>>,
+        source: &'a str,
+        reporter: String,
+        on: bool,
+    ) -> Self {
+        Self {
+            planned,
+            backends,
+            source,
+            writes: planned.writes.iter().map(|w| (&w.cluster, w)).collect(),
+            reporter,
+            on,
+            early: Mutex::new(BTreeSet::new()),
+            recorded: AtomicUsize::new(0),
         }
     }
 
-    /// Called with each cluster's outcome as its writes end, on the thread
-    /// that wrote them: a cluster whose writes are all done records its
-    /// Events now.
-    pub(crate) fn cluster_done(&self, outcome: &ClusterOutcome) {
+    /// Called with each cluster's outcome as its writes end: a cluster
+    /// whose writes are all done has its Events sent now, on a thread of
+    /// `scope` (the caller's, which outlives the run's writes).
+    pub(crate) fn cluster_done<'s>(
+        &'s self,
+        outcome: &ClusterOutcome,
+        scope: &'s std::thread::Scope<'s, '_>,
+    ) {
         if !self.on || outcome.role == Role::Management {
             return;
         }
@@ -111,44 +134,47 @@ impl<'a> Events<'a> {
         if !cluster.last.is_empty() {
             return;
         }
-        let Some(backend) = self.prepared.backends.get(&outcome.cluster) else {
+        let Some(backend) = self.backends.get(&outcome.cluster).cloned() else {
             return;
         };
         let name = outcome.cluster.to_string();
         let written = BTreeMap::from([(name.clone(), outcome.written)]);
         let notes = crate::events::of_run(
-            &self.prepared.planned.plan,
+            &self.planned.plan,
             std::slice::from_ref(cluster),
             &written,
-            &self.prepared.provenance.label,
+            self.source,
         );
-        let recorded = self.send(backend.as_ref(), &notes);
         self.early
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(name, recorded);
+            .insert(name);
+        if notes.is_empty() {
+            return;
+        }
+        scope.spawn(move || {
+            let recorded = self.send(backend.as_ref(), &notes);
+            self.recorded.fetch_add(recorded, Ordering::Relaxed);
+        });
     }
 
-    /// Records the Events not recorded yet (mgmt's, the rotation's, and any
-    /// cluster's whose writes ended elsewhere) once every write is done,
-    /// `parallelism` clusters at a time. Returns how many the run recorded
-    /// in all.
-    pub(crate) fn finish(&self, report: &ApplyReport, parallelism: usize) -> usize {
+    /// Records the Events not sent yet (mgmt's, the rotation's, and those
+    /// of any cluster whose writes did not end in [`Events::cluster_done`])
+    /// once every write is done, `parallelism` clusters at a time.
+    pub(crate) fn finish(&self, report: &ApplyReport, parallelism: usize) {
         if !self.on {
-            return 0;
+            return;
         }
         let early = std::mem::take(&mut *self.early.lock().unwrap_or_else(PoisonError::into_inner));
-        let prepared = self.prepared;
-        let plan = &prepared.planned.plan;
         let written = written(report);
         let mut notes = crate::events::of_run(
-            plan,
-            &prepared.planned.writes,
+            &self.planned.plan,
+            &self.planned.writes,
             &written,
-            &prepared.provenance.label,
+            self.source,
         );
-        notes.retain(|note| !early.contains_key(&note.cluster));
-        notes.extend(rotation_event(prepared, &written));
+        notes.retain(|note| !early.contains(&note.cluster));
+        notes.extend(rotation_event(self.planned, &written));
         let mut by_cluster: BTreeMap<String, Vec<crate::events::EventNote>> = BTreeMap::new();
         for note in notes {
             by_cluster
@@ -160,13 +186,20 @@ impl<'a> Events<'a> {
             .into_iter()
             .filter_map(|(cluster, notes)| {
                 let name = ClusterName::parse(&cluster).ok()?;
-                Some((prepared.backends.get(&name)?.clone(), notes))
+                Some((self.backends.get(&name)?.clone(), notes))
             })
             .collect();
         let late = crate::fleet::parallel_map(work, parallelism, |(backend, notes)| {
             self.send(backend.as_ref(), notes)
         });
-        early.values().sum::<usize>() + late.into_iter().sum::<usize>()
+        self.recorded
+            .fetch_add(late.into_iter().sum(), Ordering::Relaxed);
+    }
+
+    /// How many Events were recorded (all of them once the scope given to
+    /// [`Events::cluster_done`] has ended and [`Events::finish`] returned).
+    pub(crate) fn recorded(&self) -> usize {
+        self.recorded.load(Ordering::Relaxed)
     }
 
     /// Records one cluster's `notes` all at once (each a round trip of its
@@ -176,7 +209,7 @@ impl<'a> Events<'a> {
         if notes.is_empty() || !backend.records_events() {
             return 0;
         }
-        let instance = self.prepared.planned.plan.instance.as_str();
+        let instance = self.planned.plan.instance.as_str();
         let reporter = self.reporter.as_str();
         let results: Vec<Result<bool, crate::backend::BackendError>> =
             std::thread::scope(|scope| {
@@ -310,4 +343,227 @@ pub(crate) fn write_status_named(
         config.instance.as_str(),
         &data,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::backend::{BackendError, LockGuard};
+    use crate::observed::{ClusterObservation, Registration, SecretObject};
+    use crate::plan::{Action, Change, ClusterPlan, Plan, RegistrationWrite, Summary, Write};
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    /// Logs its writes and Events; `waits_for` makes its writes wait (5 s
+    /// at most) until that line is in the log.
+    struct Recording {
+        cluster: &'static str,
+        log: Log,
+        waits_for: Option<String>,
+    }
+
+    impl Recording {
+        fn push(&self, line: String) {
+            self.log.lock().unwrap().push(line);
+        }
+    }
+
+    impl Backend for Recording {
+        fn describe(&self) -> String {
+            self.cluster.to_owned()
+        }
+        fn target(&self) -> String {
+            self.cluster.to_owned()
+        }
+        fn observe(
+            &self,
+            _: &str,
+            _: &str,
+            _: &[String],
+        ) -> Result<ClusterObservation, BackendError> {
+            Ok(ClusterObservation::default())
+        }
+        fn write(&self, write: &Write) -> Result<Option<String>, BackendError> {
+            if let Some(line) = &self.waits_for {
+                let until = Instant::now() + Duration::from_secs(5);
+                while !self.log.lock().unwrap().contains(line) {
+                    if Instant::now() > until {
+                        self.push(format!("{}: gave up waiting for `{line}`", self.cluster));
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            self.push(format!("write {} {}", self.cluster, write.object.name));
+            Ok(Some("1".to_owned()))
+        }
+        fn observe_registrations(
+            &self,
+            _: &str,
+        ) -> Result<BTreeMap<String, Registration>, BackendError> {
+            Ok(BTreeMap::new())
+        }
+        fn write_registration(&self, _: &RegistrationWrite) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn record_event(
+            &self,
+            note: &crate::events::EventNote,
+            _: &str,
+            _: &str,
+        ) -> Result<bool, BackendError> {
+            self.push(format!("event {} {}", note.cluster, note.name));
+            Ok(true)
+        }
+        fn records_events(&self) -> bool {
+            true
+        }
+        fn lock(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: Duration,
+        ) -> Result<Box<dyn LockGuard>, BackendError> {
+            unreachable!("no lock in this test")
+        }
+    }
+
+    fn create(name: &str) -> Write {
+        Write {
+            action: Action::Create,
+            object: SecretObject {
+                namespace: "gloo-mesh".into(),
+                name: name.into(),
+                labels: Default::default(),
+                annotations: Default::default(),
+                data: Default::default(),
+                version: String::new(),
+            },
+            precondition: None,
+            chained: false,
+        }
+    }
+
+    fn cluster(
+        name: &str,
+        role: Role,
+        writes: &[&str],
+        last: &[&str],
+    ) -> (ClusterPlan, ClusterWrites) {
+        let changes = writes
+            .iter()
+            .chain(last)
+            .map(|secret| Change {
+                namespace: "gloo-mesh".into(),
+                name: (*secret).to_owned(),
+                action: Action::Create,
+                reasons: vec!["missing".into()],
+                observed_version: None,
+                data: BTreeMap::new(),
+            })
+            .collect();
+        (
+            ClusterPlan {
+                name: name.into(),
+                role,
+                error: None,
+                changes,
+            },
+            ClusterWrites {
+                cluster: ClusterName::parse(name).unwrap(),
+                role,
+                writes: writes.iter().map(|s| create(s)).collect(),
+                last: last.iter().map(|s| create(s)).collect(),
+                registrations: Vec::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_workloads_events_go_out_while_the_fleet_is_still_written() {
+        let (plans, writes): (Vec<_>, Vec<_>) = [
+            cluster("mgmt", Role::Management, &["root"], &["inventory"]),
+            cluster("cluster-1", Role::Workload, &["token"], &[]),
+            cluster("cluster-2", Role::Workload, &["token"], &[]),
+        ]
+        .into_iter()
+        .unzip();
+        let planned = Planned {
+            plan: Plan {
+                format_version: 1,
+                instance: "prod".into(),
+                namespace: "gloo-mesh".into(),
+                ca_mode: crate::model::CaMode::Managed,
+                client_cert_mode: crate::model::ClientCertMode::Token,
+                config_digest: "d".into(),
+                source: "s".into(),
+                summary: Summary::of(&plans),
+                ca: Default::default(),
+                clusters: plans,
+            },
+            writes,
+        };
+        let log = Log::default();
+        let backend = |cluster: &'static str, waits_for: Option<&str>| -> Arc<dyn Backend> {
+            Arc::new(Recording {
+                cluster,
+                log: log.clone(),
+                waits_for: waits_for.map(str::to_owned),
+            })
+        };
+        // cluster-2 is written only once cluster-1's Event is out: one
+        // cluster at a time, that holds only if it went out before the
+        // last write of the fleet.
+        let backends: BTreeMap<ClusterName, Arc<dyn Backend>> = [
+            ("mgmt", backend("mgmt", None)),
+            ("cluster-1", backend("cluster-1", None)),
+            (
+                "cluster-2",
+                backend("cluster-2", Some("event cluster-1 token")),
+            ),
+        ]
+        .into_iter()
+        .map(|(name, b)| (ClusterName::parse(name).unwrap(), b))
+        .collect();
+        let events = Events::of(&planned, &backends, "test", "relayctl".into(), true);
+        let report = std::thread::scope(|scope| {
+            let report = crate::apply::apply(&planned.writes, &backends, 1, &|outcome| {
+                events.cluster_done(outcome, scope);
+            });
+            events.finish(&report, 1);
+            report
+        });
+        assert!(report.ok(), "{report:?}");
+        let log = log.lock().unwrap().clone();
+        let at = |line: &str| {
+            log.iter()
+                .position(|l| l == line)
+                .unwrap_or_else(|| panic!("`{line}` not in {log:?}"))
+        };
+        assert!(
+            !log.iter().any(|l| l.contains("gave up")),
+            "cluster-1's Event waited for the end of the run: {log:?}"
+        );
+        assert!(
+            at("event cluster-1 token") < at("write cluster-2 token"),
+            "{log:?}"
+        );
+        // mgmt's once its inventory (written after every workload) is.
+        assert!(
+            at("event mgmt root") > at("write mgmt inventory"),
+            "{log:?}"
+        );
+        assert!(
+            at("event mgmt inventory") > at("write mgmt inventory"),
+            "{log:?}"
+        );
+        at("event cluster-2 token");
+        // Each Event once, and all counted.
+        let sent = log.iter().filter(|l| l.starts_with("event ")).count();
+        assert_eq!(sent, 4, "{log:?}");
+        assert_eq!(events.recorded(), 4);
+    }
 }
