@@ -313,10 +313,10 @@ pub struct Reach {
     pub fix_permissions: bool,
     /// Allow `directory` connections outside the state directory.
     pub allow_outside_state_dir: bool,
-    /// Clusters worked on at once (`--parallelism`); also how many
-    /// Kubernetes clients (with their connections) a fleet keeps open (at
-    /// least `kube::MIN_OPEN_CLIENTS`), so that memory and open connections
-    /// are bounded by it, not by the fleet.
+    /// Clusters worked on at once (`--parallelism`); also bounds how many
+    /// Kubernetes clients (with their connections) a fleet keeps open
+    /// (`kube::Clients::for_parallelism`), so that memory and open
+    /// connections are bounded by it, not by the fleet.
     pub parallelism: usize,
 }
 
@@ -380,7 +380,7 @@ pub fn backends(
 ) {
     let mut ok = BTreeMap::new();
     let mut failed = BTreeMap::new();
-    let clients = kube::Clients::new(reach.parallelism.max(kube::MIN_OPEN_CLIENTS));
+    let clients = kube::Clients::for_parallelism(reach.parallelism);
     for cluster in config.clusters() {
         match backend_among(&cluster.name, &cluster.connection, reach, &clients) {
             Ok(b) => {

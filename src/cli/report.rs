@@ -63,7 +63,7 @@ pub(crate) fn failed(report: &ApplyReport) -> BTreeMap<String, String> {
 ///
 /// A workload's (or an orphan's) Events go out as soon as its writes end,
 /// while the connection that wrote them is open: in a fleet larger than
-/// the bound on open clients (`kube::MIN_OPEN_CLIENTS`), an Events phase
+/// the bound on open clients (`kube::Clients::for_parallelism`), an Events phase
 /// after every write would reconnect to each cluster (two round trips) for
 /// them. They are sent beside the fleet's next writes, not before them, so
 /// they add no round trip to the run. Mgmt's wait for [`Events::finish`]:
@@ -137,6 +137,11 @@ impl<'a> Events<'a> {
         let Some(backend) = self.backends.get(&outcome.cluster).cloned() else {
             return;
         };
+        if !backend.records_events() {
+            // No thread per cluster for a backend that keeps no Events
+            // (the directory backend).
+            return;
+        }
         let name = outcome.cluster.to_string();
         let written = BTreeMap::from([(name.clone(), outcome.written)]);
         let notes = crate::events::of_run(
