@@ -40,8 +40,8 @@ impl Clients {
     /// cluster in flight, and room for those whose Events are still going
     /// out while their worker starts the next cluster: with no more room
     /// than the clusters in flight, a cluster's client would be dropped
-    /// between two of its requests (measured: 2.7 connections per cluster
-    /// instead of 2 in a first apply of 10,000).
+    /// between two of its requests (measured: 4.7 to 5.4 connections per
+    /// workload instead of 2 in a first apply of 10,000; BENCHMARKS.md).
     pub fn for_parallelism(parallelism: usize) -> Self {
         Self::new(parallelism.saturating_mul(2).max(MIN_OPEN_CLIENTS))
     }
