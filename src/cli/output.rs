@@ -101,6 +101,10 @@ impl Progress {
             )
             .with_style(style)
             .with_prefix(what);
+            // Drawn once now: with a steady tick, indicatif draws only from
+            // its ticker thread, and a phase over before that thread's first
+            // tick would show no bar at all.
+            bar.tick();
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             bar
         });
