@@ -117,8 +117,7 @@ run() {
 for n in "${sizes[@]}"; do
     echo "# N=$n: starting the simulator ($((n + 1)) virtual clusters, $latency per direction)" >&2
     simdir="$work/sim-$n"
-    split=${KUBECONFIG_SPLIT:-}
-    [[ -n $split ]] || split=0
+    split=${KUBECONFIG_SPLIT:-0}
     ((split == 0)) || echo "# N=$n: kubeconfig split into files of $split contexts" >&2
     "$sim" --clusters "$n" --latency "${latency:-0s}" --dir "$simdir" --split "$split" --stats 127.0.0.1:0 >"$work/sim-$n.out" 2>&1 &
     sim_pid=$!

@@ -114,10 +114,11 @@ fn is_renewal(reasons: &[String]) -> bool {
 
 /// The Events of one run: for every write that went through (the first
 /// `written[cluster]` writes of that cluster, in order) and every conflict
-/// of the plan. `source` names the commit or path in the notes.
-pub fn of_run(
+/// of the plan, for the clusters of `writes`. `source` names the commit or
+/// path in the notes.
+pub fn of_run<'w>(
     plan: &Plan,
-    writes: &[ClusterWrites],
+    writes: impl IntoIterator<Item = &'w ClusterWrites>,
     written: &BTreeMap<String, usize>,
     source: &str,
 ) -> Vec<EventNote> {

@@ -292,22 +292,7 @@ pub fn run_status(facts: &RunFacts<'_>) -> RunStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Change, ClusterPlan, Role, Summary};
-
-    fn plan(clusters: Vec<ClusterPlan>) -> Plan {
-        Plan {
-            format_version: 1,
-            instance: "prod".into(),
-            namespace: "gloo-mesh".into(),
-            ca_mode: crate::model::CaMode::Managed,
-            client_cert_mode: crate::model::ClientCertMode::Token,
-            config_digest: "d".into(),
-            source: "s".into(),
-            summary: Summary::of(&clusters),
-            ca: Default::default(),
-            clusters,
-        }
-    }
+    use crate::plan::{Change, ClusterPlan, Role};
 
     fn cluster(name: &str, error: Option<&str>, actions: &[Action]) -> ClusterPlan {
         ClusterPlan {
@@ -330,7 +315,7 @@ mod tests {
 
     #[test]
     fn each_cluster_gets_the_worst_state_that_applies() {
-        let p = plan(vec![
+        let p = Plan::of_clusters(vec![
             cluster("a", None, &[Action::NoOp]),
             cluster("b", None, &[Action::NoOp, Action::Update]),
             cluster("c", Some("unreachable: context c: refused"), &[]),
@@ -373,7 +358,7 @@ mod tests {
                 }
             })
             .collect();
-        let p = plan(clusters);
+        let p = Plan::of_clusters(clusters);
         let states = cluster_states(&p, &BTreeMap::new());
         let status = run_status(&RunFacts {
             plan: &p,

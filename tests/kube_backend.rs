@@ -1077,6 +1077,16 @@ impl CountingProxy {
 }
 
 impl CountingProxy {
+    /// The `managed` example in namespace `ns`, mgmt, cluster-1 and
+    /// cluster-2 reached through this proxy.
+    fn scenario(&self, ns: &str) -> tempfile::TempDir {
+        let targets: Vec<Target> = ["mgmt", "cluster-1", "cluster-2"]
+            .iter()
+            .map(|c| Target::via(c, c, &self.kubeconfig))
+            .collect();
+        scenario("managed", ns, &targets)
+    }
+
     /// [`CountingProxy::log`] with each request's client connection:
     /// (context, ms since start, method, uri, connection).
     fn log_with_connections(&self) -> Vec<(String, f64, String, String, String)> {
@@ -1109,11 +1119,7 @@ fn a_429_is_retried_no_sooner_than_its_retry_after_asks() {
     let ns = "kb-retry-after";
     // Every 4th request of each cluster: 429, `Retry-After: 2`.
     let proxy = CountingProxy::start(&["--status-429-every", "4", "--retry-after", "2"]);
-    let targets: Vec<Target> = ["mgmt", "cluster-1", "cluster-2"]
-        .iter()
-        .map(|c| Target::via(c, c, &proxy.kubeconfig))
-        .collect();
-    let dir = scenario("managed", ns, &targets);
+    let dir = proxy.scenario(ns);
     // No Events: a cluster's Events are POSTed at once to one URL, which the
     // proxy (matching a retry by method and URL) would take for retries.
     apply(dir.path(), &["--no-events"]).expect(0, "apply through a proxy that throttles");
@@ -1151,11 +1157,7 @@ fn a_429_is_retried_no_sooner_than_its_retry_after_asks() {
 fn a_clusters_qps_and_burst_space_its_requests_and_only_its_own() {
     let ns = "kb-qps";
     let proxy = CountingProxy::start(&[]);
-    let targets: Vec<Target> = ["mgmt", "cluster-1", "cluster-2"]
-        .iter()
-        .map(|c| Target::via(c, c, &proxy.kubeconfig))
-        .collect();
-    let dir = scenario("managed", ns, &targets);
+    let dir = proxy.scenario(ns);
     // cluster-1: at most 4 requests a second, one at a time after the first.
     let file = dir.path().join("cluster-1.yaml");
     let text = std::fs::read_to_string(&file).expect("cluster-1.yaml");
@@ -1207,11 +1209,7 @@ fn a_workloads_events_go_out_on_the_connection_of_its_writes() {
     // apiservers, that they follow the writes on the writes' connection.
     let ns = "kb-events-inline";
     let proxy = CountingProxy::start(&[]);
-    let targets: Vec<Target> = ["mgmt", "cluster-1", "cluster-2"]
-        .iter()
-        .map(|c| Target::via(c, c, &proxy.kubeconfig))
-        .collect();
-    let dir = scenario("managed", ns, &targets);
+    let dir = proxy.scenario(ns);
     apply(dir.path(), &["--parallelism", "1"]).expect(0, "first apply");
 
     let log = proxy.log_with_connections();

@@ -63,9 +63,9 @@ pub(crate) fn failed(report: &ApplyReport) -> BTreeMap<String, String> {
 ///
 /// A workload's (or an orphan's) Events go out as soon as its writes end,
 /// while the connection that wrote them is open: in a fleet larger than
-/// the bound on open clients (`kube::Clients::for_parallelism`), an Events phase
-/// after every write would reconnect to each cluster (two round trips) for
-/// them. They are sent beside the fleet's next writes, not before them, so
+/// the bound on open clients (`kube::Clients::for_parallelism`), an Events
+/// phase after every write would reconnect to each cluster (two round
+/// trips) for them. They are sent beside the fleet's next writes, not before them, so
 /// they add no round trip to the run. Mgmt's wait for [`Events::finish`]:
 /// its inventory is written after every workload, and its rotation Event
 /// needs the whole run.
@@ -79,7 +79,7 @@ pub(crate) struct Events<'a> {
     reporter: String,
     on: bool,
     /// The clusters whose Events went out early.
-    early: Mutex<BTreeSet<String>>,
+    early: Mutex<BTreeSet<ClusterName>>,
     /// Events recorded so far.
     recorded: AtomicUsize,
 }
@@ -142,18 +142,12 @@ impl<'a> Events<'a> {
             // (the directory backend).
             return;
         }
-        let name = outcome.cluster.to_string();
-        let written = BTreeMap::from([(name.clone(), outcome.written)]);
-        let notes = crate::events::of_run(
-            &self.planned.plan,
-            std::slice::from_ref(cluster),
-            &written,
-            self.source,
-        );
+        let written = BTreeMap::from([(outcome.cluster.to_string(), outcome.written)]);
+        let notes = crate::events::of_run(&self.planned.plan, [cluster], &written, self.source);
         self.early
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(name);
+            .insert(outcome.cluster.clone());
         if notes.is_empty() {
             return;
         }
@@ -172,13 +166,12 @@ impl<'a> Events<'a> {
         }
         let early = std::mem::take(&mut *self.early.lock().unwrap_or_else(PoisonError::into_inner));
         let written = written(report);
-        let mut notes = crate::events::of_run(
-            &self.planned.plan,
-            &self.planned.writes,
-            &written,
-            self.source,
-        );
-        notes.retain(|note| !early.contains(&note.cluster));
+        let rest = self
+            .planned
+            .writes
+            .iter()
+            .filter(|w| !early.contains(&w.cluster));
+        let mut notes = crate::events::of_run(&self.planned.plan, rest, &written, self.source);
         notes.extend(rotation_event(self.planned, &written));
         let mut by_cluster: BTreeMap<String, Vec<crate::events::EventNote>> = BTreeMap::new();
         for note in notes {
@@ -357,7 +350,7 @@ mod tests {
     use super::*;
     use crate::backend::{BackendError, LockGuard};
     use crate::observed::{ClusterObservation, Registration, SecretObject};
-    use crate::plan::{Action, Change, ClusterPlan, Plan, RegistrationWrite, Summary, Write};
+    use crate::plan::{Action, Change, ClusterPlan, Plan, RegistrationWrite, Write};
 
     type Log = Arc<Mutex<Vec<String>>>;
 
@@ -497,18 +490,7 @@ mod tests {
         .into_iter()
         .unzip();
         let planned = Planned {
-            plan: Plan {
-                format_version: 1,
-                instance: "prod".into(),
-                namespace: "gloo-mesh".into(),
-                ca_mode: crate::model::CaMode::Managed,
-                client_cert_mode: crate::model::ClientCertMode::Token,
-                config_digest: "d".into(),
-                source: "s".into(),
-                summary: Summary::of(&plans),
-                ca: Default::default(),
-                clusters: plans,
-            },
+            plan: Plan::of_clusters(plans),
             writes,
         };
         let log = Log::default();

@@ -345,6 +345,24 @@ impl Summary {
 }
 
 impl Plan {
+    /// A token-mode plan of instance `prod` in `gloo-mesh` made of
+    /// `clusters`, for tests of what reads plans.
+    #[cfg(test)]
+    pub(crate) fn of_clusters(clusters: Vec<ClusterPlan>) -> Self {
+        Self {
+            format_version: 1,
+            instance: "prod".into(),
+            namespace: "gloo-mesh".into(),
+            ca_mode: crate::model::CaMode::Managed,
+            client_cert_mode: crate::model::ClientCertMode::Token,
+            config_digest: "d".into(),
+            source: "s".into(),
+            summary: Summary::of(&clusters),
+            ca: Default::default(),
+            clusters,
+        }
+    }
+
     /// The exit status `--detailed-exitcode` asks for: error > changes >
     /// blocked on a rotation gate > none.
     pub fn detailed_status(&self) -> DetailedStatus {
