@@ -1041,9 +1041,22 @@ impl CountingProxy {
 
     /// `GET path` on the stats endpoint: the body.
     fn get(&self, path: &str) -> String {
+        self.ask("GET", path)
+    }
+
+    /// Zeroes the counters and the log.
+    fn reset(&self) {
+        self.ask("POST", "/reset");
+    }
+
+    fn ask(&self, method: &str, path: &str) -> String {
         use std::io::Read as _;
         let mut stream = std::net::TcpStream::connect(&self.stats).expect("stats endpoint");
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: stats\r\n\r\n").expect("request");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: stats\r\nContent-Length: 0\r\n\r\n"
+        )
+        .expect("request");
         let mut answer = String::new();
         stream.read_to_string(&mut answer).expect("answer");
         let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
@@ -1244,6 +1257,150 @@ fn a_workloads_events_go_out_on_the_connection_of_its_writes() {
         "mgmt's Events: {log:?}"
     );
     plan(dir.path(), &[]).expect(0, "converged");
+}
+
+/// The Secret requests of `context` in `log`: (method, uri, code).
+fn secret_requests(log: &str, context: &str) -> Vec<(String, String, u64)> {
+    log.lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("log line"))
+        .filter(|v| v["context"] == context && v["uri"].as_str().unwrap_or("").contains("/secrets"))
+        .map(|v| {
+            (
+                v["method"].as_str().unwrap_or_default().to_owned(),
+                v["uri"].as_str().unwrap_or_default().to_owned(),
+                v["code"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_fresh_cluster_is_read_in_one_list_by_label_and_one_list_of_names() {
+    let ns = "kb-observe-names";
+    let proxy = CountingProxy::start(&[]);
+    let dir = proxy.scenario(ns);
+    apply(dir.path(), &[]).expect(0, "first apply");
+
+    let log = proxy.get("/log");
+    for context in ["mgmt", "cluster-1", "cluster-2"] {
+        let reads: Vec<_> = secret_requests(&log, context)
+            .into_iter()
+            .filter(|(method, ..)| method == "GET")
+            .collect();
+        let by_label = reads
+            .iter()
+            .filter(|(_, uri, _)| uri.contains("labelSelector="))
+            .count();
+        let names = reads
+            .iter()
+            .filter(|(_, uri, _)| uri.contains("/secrets?") && !uri.contains("labelSelector="))
+            .count();
+        let named: Vec<_> = reads
+            .iter()
+            .filter(|(_, uri, _)| !uri.contains('?'))
+            .collect();
+        assert_eq!((by_label, names), (1, 1), "{context}: {reads:?}");
+        // Only the agent's Secret, which never carries relayctl's label, is
+        // asked by name; the relay names the LIST did not return are
+        // answered by the LIST of names, not by a GET each.
+        let expected: &[&str] = if context == "mgmt" {
+            &[]
+        } else {
+            &[CLIENT_SECRET]
+        };
+        let asked: Vec<&str> = named
+            .iter()
+            .map(|(_, uri, _)| uri.rsplit('/').next().unwrap_or_default())
+            .collect();
+        assert_eq!(asked, expected, "{context}: {reads:?}");
+        assert!(
+            named.iter().all(|(.., code)| *code == 404),
+            "{context}: {reads:?}"
+        );
+    }
+
+    // A Secret that is not ours under a relay name is still found, by name,
+    // and is a conflict: nothing is overwritten.
+    kubectl("cluster-2", &["-n", ns, "delete", "secret", ROOT_SECRET]);
+    kubectl(
+        "cluster-2",
+        &[
+            "-n",
+            ns,
+            "create",
+            "secret",
+            "generic",
+            ROOT_SECRET,
+            "--from-literal=ca.crt=not-ours",
+        ],
+    );
+    proxy.reset();
+    let run = plan(dir.path(), &[]);
+    run.expect(1, "cluster-2 holds a foreign Secret: a conflict");
+    assert!(
+        run.stdout.contains(ROOT_SECRET) || run.stderr.contains(ROOT_SECRET),
+        "the conflict names the Secret:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let log = proxy.get("/log");
+    let reads = secret_requests(&log, "cluster-2");
+    assert!(
+        reads.iter().any(|(method, uri, code)| method == "GET"
+            && uri.ends_with(&format!("/secrets/{ROOT_SECRET}"))
+            && *code == 200),
+        "the foreign Secret, listed by name, is read: {reads:?}"
+    );
+    assert_eq!(
+        data(&secrets("cluster-2", ns), ROOT_SECRET, "ca.crt"),
+        b"not-ours",
+        "untouched"
+    );
+}
+
+#[test]
+fn a_namespace_of_more_secrets_than_one_page_is_asked_by_name() {
+    let ns = "kb-observe-crowded";
+    let proxy = CountingProxy::start(&[]);
+    let dir = proxy.scenario(ns);
+    // cluster-1's namespace holds 501 other Secrets (more than the 500 of
+    // one page of the names LIST) and a foreign one under a relay name.
+    kubectl("cluster-1", &["create", "namespace", ns]);
+    let mut list = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    for i in 0..501 {
+        list.push_str(&format!(
+            "- {{apiVersion: v1, kind: Secret, metadata: {{name: other-{i}, namespace: {ns}}}}}\n"
+        ));
+    }
+    list.push_str(&format!(
+        "- {{apiVersion: v1, kind: Secret, metadata: {{name: {ROOT_SECRET}, namespace: {ns}}}, data: {{ca.crt: {}}}}}\n",
+        b64(b"not-ours")
+    ));
+    kubectl_stdin("cluster-1", &["apply", "-f", "-"], &list);
+
+    plan(dir.path(), &[]).expect(1, "cluster-1 holds a foreign Secret: a conflict");
+    let reads: Vec<_> = secret_requests(&proxy.get("/log"), "cluster-1")
+        .into_iter()
+        .filter(|(method, ..)| method == "GET")
+        .collect();
+    let paged = reads
+        .iter()
+        .filter(|(_, uri, _)| uri.contains("/secrets?") && !uri.contains("labelSelector="))
+        .count();
+    assert_eq!(paged, 1, "one page of names, not the next: {reads:?}");
+    let named: Vec<&str> = reads
+        .iter()
+        .filter(|(_, uri, _)| !uri.contains('?'))
+        .map(|(_, uri, _)| uri.rsplit('/').next().unwrap_or_default())
+        .collect();
+    assert!(
+        named.contains(&ROOT_SECRET) && named.contains(&TOKEN_SECRET),
+        "more than a page: each relay name asked by GET: {reads:?}"
+    );
+    assert_eq!(
+        data(&secrets("cluster-1", ns), ROOT_SECRET, "ca.crt"),
+        b"not-ours"
+    );
 }
 
 #[test]

@@ -1,14 +1,16 @@
-//! Secret reads and writes: the label-scoped LIST and named GETs of an
-//! observation, create as a POST, update as a forced server-side apply plus
-//! the removal of keys the plan does not write, delete, each under the
-//! observed `resourceVersion` and `uid`. Bodies are built and decoded here so
-//! that Secret data never passes through the client's logs or an error.
+//! Secret reads and writes: the label-scoped LIST, the metadata-only LIST
+//! and the named GETs of an observation, create as a POST, update as a
+//! forced server-side apply plus the removal of keys the plan does not
+//! write, delete, each under the observed `resourceVersion` and `uid`.
+//! Bodies are built and decoded here so that Secret data never passes
+//! through the client's logs or an error.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use kube::Resource as _;
 use kube::api::{
     DeleteParams, ListParams, ObjectList, Patch, PatchParams, PostParams, Preconditions,
@@ -24,10 +26,36 @@ use crate::backend::BackendError;
 use crate::observed::{ClusterObservation, LABEL_INSTANCE, SecretObject};
 use crate::secret::SecretBytes;
 
+/// Items per page of the metadata-only LIST of a namespace's Secrets; a
+/// namespace holding more is asked by name instead.
+const METADATA_PAGE: u32 = 500;
+
+/// A `PartialObjectMetadataList`, of which only the names and the
+/// continuation are kept: labels and annotations (where `kubectl apply`
+/// leaves a copy of a Secret's data) are skipped by the decoder, never
+/// copied out of the zeroized answer.
+#[derive(serde::Deserialize)]
+struct NameList {
+    #[serde(default)]
+    metadata: ListMeta,
+    /// `null` when the namespace holds no Secret.
+    items: Option<Vec<NameItem>>,
+}
+
+#[derive(serde::Deserialize)]
+struct NameItem {
+    metadata: NameOnly,
+}
+
+#[derive(serde::Deserialize)]
+struct NameOnly {
+    name: Option<String>,
+}
+
 impl KubeBackend {
     /// The label-scoped LIST, with the GETs of `unlabelled` (names no LIST
-    /// by label returns) sent at the same time; then the GETs of `names`
-    /// the LIST did not return, all at once.
+    /// by label returns) sent at the same time; then, of `names` the LIST
+    /// did not return, those that exist ([`Self::read_existing`]).
     pub(super) async fn observe_async(
         &self,
         namespace: &str,
@@ -84,7 +112,7 @@ impl KubeBackend {
             .filter(|n| !observation.secrets.contains_key(n.as_str()))
             .collect();
         for secret in self
-            .get_named(&request, deadline, namespace, missing)
+            .read_existing(&request, deadline, namespace, missing)
             .await?
         {
             let (object, uid) = to_object(namespace, secret);
@@ -92,6 +120,53 @@ impl KubeBackend {
             observation.secrets.insert(object.name.clone(), object);
         }
         Ok(observation)
+    }
+
+    /// The Secrets among `names` (none labelled for the instance, so none
+    /// in its LIST) that exist. One name is one GET. For more, a
+    /// metadata-only LIST of the namespace (names, no data) shows which of
+    /// them exist, and only those are read: on a fresh or converged cluster
+    /// that is one request where there would be one GET per name. A namespace
+    /// with more Secrets than one page of that LIST holds falls back to the
+    /// GETs, so the LIST's cost stays bounded whatever else the namespace
+    /// holds.
+    async fn read_existing(
+        &self,
+        request: &Request,
+        deadline: Instant,
+        namespace: &str,
+        names: BTreeSet<&String>,
+    ) -> Result<Vec<Secret>, BackendError> {
+        if names.len() < 2 {
+            return self.get_named(request, deadline, namespace, names).await;
+        }
+        let operation = || {
+            format!(
+                "listing the names of Secrets in namespace `{namespace}` of cluster `{}`",
+                self.cluster
+            )
+        };
+        let params = ListParams::default().limit(METADATA_PAGE);
+        let text = self
+            .secret_call(deadline, || request.list_metadata(&params))
+            .await
+            .map_err(|e| self.fail(operation(), e))?;
+        let listed: NameList =
+            decode(&text).map_err(|e| self.fail(operation(), CallError::Decode(e)))?;
+        if listed.metadata.continue_.is_some_and(|c| !c.is_empty()) {
+            return self.get_named(request, deadline, namespace, names).await;
+        }
+        let present: BTreeSet<&str> = listed
+            .items
+            .iter()
+            .flatten()
+            .filter_map(|item| item.metadata.name.as_deref())
+            .collect();
+        let names = names
+            .into_iter()
+            .filter(|name| present.contains(name.as_str()))
+            .collect();
+        self.get_named(request, deadline, namespace, names).await
     }
 
     /// GETs of `names`, all at once (over HTTP/2, one round trip on the
@@ -458,6 +533,34 @@ fn to_object(namespace: &str, mut secret: Secret) -> (SecretObject, Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_of_names_keeps_names_and_the_continuation_only() {
+        // The shape kube-apiserver answers with `as=PartialObjectMetadataList`.
+        let text = r#"{"kind":"PartialObjectMetadataList","apiVersion":"meta.k8s.io/v1",
+            "metadata":{"resourceVersion":"7","continue":"abc"},
+            "items":[
+              {"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{
+                "name":"relay-root-tls-secret","namespace":"gloo-mesh","uid":"u",
+                "annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{\"data\":{}}"},
+                "managedFields":[{"manager":"kubectl","operation":"Update"}]}},
+              {"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"other"}}
+            ]}"#;
+        let list: NameList = decode(text).unwrap();
+        let items = list.items.unwrap_or_default();
+        let names: Vec<_> = items.iter().map(|i| i.metadata.name.as_deref()).collect();
+        assert_eq!(names, [Some("relay-root-tls-secret"), Some("other")]);
+        assert_eq!(list.metadata.continue_.as_deref(), Some("abc"));
+        // An empty namespace: kube-apiserver answers `"items":null`.
+        for empty in [
+            r#"{"metadata":{},"items":null}"#,
+            r#"{"metadata":{},"items":[]}"#,
+        ] {
+            let list: NameList = decode(empty).unwrap();
+            assert!(list.metadata.continue_.is_none());
+            assert!(list.items.unwrap_or_default().is_empty());
+        }
+    }
 
     #[test]
     fn a_secret_body_carries_the_preconditions_and_base64_data() {
