@@ -12,7 +12,8 @@
 // memory, with resourceVersion and uid, and answers only the calls relayctl
 // makes:
 //
-//	core/v1 Secrets      LIST (labelSelector k=v[,k=v], k, !k), GET, POST,
+//	core/v1 Secrets      LIST (labelSelector k=v[,k=v], k, !k; metadata only
+//	                     when Accept asks for PartialObjectMetadataList), GET, POST,
 //	                     PATCH (apply-patch, merge-patch), PUT, DELETE with
 //	                     resourceVersion/uid preconditions
 //	core/v1 ConfigMaps   the same verbs
@@ -391,13 +392,25 @@ func (s *sim) serve(c *cluster, r route, req *http.Request, body []byte) (int, a
 			}
 		}
 		sort.Strings(keys)
+		metadataOnly := strings.Contains(req.Header.Get("Accept"), "as=PartialObjectMetadataList")
 		for _, k := range keys {
-			if sel.matches(store[k]) {
+			if !sel.matches(store[k]) {
+				continue
+			}
+			if metadataOnly {
+				items = append(items, obj{"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+					"metadata": store[k]["metadata"]})
+			} else {
 				items = append(items, store[k])
 			}
 		}
+		listMeta := obj{"resourceVersion": strconv.FormatInt(c.rv, 10)}
+		if metadataOnly {
+			return 200, obj{"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+				"metadata": listMeta, "items": items}
+		}
 		return 200, obj{"apiVersion": meta.apiVersion, "kind": meta.kind + "List",
-			"metadata": obj{"resourceVersion": strconv.FormatInt(c.rv, 10)}, "items": items}
+			"metadata": listMeta, "items": items}
 	case req.Method == "GET":
 		if r.resource == "namespaces" {
 			if !c.namespaces[r.name] {
