@@ -46,8 +46,11 @@ pub fn parallel_map<T: Sync, R: Send>(
 /// and the config's material sources on it. `sources` are the config's
 /// `secret` material sources, listed once per observation (listing them
 /// walks every workload cluster). Split in two: names relayctl writes (read
-/// only when the LIST did not return them), and names no LIST by label can
-/// return ([`crate::relay::unlabelled_names`] and the sources).
+/// only when the LIST did not return them), and names read alongside the
+/// LIST: those no LIST by label can return ([`crate::relay::unlabelled_names`]
+/// and the sources), and on mgmt the rotation record, which exists only
+/// while a rotation is under way, so that a run between rotations does not
+/// wait a second round trip to learn it is absent.
 fn names_for(
     config: &TrustConfig,
     sources: &[&crate::model::SecretRef],
@@ -69,18 +72,19 @@ fn names_for(
         config.client_certs.mode,
         config.identity_token.enabled,
     );
-    let unlabelled_held = crate::relay::unlabelled_names(ca, client, tokens, role);
-    let (mut unlabelled, mut names): (Vec<String>, Vec<String>) =
+    let unlabelled = crate::relay::unlabelled_names(ca, client, tokens, role);
+    let rotation = crate::relay::rotation_secret(config.instance.as_str());
+    let (mut with_list, mut names): (Vec<String>, Vec<String>) =
         crate::relay::observed_names(config.instance.as_str(), ca, client, tokens, role)
             .into_iter()
-            .partition(|n| unlabelled_held.contains(n));
+            .partition(|n| unlabelled.contains(n) || *n == rotation);
     for source in sources {
-        if &source.cluster == cluster && !unlabelled.contains(&source.name) {
+        if &source.cluster == cluster && !with_list.contains(&source.name) {
             names.retain(|n| n != &source.name);
-            unlabelled.push(source.name.clone());
+            with_list.push(source.name.clone());
         }
     }
-    (names, unlabelled)
+    (names, with_list)
 }
 
 /// Observes `clusters` concurrently. A cluster that cannot be reached is
@@ -96,7 +100,7 @@ pub fn observe(
     let instance = config.instance.as_str();
     let sources = crate::material::secret_sources(config);
     let results = parallel_map(clusters.to_vec(), parallelism, |(name, backend)| {
-        let (names, unlabelled) = names_for(config, &sources, name);
+        let (names, with_list) = names_for(config, &sources, name);
         let describe = |e: crate::backend::BackendError| {
             use crate::backend::BackendError as E;
             let class = match e {
@@ -107,7 +111,7 @@ pub fn observe(
             format!("{class}: {}: {}", backend.describe(), error_chain(&e))
         };
         let mut result = backend
-            .observe_split(namespace, instance, &names, &unlabelled)
+            .observe_split(namespace, instance, &names, &with_list)
             .map_err(describe);
         // Material sources in other namespaces: one read each.
         for source in sources

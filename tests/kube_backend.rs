@@ -1300,14 +1300,16 @@ fn a_fresh_cluster_is_read_in_one_list_by_label_and_one_list_of_names() {
             .filter(|(_, uri, _)| !uri.contains('?'))
             .collect();
         assert_eq!((by_label, names), (1, 1), "{context}: {reads:?}");
-        // Only the agent's Secret, which never carries relayctl's label, is
-        // asked by name; the relay names the LIST did not return are
+        // Only the agent's Secret, which never carries relayctl's label, and
+        // mgmt's rotation record (absent between rotations) are asked by
+        // name, with the LIST; the relay names the LIST did not return are
         // answered by the LIST of names, not by a GET each.
-        let expected: &[&str] = if context == "mgmt" {
-            &[]
+        let record = relayctl::relay::rotation_secret("prod");
+        let expected = [if context == "mgmt" {
+            record.as_str()
         } else {
-            &[CLIENT_SECRET]
-        };
+            CLIENT_SECRET
+        }];
         let asked: Vec<&str> = named
             .iter()
             .map(|(_, uri, _)| uri.rsplit('/').next().unwrap_or_default())
@@ -1356,6 +1358,44 @@ fn a_fresh_cluster_is_read_in_one_list_by_label_and_one_list_of_names() {
         b"not-ours",
         "untouched"
     );
+}
+
+#[test]
+fn a_converged_plan_reads_every_cluster_in_one_round_trip() {
+    let ns = "kb-observe-one-round";
+    // 150 ms each way on every request: a request sent only after another's
+    // answer arrives at least 300 ms after it.
+    let proxy = CountingProxy::start(&["--delay", "150ms"]);
+    let dir = proxy.scenario(ns);
+    apply(dir.path(), &[]).expect(0, "first apply");
+    proxy.reset();
+    plan(dir.path(), &[]).expect(0, "converged");
+
+    let log: Vec<serde_json::Value> = proxy
+        .get("/log")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("log line"))
+        .collect();
+    for context in ["mgmt", "cluster-1", "cluster-2"] {
+        let reads: Vec<(f64, &str)> = log
+            .iter()
+            .filter(|v| v["context"] == context)
+            .map(|v| {
+                (
+                    v["t_ms"].as_f64().unwrap_or_default(),
+                    v["uri"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        // The LIST by label and one GET: on a workload the agent's Secret,
+        // on mgmt the rotation record (absent between rotations).
+        assert_eq!(reads.len(), 2, "{context}: {reads:?}");
+        let spread = reads[1].0 - reads[0].0;
+        assert!(
+            spread < 150.0,
+            "{context}: the GET waited for the LIST ({spread} ms apart): {reads:?}"
+        );
+    }
 }
 
 #[test]

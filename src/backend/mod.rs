@@ -175,19 +175,20 @@ pub trait Backend: Send + Sync {
         names: &[String],
     ) -> Result<ClusterObservation, BackendError>;
 
-    /// [`Backend::observe`] of `names` plus `unlabelled`: Secrets that by
+    /// [`Backend::observe`] of `names` plus `with_list`: Secrets that by
     /// their writer never carry the instance's label (the agent's, the
     /// management server's, the user's sources), so that no LIST by label
-    /// can return them. A backend may read those at the same time as it
-    /// lists, instead of after.
+    /// can return them, and Secrets that are usually absent (the rotation
+    /// record). A backend may read those at the same time as it lists,
+    /// instead of after.
     fn observe_split(
         &self,
         namespace: &str,
         instance: &str,
         names: &[String],
-        unlabelled: &[String],
+        with_list: &[String],
     ) -> Result<ClusterObservation, BackendError> {
-        let all: Vec<String> = names.iter().chain(unlabelled).cloned().collect();
+        let all: Vec<String> = names.iter().chain(with_list).cloned().collect();
         self.observe(namespace, instance, &all)
     }
 

@@ -241,9 +241,9 @@ impl Backend for KubeBackend {
         namespace: &str,
         instance: &str,
         names: &[String],
-        unlabelled: &[String],
+        with_list: &[String],
     ) -> Result<ClusterObservation, BackendError> {
-        block_on(self.observe_async(namespace, instance, names, unlabelled))
+        block_on(self.observe_async(namespace, instance, names, with_list))
     }
 
     fn write(&self, write: &Write) -> Result<Option<String>, BackendError> {

@@ -53,15 +53,15 @@ struct NameOnly {
 }
 
 impl KubeBackend {
-    /// The label-scoped LIST, with the GETs of `unlabelled` (names no LIST
-    /// by label returns) sent at the same time; then, of `names` the LIST
+    /// The label-scoped LIST, with the GETs of `with_list` (names no LIST
+    /// by label returns, or that are usually absent) sent at the same time; then, of `names` the LIST
     /// did not return, those that exist ([`Self::read_existing`]).
     pub(super) async fn observe_async(
         &self,
         namespace: &str,
         instance: &str,
         names: &[String],
-        unlabelled: &[String],
+        with_list: &[String],
     ) -> Result<ClusterObservation, BackendError> {
         let deadline = self.deadline();
         let request = Request::new(Secret::url_path(&(), Some(namespace)));
@@ -80,7 +80,7 @@ impl KubeBackend {
                     )
                 })
         };
-        let early: BTreeSet<&String> = unlabelled.iter().collect();
+        let early: BTreeSet<&String> = with_list.iter().collect();
         let (text, early) = futures_util::future::join(
             listing,
             self.get_named(&request, deadline, namespace, early),
