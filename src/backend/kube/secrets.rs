@@ -54,8 +54,9 @@ struct NameOnly {
 
 impl KubeBackend {
     /// The label-scoped LIST, with the GETs of `with_list` (names no LIST
-    /// by label returns, or that are usually absent) sent at the same time; then, of `names` the LIST
-    /// did not return, those that exist ([`Self::read_existing`]).
+    /// by label returns, or that are usually absent) sent at the same time;
+    /// then, of `names` the LIST did not return, those that exist
+    /// ([`Self::read_existing`]).
     pub(super) async fn observe_async(
         &self,
         namespace: &str,
