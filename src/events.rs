@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::observed::ANNOTATION_NOT_AFTER;
-use crate::plan::{Action, ClusterWrites, Plan};
+use crate::plan::{Action, ClusterPlan, ClusterWrites};
 
 /// `reportingController` of every Event.
 pub const REPORTING_CONTROLLER: &str = "relayctl.dev/relayctl";
@@ -114,22 +114,21 @@ fn is_renewal(reasons: &[String]) -> bool {
 
 /// The Events of one run: for every write that went through (the first
 /// `written[cluster]` writes of that cluster, in order) and every conflict
-/// of the plan, for the clusters of `writes`. `source` names the commit or
-/// path in the notes.
+/// of the plan, for the clusters of `clusters`, each its writes with its
+/// plan, and nothing of any other cluster. `instance` and `source` (the
+/// commit or path) are named in the notes.
 pub fn of_run<'w>(
-    plan: &Plan,
-    writes: impl IntoIterator<Item = &'w ClusterWrites>,
+    instance: &str,
+    clusters: impl IntoIterator<Item = (&'w ClusterWrites, &'w ClusterPlan)>,
     written: &BTreeMap<String, usize>,
     source: &str,
 ) -> Vec<EventNote> {
+    let clusters: Vec<(&ClusterWrites, &ClusterPlan)> = clusters.into_iter().collect();
     let mut notes = Vec::new();
     let mut seen: BTreeSet<(String, String, String)> = BTreeSet::new();
-    for cluster in writes {
+    for &(cluster, planned) in &clusters {
         let name = cluster.cluster.as_str();
         let done = written.get(name).copied().unwrap_or(0);
-        let Some(planned) = plan.clusters.iter().find(|c| c.name == name) else {
-            continue;
-        };
         // The last write of a Secret tells what happened to it. A cluster's
         // count also holds its registrations (mgmt), which are written after
         // its Secrets and before its `last` ones, and record no Event.
@@ -194,7 +193,9 @@ pub fn of_run<'w>(
             });
         }
     }
-    for cluster in &plan.clusters {
+    // A conflict is recorded in its own cluster only: the Events of one
+    // cluster go out on that cluster's connection.
+    for &(_, cluster) in &clusters {
         for change in cluster
             .changes
             .iter()
@@ -216,7 +217,7 @@ pub fn of_run<'w>(
                 note: bounded(format!(
                     "`{}` is not managed by relayctl instance `{}` ({}); left untouched: remove it, or run `relayctl apply --adopt` to take it over",
                     change.name,
-                    plan.instance,
+                    instance,
                     change.reasons.join("; ")
                 )),
                 dedupe: Some(format!(
@@ -254,7 +255,7 @@ pub fn rotation_phase_advanced(
 mod tests {
     use super::*;
     use crate::observed::SecretObject;
-    use crate::plan::{Change, ClusterPlan, Role, Summary, Write};
+    use crate::plan::{Change, Plan, Role, Summary, Write};
 
     fn change(name: &str, action: Action, reasons: &[&str]) -> Change {
         Change {
@@ -332,11 +333,27 @@ mod tests {
         (plan, writes)
     }
 
+    /// [`of_run`] of `writes`, each with its cluster's plan in `plan`.
+    fn of_plan(
+        plan: &Plan,
+        writes: &[ClusterWrites],
+        written: &BTreeMap<String, usize>,
+    ) -> Vec<EventNote> {
+        let clusters = writes.iter().map(|w| {
+            let planned = plan.clusters.iter().find(|c| c.name == w.cluster.as_str());
+            (
+                w,
+                planned.unwrap_or_else(|| panic!("no plan for {}", w.cluster)),
+            )
+        });
+        of_run(&plan.instance, clusters, written, "repo@abc")
+    }
+
     #[test]
     fn each_write_that_went_through_is_one_event_and_a_conflict_one_warning() {
         let (plan, writes) = fixture();
         let written = BTreeMap::from([("cluster-1".to_owned(), 2)]);
-        let notes = of_run(&plan, &writes, &written, "repo@abc");
+        let notes = of_plan(&plan, &writes, &written);
         let reasons: Vec<(&str, Reason)> =
             notes.iter().map(|n| (n.name.as_str(), n.reason)).collect();
         assert_eq!(
@@ -360,9 +377,9 @@ mod tests {
     fn writes_that_did_not_go_through_record_nothing() {
         let (plan, writes) = fixture();
         let written = BTreeMap::from([("cluster-1".to_owned(), 1)]);
-        let notes = of_run(&plan, &writes, &written, "repo@abc");
+        let notes = of_plan(&plan, &writes, &written);
         assert!(notes.iter().all(|n| n.name != "relay-client-tls-secret"));
-        let none = of_run(&plan, &writes, &BTreeMap::new(), "repo@abc");
+        let none = of_plan(&plan, &writes, &BTreeMap::new());
         assert_eq!(none.len(), 1, "only the conflict");
     }
 
@@ -384,13 +401,56 @@ mod tests {
         writes[0].last = vec![write("other", Action::Update)];
         // The two Secrets and the registration went through, `last` did not.
         let written = BTreeMap::from([("cluster-1".to_owned(), 3)]);
-        let notes = of_run(&plan, &writes, &written, "repo@abc");
+        let notes = of_plan(&plan, &writes, &written);
         assert!(notes.iter().all(|n| n.name != "other"), "{notes:?}");
         assert_eq!(notes.len(), 3, "{notes:?}");
         // Once `last` went through too, it is recorded.
         let written = BTreeMap::from([("cluster-1".to_owned(), 4)]);
-        let notes = of_run(&plan, &writes, &written, "repo@abc");
+        let notes = of_plan(&plan, &writes, &written);
         assert!(notes.iter().any(|n| n.name == "other"), "{notes:?}");
+    }
+
+    #[test]
+    fn a_clusters_events_hold_nothing_of_another_cluster() {
+        // cluster-1 has writes and a conflict; cluster-2 only a conflict.
+        let (mut plan, mut writes) = fixture();
+        plan.clusters.push(ClusterPlan {
+            name: "cluster-2".into(),
+            role: Role::Workload,
+            error: None,
+            changes: vec![change(
+                "relay-root-tls-secret",
+                Action::Conflict,
+                &["not owned"],
+            )],
+        });
+        writes.push(ClusterWrites {
+            cluster: crate::model::DnsLabel::parse("cluster-2").unwrap_or_else(|e| panic!("{e}")),
+            role: Role::Workload,
+            writes: Vec::new(),
+            last: Vec::new(),
+            registrations: Vec::new(),
+        });
+        let written = BTreeMap::from([("cluster-1".to_owned(), 2)]);
+        let first = of_run(
+            "prod",
+            [(&writes[0], &plan.clusters[0])],
+            &written,
+            "repo@abc",
+        );
+        assert_eq!(first.len(), 3, "{first:?}");
+        assert!(first.iter().all(|n| n.cluster == "cluster-1"), "{first:?}");
+        let second = of_run(
+            "prod",
+            [(&writes[1], &plan.clusters[1])],
+            &written,
+            "repo@abc",
+        );
+        let second: Vec<_> = second
+            .iter()
+            .map(|n| (n.cluster.as_str(), n.reason))
+            .collect();
+        assert_eq!(second, [("cluster-2", Reason::Conflict)]);
     }
 
     #[test]

@@ -2210,8 +2210,16 @@ fn events_record_transitions_only_and_jobs_write_their_status_with_the_example_r
             "--from-literal=ca.crt=not-ours",
         ],
     );
+    // cluster-1 drifts in the same tick: it is repaired, and its Events (sent
+    // as soon as its writes end) hold nothing of cluster-2's conflict.
+    patch_data("cluster-1", ns, TOKEN_SECRET, &[("token", b"drifted")]);
     once().expect(1, "a conflict fails the run");
     once().expect(1, "the conflict is still there");
+    let first = relayctl_events("cluster-1", ns);
+    assert!(
+        first.iter().any(|(r, ..)| r == "Repaired") && first.iter().all(|(r, ..)| r != "Conflict"),
+        "cluster-1: its repair, never cluster-2's conflict: {first:?}"
+    );
     let conflicts: Vec<_> = relayctl_events("cluster-2", ns)
         .into_iter()
         .filter(|(r, ..)| r == "Conflict")

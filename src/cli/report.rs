@@ -12,7 +12,7 @@ use super::prepared::Prepared;
 use crate::apply::{ApplyReport, ClusterOutcome};
 use crate::backend::Backend;
 use crate::model::ClusterName;
-use crate::plan::{ClusterWrites, Planned, Role};
+use crate::plan::{ClusterPlan, ClusterWrites, Planned, Role};
 use crate::status::{self, ClusterStatus, RunStatus};
 
 /// Writes that went through, per cluster.
@@ -76,6 +76,8 @@ pub(crate) struct Events<'a> {
     source: &'a str,
     /// Each cluster's planned writes, by name.
     writes: BTreeMap<&'a ClusterName, &'a ClusterWrites>,
+    /// Each cluster's plan, by name.
+    plans: BTreeMap<&'a str, &'a ClusterPlan>,
     reporter: String,
     on: bool,
     /// The clusters whose Events went out early.
@@ -110,6 +112,9 @@ impl<'a> Events<'a> {
             backends,
             source,
             writes: planned.writes.iter().map(|w| (&w.cluster, w)).collect(),
+            plans: (planned.plan.clusters.iter())
+                .map(|c| (c.name.as_str(), c))
+                .collect(),
             reporter,
             on,
             early: Mutex::new(BTreeSet::new()),
@@ -137,13 +142,17 @@ impl<'a> Events<'a> {
         let Some(backend) = self.backends.get(&outcome.cluster).cloned() else {
             return;
         };
+        let Some(plan) = self.plans.get(outcome.cluster.as_str()).copied() else {
+            return;
+        };
         if !backend.records_events() {
             // No thread per cluster for a backend that keeps no Events
             // (the directory backend).
             return;
         }
         let written = BTreeMap::from([(outcome.cluster.to_string(), outcome.written)]);
-        let notes = crate::events::of_run(&self.planned.plan, [cluster], &written, self.source);
+        let instance = self.planned.plan.instance.as_str();
+        let notes = crate::events::of_run(instance, [(cluster, plan)], &written, self.source);
         self.early
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -166,12 +175,11 @@ impl<'a> Events<'a> {
         }
         let early = std::mem::take(&mut *self.early.lock().unwrap_or_else(PoisonError::into_inner));
         let written = written(report);
-        let rest = self
-            .planned
-            .writes
-            .iter()
-            .filter(|w| !early.contains(&w.cluster));
-        let mut notes = crate::events::of_run(&self.planned.plan, rest, &written, self.source);
+        let rest = (self.planned.writes.iter())
+            .filter(|w| !early.contains(&w.cluster))
+            .filter_map(|w| Some((w, *self.plans.get(w.cluster.as_str())?)));
+        let instance = self.planned.plan.instance.as_str();
+        let mut notes = crate::events::of_run(instance, rest, &written, self.source);
         notes.extend(rotation_event(self.planned, &written));
         let mut by_cluster: BTreeMap<String, Vec<crate::events::EventNote>> = BTreeMap::new();
         for note in notes {
