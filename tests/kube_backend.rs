@@ -1100,6 +1100,24 @@ impl CountingProxy {
         scenario("managed", ns, &targets)
     }
 
+    /// The Secret requests of `context` so far: (method, uri, status code).
+    fn secret_requests(&self, context: &str) -> Vec<(String, String, u64)> {
+        self.get("/log")
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("log line"))
+            .filter(|v| {
+                v["context"] == context && v["uri"].as_str().unwrap_or("").contains("/secrets")
+            })
+            .map(|v| {
+                (
+                    v["method"].as_str().unwrap_or_default().to_owned(),
+                    v["uri"].as_str().unwrap_or_default().to_owned(),
+                    v["code"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
     /// [`CountingProxy::log`] with each request's client connection:
     /// (context, ms since start, method, uri, connection).
     fn log_with_connections(&self) -> Vec<(String, f64, String, String, String)> {
@@ -1259,19 +1277,21 @@ fn a_workloads_events_go_out_on_the_connection_of_its_writes() {
     plan(dir.path(), &[]).expect(0, "converged");
 }
 
-/// The Secret requests of `context` in `log`: (method, uri, code).
-fn secret_requests(log: &str, context: &str) -> Vec<(String, String, u64)> {
-    log.lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("log line"))
-        .filter(|v| v["context"] == context && v["uri"].as_str().unwrap_or("").contains("/secrets"))
-        .map(|v| {
-            (
-                v["method"].as_str().unwrap_or_default().to_owned(),
-                v["uri"].as_str().unwrap_or_default().to_owned(),
-                v["code"].as_u64().unwrap_or_default(),
-            )
-        })
-        .collect()
+/// Replaces relayctl's root Secret in `context` by one it does not own.
+fn plant_foreign_root(context: &str, ns: &str) {
+    kubectl(context, &["-n", ns, "delete", "secret", ROOT_SECRET]);
+    kubectl(
+        context,
+        &[
+            "-n",
+            ns,
+            "create",
+            "secret",
+            "generic",
+            ROOT_SECRET,
+            "--from-literal=ca.crt=not-ours",
+        ],
+    );
 }
 
 #[test]
@@ -1281,9 +1301,9 @@ fn a_fresh_cluster_is_read_in_one_list_by_label_and_one_list_of_names() {
     let dir = proxy.scenario(ns);
     apply(dir.path(), &[]).expect(0, "first apply");
 
-    let log = proxy.get("/log");
     for context in ["mgmt", "cluster-1", "cluster-2"] {
-        let reads: Vec<_> = secret_requests(&log, context)
+        let reads: Vec<_> = proxy
+            .secret_requests(context)
             .into_iter()
             .filter(|(method, ..)| method == "GET")
             .collect();
@@ -1323,19 +1343,7 @@ fn a_fresh_cluster_is_read_in_one_list_by_label_and_one_list_of_names() {
 
     // A Secret that is not ours under a relay name is still found, by name,
     // and is a conflict: nothing is overwritten.
-    kubectl("cluster-2", &["-n", ns, "delete", "secret", ROOT_SECRET]);
-    kubectl(
-        "cluster-2",
-        &[
-            "-n",
-            ns,
-            "create",
-            "secret",
-            "generic",
-            ROOT_SECRET,
-            "--from-literal=ca.crt=not-ours",
-        ],
-    );
+    plant_foreign_root("cluster-2", ns);
     proxy.reset();
     let run = plan(dir.path(), &[]);
     run.expect(1, "cluster-2 holds a foreign Secret: a conflict");
@@ -1345,8 +1353,7 @@ fn a_fresh_cluster_is_read_in_one_list_by_label_and_one_list_of_names() {
         run.stdout,
         run.stderr
     );
-    let log = proxy.get("/log");
-    let reads = secret_requests(&log, "cluster-2");
+    let reads = proxy.secret_requests("cluster-2");
     assert!(
         reads.iter().any(|(method, uri, code)| method == "GET"
             && uri.ends_with(&format!("/secrets/{ROOT_SECRET}"))
@@ -1373,21 +1380,12 @@ fn a_converged_plan_reads_every_cluster_in_one_round_trip() {
     proxy.reset();
     plan(dir.path(), &[]).expect(0, "converged");
 
-    let log: Vec<serde_json::Value> = proxy
-        .get("/log")
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("log line"))
-        .collect();
+    let log = proxy.log();
     for context in ["mgmt", "cluster-1", "cluster-2"] {
         let reads: Vec<(f64, &str)> = log
             .iter()
-            .filter(|v| v["context"] == context)
-            .map(|v| {
-                (
-                    v["t_ms"].as_f64().unwrap_or_default(),
-                    v["uri"].as_str().unwrap_or_default(),
-                )
-            })
+            .filter(|(c, ..)| c == context)
+            .map(|(_, t, _, uri)| (*t, uri.as_str()))
             .collect();
         // The LIST by label and one GET: on a workload the agent's Secret,
         // on mgmt the rotation record (absent between rotations).
@@ -1421,7 +1419,8 @@ fn a_namespace_of_more_secrets_than_one_page_is_asked_by_name() {
     kubectl_stdin("cluster-1", &["apply", "-f", "-"], &list);
 
     plan(dir.path(), &[]).expect(1, "cluster-1 holds a foreign Secret: a conflict");
-    let reads: Vec<_> = secret_requests(&proxy.get("/log"), "cluster-1")
+    let reads: Vec<_> = proxy
+        .secret_requests("cluster-1")
         .into_iter()
         .filter(|(method, ..)| method == "GET")
         .collect();
@@ -2199,19 +2198,7 @@ fn events_record_transitions_only_and_jobs_write_their_status_with_the_example_r
     assert!(!metrics.contains("relayctl_api_request_duration_seconds_bucket{cluster"));
 
     // A conflict is one Warning, however many runs find it again.
-    kubectl("cluster-2", &["-n", ns, "delete", "secret", ROOT_SECRET]);
-    kubectl(
-        "cluster-2",
-        &[
-            "-n",
-            ns,
-            "create",
-            "secret",
-            "generic",
-            ROOT_SECRET,
-            "--from-literal=ca.crt=not-ours",
-        ],
-    );
+    plant_foreign_root("cluster-2", ns);
     // cluster-1 drifts in the same tick: it is repaired, and its Events (sent
     // as soon as its writes end) hold nothing of cluster-2's conflict.
     patch_data("cluster-1", ns, TOKEN_SECRET, &[("token", b"drifted")]);
